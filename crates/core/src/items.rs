@@ -1,0 +1,173 @@
+//! The `?items=` filter: which session values an answer shows.
+//!
+//! `items` is a comma-separated list of `namespace.key`, `namespace.*` or `*`. Unknown items are
+//! simply absent from the answer; an empty or missing filter selects nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::session::{Namespace, Namespaces, Value};
+
+/// The namespace whose values (identity cookies) are never shown by the public API.
+pub const SECRET_NAMESPACE: &str = "cookie";
+
+/// What a secret value is shown as.
+pub const REDACTED: &str = "[redacted]";
+
+/// A parsed `items` filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Items {
+    all: bool,
+    whole: BTreeSet<String>,
+    keys: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Items {
+    /// Parses the (already percent-decoded) value of `items`. Never fails: entries that
+    /// name nothing (no dot, empty parts) select nothing.
+    pub fn parse(raw: &str) -> Self {
+        let mut items = Items::default();
+        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            if entry == "*" {
+                items.all = true;
+                continue;
+            }
+            let Some((ns, key)) = entry.split_once('.') else {
+                continue;
+            };
+            if ns.is_empty() || key.is_empty() {
+                continue;
+            }
+            if key == "*" {
+                items.whole.insert(ns.to_owned());
+            } else {
+                items
+                    .keys
+                    .entry(ns.to_owned())
+                    .or_default()
+                    .insert(key.to_owned());
+            }
+        }
+        items
+    }
+
+    /// A filter that selects everything.
+    pub fn all() -> Self {
+        Items {
+            all: true,
+            ..Items::default()
+        }
+    }
+
+    /// Whether the filter selects nothing at all.
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.whole.is_empty() && self.keys.is_empty()
+    }
+
+    /// The selected values of `namespaces`, with secret values redacted.
+    pub fn select(&self, namespaces: &Namespaces) -> Namespaces {
+        let mut out = Namespaces::new();
+        if self.is_empty() {
+            return out;
+        }
+        for (ns, values) in namespaces {
+            let picked: Namespace = if self.all || self.whole.contains(ns) {
+                values.clone()
+            } else if let Some(wanted) = self.keys.get(ns) {
+                wanted
+                    .iter()
+                    .filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone())))
+                    .collect()
+            } else {
+                continue;
+            };
+            if picked.is_empty() {
+                continue;
+            }
+            let picked = if ns == SECRET_NAMESPACE {
+                redact(picked)
+            } else {
+                picked
+            };
+            out.insert(ns.clone(), picked);
+        }
+        out
+    }
+}
+
+fn redact(values: Namespace) -> Namespace {
+    values
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k,
+                Value {
+                    value: serde_json::Value::String(REDACTED.to_owned()),
+                    keep_alive: v.keep_alive,
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Namespaces {
+        let mut n = Namespaces::new();
+        n.entry("public".into())
+            .or_default()
+            .insert("a".into(), Value::new("1"));
+        n.entry("public".into())
+            .or_default()
+            .insert("b".into(), Value::new("2"));
+        n.entry("store".into())
+            .or_default()
+            .insert("channel".into(), Value::new("1"));
+        n.entry("cookie".into())
+            .or_default()
+            .insert("VtexIdclientAutCookie".into(), Value::new("secret"));
+        n
+    }
+
+    #[test]
+    fn selects_keys_namespaces_and_all() {
+        let n = sample();
+        let one = Items::parse("public.a,store.missing,nope.x,bad");
+        let got = one.select(&n);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got["public"].len(), 1);
+        assert_eq!(got["public"]["a"], Value::new("1"));
+
+        let ns = Items::parse("public.*");
+        assert_eq!(ns.select(&n)["public"].len(), 2);
+
+        let all = Items::parse(" * ");
+        assert_eq!(all.select(&n).len(), 3);
+        assert!(Items::parse("").select(&n).is_empty());
+    }
+
+    #[test]
+    fn cookies_are_redacted() {
+        let n = sample();
+        let got = Items::all().select(&n);
+        assert_eq!(
+            got["cookie"]["VtexIdclientAutCookie"].value,
+            serde_json::json!(REDACTED)
+        );
+        let got = Items::parse("cookie.VtexIdclientAutCookie").select(&n);
+        assert_eq!(
+            got["cookie"]["VtexIdclientAutCookie"].value,
+            serde_json::json!(REDACTED)
+        );
+    }
+
+    #[test]
+    fn keys_may_contain_dots() {
+        let mut n = Namespaces::new();
+        n.entry("public".into())
+            .or_default()
+            .insert("a.b".into(), Value::new("1"));
+        assert_eq!(Items::parse("public.a.b").select(&n)["public"].len(), 1);
+    }
+}

@@ -1,0 +1,331 @@
+//! The session: its identity, its namespaced values, and the changes applied to it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A session identifier: a random (v4) UUID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(Uuid);
+
+impl SessionId {
+    /// A fresh identifier drawn from the operating system's CSPRNG.
+    pub fn random() -> Self {
+        SessionId(Uuid::new_v4())
+    }
+
+    /// The identifier as its 16 raw bytes (a compact storage key).
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(SessionId)
+    }
+}
+
+/// One session value: the `{"value": <any JSON>, "keepAlive": <bool>}` envelope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Value {
+    /// The value itself; any JSON (usually a string).
+    pub value: serde_json::Value,
+    /// Whether the value survives a session reset.
+    #[serde(rename = "keepAlive", default, skip_serializing_if = "is_false")]
+    pub keep_alive: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Value {
+    /// A value without `keepAlive`.
+    pub fn new(value: impl Into<serde_json::Value>) -> Self {
+        Value {
+            value: value.into(),
+            keep_alive: false,
+        }
+    }
+
+    /// A value that survives a reset.
+    pub fn kept(value: impl Into<serde_json::Value>) -> Self {
+        Value {
+            value: value.into(),
+            keep_alive: true,
+        }
+    }
+
+    /// The value as text when it is a JSON string.
+    pub fn as_str(&self) -> Option<&str> {
+        self.value.as_str()
+    }
+}
+
+/// The keys of one namespace.
+pub type Namespace = BTreeMap<String, Value>;
+
+/// All namespaces of a session: `namespace → key → Value`.
+pub type Namespaces = BTreeMap<String, Namespace>;
+
+/// A `(namespace, key)` pair naming one session value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    /// The namespace, e.g. `public`.
+    pub namespace: String,
+    /// The key inside the namespace, e.g. `utm_source`.
+    pub name: String,
+}
+
+impl Key {
+    /// Builds a key from its two parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Key {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.namespace, self.name)
+    }
+}
+
+/// Writes to apply to a session, in order: `Some` sets a value, `None` removes the key.
+///
+/// Kept as an ordered list so the same request can be re-applied, unchanged, to a newer
+/// version of the session after a compare-and-swap conflict.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changes {
+    entries: Vec<(Key, Option<Value>)>,
+}
+
+impl Changes {
+    /// No changes.
+    pub fn new() -> Self {
+        Changes::default()
+    }
+
+    /// Sets `key` (later writes to the same key win).
+    pub fn set(&mut self, key: Key, value: Value) {
+        self.entries.push((key, Some(value)));
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: Key) {
+        self.entries.push((key, None));
+    }
+
+    /// Appends all of `other` after these changes (so `other` wins on the same key).
+    pub fn extend(&mut self, other: Changes) {
+        self.entries.extend(other.entries);
+    }
+
+    /// Whether there is nothing to apply.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The writes, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &(Key, Option<Value>)> {
+        self.entries.iter()
+    }
+
+    /// The number of writes.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// The keys whose value actually changed (Δ of the transform cycle).
+pub type Delta = BTreeSet<Key>;
+
+/// A visitor's session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Random identifier; changes when the visitor's identity changes.
+    pub id: SessionId,
+    /// The account (tenant) the session belongs to.
+    pub account: String,
+    /// The session data.
+    pub namespaces: Namespaces,
+    /// +1 on every saved change; starts at 1.
+    pub version: u64,
+    /// False once the session was reset or replaced.
+    pub active: bool,
+    /// Whether cycle traces are kept for this session.
+    pub debug: bool,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at: u64,
+    /// Time of the last saved change, milliseconds since the Unix epoch.
+    pub updated_at: u64,
+    /// When the session stops existing, milliseconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+impl Session {
+    /// A new, empty, active session at version 1 (not yet stored).
+    pub fn new(account: impl Into<String>, now_ms: u64, ttl_ms: u64) -> Self {
+        Session {
+            id: SessionId::random(),
+            account: account.into(),
+            namespaces: Namespaces::new(),
+            version: 1,
+            active: true,
+            debug: false,
+            created_at: now_ms,
+            updated_at: now_ms,
+            expires_at: now_ms.saturating_add(ttl_ms),
+        }
+    }
+
+    /// The value at `namespace.name`, if set.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&Value> {
+        self.namespaces.get(namespace)?.get(name)
+    }
+
+    /// The text at `namespace.name`, if set and a string.
+    pub fn get_str(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.get(namespace, name)?.as_str()
+    }
+
+    /// Sets one value; returns whether anything changed.
+    pub fn set(&mut self, key: &Key, value: Value) -> bool {
+        let ns = self.namespaces.entry(key.namespace.clone()).or_default();
+        match ns.get(&key.name) {
+            Some(old) if *old == value => false,
+            _ => {
+                ns.insert(key.name.clone(), value);
+                true
+            }
+        }
+    }
+
+    /// Removes one value; returns whether it was there. Empty namespaces disappear.
+    pub fn remove(&mut self, key: &Key) -> bool {
+        let Some(ns) = self.namespaces.get_mut(&key.namespace) else {
+            return false;
+        };
+        let removed = ns.remove(&key.name).is_some();
+        if ns.is_empty() {
+            self.namespaces.remove(&key.namespace);
+        }
+        removed
+    }
+
+    /// Applies `changes` in order and returns the keys whose value ended up different.
+    pub fn apply(&mut self, changes: &Changes) -> Delta {
+        let mut before: BTreeMap<&Key, Option<Value>> = BTreeMap::new();
+        for (key, _) in changes.iter() {
+            before
+                .entry(key)
+                .or_insert_with(|| self.get(&key.namespace, &key.name).cloned());
+        }
+        for (key, value) in changes.iter() {
+            match value {
+                Some(v) => self.set(key, v.clone()),
+                None => self.remove(key),
+            };
+        }
+        before
+            .into_iter()
+            .filter(|(key, old)| self.get(&key.namespace, &key.name) != old.as_ref())
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// The values marked `keepAlive`, to carry over into the session that replaces this one.
+    pub fn kept_alive(&self) -> Changes {
+        let mut changes = Changes::new();
+        for (ns, keys) in &self.namespaces {
+            for (name, value) in keys {
+                if value.keep_alive {
+                    changes.set(Key::new(ns.as_str(), name.as_str()), value.clone());
+                }
+            }
+        }
+        changes
+    }
+
+    /// Whether the session has expired at `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at <= now_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ns: &str, k: &str) -> Key {
+        Key::new(ns, k)
+    }
+
+    #[test]
+    fn apply_reports_only_real_changes() {
+        let mut s = Session::new("demo", 0, 1000);
+        let mut c = Changes::new();
+        c.set(key("public", "a"), Value::new("1"));
+        c.set(key("public", "b"), Value::new("2"));
+        assert_eq!(s.apply(&c).len(), 2);
+        // Same values again: nothing changes.
+        assert!(s.apply(&c).is_empty());
+        // Set then remove in one batch: net effect on a missing key is none.
+        let mut c = Changes::new();
+        c.set(key("public", "x"), Value::new("1"));
+        c.remove(key("public", "x"));
+        c.remove(key("public", "a"));
+        let delta = s.apply(&c);
+        assert_eq!(delta.into_iter().collect::<Vec<_>>(), vec![key("public", "a")]);
+        assert_eq!(s.get_str("public", "b"), Some("2"));
+        assert!(s.get("public", "a").is_none());
+    }
+
+    #[test]
+    fn empty_namespaces_disappear() {
+        let mut s = Session::new("demo", 0, 1000);
+        s.set(&key("public", "a"), Value::new("1"));
+        s.remove(&key("public", "a"));
+        assert!(s.namespaces.is_empty());
+    }
+
+    #[test]
+    fn kept_alive_values_only() {
+        let mut s = Session::new("demo", 0, 1000);
+        s.set(&key("account", "id"), Value::kept("u"));
+        s.set(&key("public", "a"), Value::new("1"));
+        let kept = s.kept_alive();
+        assert_eq!(kept.len(), 1);
+        let mut fresh = Session::new("demo", 0, 1000);
+        fresh.apply(&kept);
+        assert_eq!(fresh.get("account", "id"), Some(&Value::kept("u")));
+        assert!(fresh.get("public", "a").is_none());
+    }
+
+    #[test]
+    fn any_json_round_trips() {
+        let v: Value =
+            serde_json::from_str(r#"{"value":{"b":[1,2.5,true,null],"a":"x"},"keepAlive":true}"#)
+                .unwrap();
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"value":{"b":[1,2.5,true,null],"a":"x"},"keepAlive":true}"#
+        );
+        let plain = serde_json::to_string(&Value::new("1")).unwrap();
+        assert_eq!(plain, r#"{"value":"1"}"#);
+    }
+}
