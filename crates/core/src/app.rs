@@ -59,7 +59,9 @@ impl KeyPattern {
     /// than `.` and `-` (so `vtex-impersonated-customer-email` is exact, `VtexIdclientAutCookie_.*`
     /// a pattern).
     pub fn parse(source: &str) -> Result<Self, regex::Error> {
-        const META: &[char] = &['*', '+', '?', '(', ')', '[', ']', '{', '}', '|', '^', '$', '\\'];
+        const META: &[char] = &[
+            '*', '+', '?', '(', ')', '[', ']', '{', '}', '|', '^', '$', '\\',
+        ];
         if !source.contains(META) {
             return Ok(KeyPattern::Exact(source.to_owned()));
         }

@@ -66,11 +66,8 @@ impl Segment {
     /// Derives the segment of `session`.
     pub fn of(session: &Session) -> Self {
         let text = |ns: &str, key: &str| session.get(ns, key).and_then(|v| as_text(&v.value));
-        let list = |ns: &str, key: &str| {
-            session
-                .get(ns, key)
-                .and_then(|v| normalize_list(&v.value))
-        };
+        let list =
+            |ns: &str, key: &str| session.get(ns, key).and_then(|v| normalize_list(&v.value));
         Segment {
             campaigns: list("rnb", "campaigns"),
             channel: text("store", "channel"),
@@ -197,7 +194,10 @@ mod tests {
         assert_eq!(Segment::of(&a).encode(), Segment::of(&b).encode());
         assert_eq!(Segment::of(&a).campaigns.as_deref(), Some("a,b"));
         let mut c = Session::new("demo", 0, 1);
-        c.set(&Key::new("rnb", "campaigns"), Value::new(serde_json::json!([])));
+        c.set(
+            &Key::new("rnb", "campaigns"),
+            Value::new(serde_json::json!([])),
+        );
         assert_eq!(Segment::of(&c).campaigns, None);
     }
 

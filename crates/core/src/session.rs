@@ -18,6 +18,16 @@ impl SessionId {
         SessionId(Uuid::new_v4())
     }
 
+    /// The identifier with these 16 raw bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        SessionId(Uuid::from_bytes(bytes))
+    }
+
+    /// The smallest identifier (all zero bits), as a bound for ordered scans.
+    pub fn min() -> Self {
+        SessionId(Uuid::nil())
+    }
+
     /// The identifier as its 16 raw bytes (a compact storage key).
     pub fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
@@ -290,7 +300,10 @@ mod tests {
         c.remove(key("public", "x"));
         c.remove(key("public", "a"));
         let delta = s.apply(&c);
-        assert_eq!(delta.into_iter().collect::<Vec<_>>(), vec![key("public", "a")]);
+        assert_eq!(
+            delta.into_iter().collect::<Vec<_>>(),
+            vec![key("public", "a")]
+        );
         assert_eq!(s.get_str("public", "b"), Some("2"));
         assert!(s.get("public", "a").is_none());
     }

@@ -1,1 +1,70 @@
+//! sessiond-store: where sessions live.
+//!
+//! # Layout
+//! - [`SessionStore`]: the one storage trait: get, compare-and-swap put, delete, expiry.
+//! - [`memory`]: a process-local backend (tests, throw-away demos).
+//! - [`embedded`]: the durable default, on disk, with group commit.
+//! - [`conformance`]: the test suite every backend must pass.
+//!
+//! Time is passed in (`now_ms`) rather than read inside the store, so expiry is the same
+//! decision everywhere and can be tested without waiting.
 
+pub mod conformance;
+pub mod embedded;
+pub mod memory;
+
+use async_trait::async_trait;
+use sessiond_core::{Session, SessionId};
+
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
+pub use memory::MemoryStore;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stored version is not the expected one: another writer saved first.
+    #[error("the session was changed by another request")]
+    Conflict,
+    /// The backend could not be reached or failed.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record could not be decoded.
+    #[error("stored session is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Session storage with optimistic concurrency.
+///
+/// Every backend must pass [`conformance`]. The contract fits a single-node engine as well as
+/// Redis (a `WATCH`/Lua compare-and-swap on `version`, `PEXPIREAT` on `expires_at`).
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// The session with this id, unless it is missing or expired at `now_ms`.
+    async fn get(&self, id: SessionId, now_ms: u64) -> Result<Option<Session>, StoreError>;
+
+    /// Saves `session` if the stored version equals `expected`; `None` means no record with
+    /// this id may exist. Otherwise fails with [`StoreError::Conflict`] and changes nothing.
+    /// When it returns `Ok`, the write is durable as far as the backend promises.
+    async fn put(&self, session: &Session, expected: Option<u64>) -> Result<(), StoreError>;
+
+    /// Removes the session; returns whether it existed.
+    async fn delete(&self, id: SessionId) -> Result<bool, StoreError>;
+
+    /// Removes every session expired at `now_ms`; returns how many.
+    async fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    /// Whether the backend answers (for readiness probes).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Encodes a session as stored bytes.
+pub(crate) fn encode(session: &Session) -> Vec<u8> {
+    serde_json::to_vec(session).expect("a session always serializes")
+}
+
+/// Decodes stored bytes.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Session, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

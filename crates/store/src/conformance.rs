@@ -1,0 +1,160 @@
+//! The conformance suite: what every [`SessionStore`] backend must do.
+//!
+//! Each check takes a fresh, empty store and panics with a message on failure. A backend's
+//! test file calls [`run_all`] (or the checks one by one) on a store of its kind.
+
+use std::sync::Arc;
+
+use sessiond_core::{Key, Session, Value};
+
+use crate::{SessionStore, StoreError};
+
+const NOW: u64 = 1_700_000_000_000;
+const TTL: u64 = 5 * 24 * 3600 * 1000;
+
+fn session(account: &str) -> Session {
+    let mut s = Session::new(account, NOW, TTL);
+    s.set(&Key::new("account", "accountName"), Value::new(account));
+    s
+}
+
+/// Runs every check, each on a store made by `make`.
+pub async fn run_all<S: SessionStore, F: Fn() -> S>(make: F) {
+    missing_is_none(&make()).await;
+    insert_then_get_round_trips(&make()).await;
+    insert_twice_conflicts(&make()).await;
+    compare_and_swap(&make()).await;
+    expiry_and_purge(&make()).await;
+    delete_removes(&make()).await;
+    concurrent_writers_one_wins(Arc::new(make())).await;
+    any_json_round_trips(&make()).await;
+}
+
+/// An unknown id is `None`.
+pub async fn missing_is_none(store: &dyn SessionStore) {
+    let s = session("demo");
+    assert!(store.get(s.id, NOW).await.unwrap().is_none());
+}
+
+/// What was put is what is got, field for field.
+pub async fn insert_then_get_round_trips(store: &dyn SessionStore) {
+    let s = session("demo");
+    store.put(&s, None).await.unwrap();
+    assert_eq!(store.get(s.id, NOW).await.unwrap(), Some(s));
+}
+
+/// `expected = None` refuses to overwrite an existing session.
+pub async fn insert_twice_conflicts(store: &dyn SessionStore) {
+    let s = session("demo");
+    store.put(&s, None).await.unwrap();
+    let mut other = s.clone();
+    other.set(&Key::new("public", "x"), Value::new("1"));
+    assert!(matches!(
+        store.put(&other, None).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.get(s.id, NOW).await.unwrap(), Some(s));
+}
+
+/// A put with the stored version wins; a put with a stale version changes nothing.
+pub async fn compare_and_swap(store: &dyn SessionStore) {
+    let v1 = session("demo");
+    store.put(&v1, None).await.unwrap();
+    let mut v2 = v1.clone();
+    v2.version = 2;
+    v2.set(&Key::new("public", "a"), Value::new("2"));
+    store.put(&v2, Some(1)).await.unwrap();
+    let mut stale = v1.clone();
+    stale.version = 2;
+    stale.set(&Key::new("public", "a"), Value::new("stale"));
+    assert!(matches!(
+        store.put(&stale, Some(1)).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(matches!(
+        store.put(&stale, Some(7)).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.get(v1.id, NOW).await.unwrap(), Some(v2));
+}
+
+/// Expired sessions are never returned, and the purge removes exactly them.
+pub async fn expiry_and_purge(store: &dyn SessionStore) {
+    let short = Session::new("demo", NOW, 1000);
+    let long = session("demo");
+    store.put(&short, None).await.unwrap();
+    store.put(&long, None).await.unwrap();
+    assert!(store.get(short.id, NOW + 999).await.unwrap().is_some());
+    assert!(store.get(short.id, NOW + 1000).await.unwrap().is_none());
+    assert_eq!(store.purge_expired(NOW + 1000).await.unwrap(), 1);
+    assert_eq!(store.purge_expired(NOW + 1000).await.unwrap(), 0);
+    assert!(!store.delete(short.id).await.unwrap());
+    assert!(store.get(long.id, NOW + 1000).await.unwrap().is_some());
+    // An update that extends the lifetime moves the session in the expiry index.
+    let mut renewed = long.clone();
+    renewed.version = 2;
+    renewed.expires_at = NOW + 2 * TTL;
+    store.put(&renewed, Some(1)).await.unwrap();
+    assert_eq!(store.purge_expired(NOW + TTL).await.unwrap(), 0);
+    assert!(store.get(long.id, NOW + TTL).await.unwrap().is_some());
+    assert_eq!(store.purge_expired(NOW + 2 * TTL).await.unwrap(), 1);
+}
+
+/// Delete removes and reports whether it did.
+pub async fn delete_removes(store: &dyn SessionStore) {
+    let s = session("demo");
+    store.put(&s, None).await.unwrap();
+    assert!(store.delete(s.id).await.unwrap());
+    assert!(!store.delete(s.id).await.unwrap());
+    assert!(store.get(s.id, NOW).await.unwrap().is_none());
+    // A deleted id may be inserted again.
+    store.put(&s, None).await.unwrap();
+}
+
+/// Of many concurrent writers with the same expected version, exactly one wins.
+pub async fn concurrent_writers_one_wins<S: SessionStore>(store: Arc<S>) {
+    let base = session("demo");
+    store.put(&base, None).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let store = store.clone();
+        let mut mine = base.clone();
+        mine.version = 2;
+        mine.set(&Key::new("public", "writer"), Value::new(i.to_string()));
+        tasks.push(tokio::spawn(async move {
+            match store.put(&mine, Some(1)).await {
+                Ok(()) => Some(i),
+                Err(StoreError::Conflict) => None,
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        if let Some(i) = t.await.unwrap() {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let stored = store.get(base.id, NOW).await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(
+        stored.get_str("public", "writer"),
+        Some(winners[0].to_string().as_str())
+    );
+}
+
+/// Objects, numbers, booleans and unicode survive storage unchanged.
+pub async fn any_json_round_trips(store: &dyn SessionStore) {
+    let mut s = session("demo");
+    let value =
+        serde_json::json!({"z": 1, "a": [1.5, true, null, "ünï"], "n": 18446744073709551615u64});
+    s.set(&Key::new("public", "obj"), Value::kept(value.clone()));
+    store.put(&s, None).await.unwrap();
+    let got = store.get(s.id, NOW).await.unwrap().unwrap();
+    assert_eq!(got.get("public", "obj"), Some(&Value::kept(value)));
+    assert_eq!(
+        serde_json::to_string(&got).unwrap(),
+        serde_json::to_string(&s).unwrap()
+    );
+}

@@ -1,0 +1,89 @@
+//! A process-local backend: a map plus an expiry index. Not durable.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use sessiond_core::{Session, SessionId};
+
+use crate::{SessionStore, StoreError};
+
+/// Sessions held in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<SessionId, Session>,
+    /// (expires_at, id): the purge walks this from the front.
+    expiry: BTreeSet<(u64, SessionId)>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the map half-written (each operation is
+        // a single insert/remove pair), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn get(&self, id: SessionId, now_ms: u64) -> Result<Option<Session>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .sessions
+            .get(&id)
+            .filter(|s| !s.is_expired(now_ms))
+            .cloned())
+    }
+
+    async fn put(&self, session: &Session, expected: Option<u64>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let current = inner
+            .sessions
+            .get(&session.id)
+            .map(|s| (s.version, s.expires_at));
+        if current.map(|(v, _)| v) != expected {
+            return Err(StoreError::Conflict);
+        }
+        if let Some((_, old_expiry)) = current {
+            inner.expiry.remove(&(old_expiry, session.id));
+        }
+        inner.expiry.insert((session.expires_at, session.id));
+        inner.sessions.insert(session.id, session.clone());
+        Ok(())
+    }
+
+    async fn delete(&self, id: SessionId) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.sessions.remove(&id) {
+            Some(s) => {
+                inner.expiry.remove(&(s.expires_at, id));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let due: Vec<(u64, SessionId)> = inner
+            .expiry
+            .range(..(now_ms.saturating_add(1), SessionId::min()))
+            .copied()
+            .collect();
+        for entry in &due {
+            inner.expiry.remove(entry);
+            inner.sessions.remove(&entry.1);
+        }
+        Ok(due.len())
+    }
+}
