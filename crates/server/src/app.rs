@@ -1,0 +1,100 @@
+//! Building and running the service: store, keys, accounts, router, listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sessiond_store::{EmbeddedOptions, EmbeddedStore, MemoryStore, SessionStore};
+use tokio::net::TcpListener;
+
+use crate::config::{Settings, StoreSpec};
+use crate::routes::{router, AppState};
+use crate::service::SessionService;
+use crate::tenancy::Tenancy;
+use crate::token::Keyring;
+
+/// How often expired sessions are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    state: Arc<AppState>,
+}
+
+/// Opens the store `settings` name.
+pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn SessionStore>> {
+    Ok(match &settings.store {
+        StoreSpec::Embedded => Arc::new(
+            EmbeddedStore::open(&settings.data_dir, EmbeddedOptions::default())
+                .context("opening the embedded store")?,
+        ),
+        StoreSpec::Memory => Arc::new(MemoryStore::new()),
+        StoreSpec::Redis(url) => anyhow::bail!(
+            "store `{url}`: the Redis backend is not available in this build; use `embedded` or `memory`"
+        ),
+    })
+}
+
+impl Application {
+    /// Opens the store, loads the keys, builds the accounts and binds the listen address.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let tenancy = Tenancy::new(&settings.accounts, &settings.default_account)?;
+        let keys = Keyring::load(
+            settings.signing_key_pem.as_deref(),
+            &settings.verification_keys_pem,
+            &settings.data_dir,
+        )?;
+        let store = open_store(&settings)?;
+        let service = SessionService::new(store, keys, settings.session_ttl, settings.store_timeout);
+        let state = Arc::new(AppState {
+            tenancy,
+            service,
+            limits: settings.limits.clone(),
+            secure_cookies: settings.secure_cookies,
+        });
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        Ok(Application {
+            listener,
+            router: router(state.clone()),
+            state,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` completes, purging expired sessions in the background.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let purge = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PURGE_EVERY);
+            loop {
+                tick.tick().await;
+                match state.service.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "expired sessions purged"),
+                    Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+                }
+            }
+        });
+        let result = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        purge.abort();
+        result
+    }
+}

@@ -1,0 +1,392 @@
+//! Configuration: the TOML file (or the built-in demo), `SESSIOND_*` variables and flags,
+//! resolved into [`Settings`]. Precedence: flag > environment > file > default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sessiond_apps::commerce::{Admin, Campaign, CommerceData, Customer, DeliveryArea, SalesChannel};
+
+/// The demo configuration, used when no `--config` is given.
+pub const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown fields.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The configuration file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Data directory (embedded store, generated keys).
+    pub data_dir: Option<PathBuf>,
+    /// Store URL: `embedded`, `memory`, `redis://…`, `redis+cluster://…`.
+    pub store: Option<String>,
+    /// Account used when neither the host nor `an` names one.
+    pub default_account: Option<String>,
+    /// Session lifetime, humantime (`5d`).
+    pub session_ttl: Option<String>,
+    /// Whether cookies carry `Secure`.
+    pub secure_cookies: Option<bool>,
+    /// Bearer token of the admin API.
+    pub admin_token: Option<String>,
+    /// Bound on every store call, humantime (`1s`).
+    pub store_timeout: Option<String>,
+    /// PEM of the ES256 private key signing session tokens (else generated in `data_dir`).
+    pub signing_key_pem: Option<String>,
+    /// File holding that PEM.
+    pub signing_key_file: Option<PathBuf>,
+    /// Further public keys (PEM) whose tokens are accepted, for key rotation.
+    #[serde(default)]
+    pub verification_keys_pem: Vec<String>,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The accounts (tenants).
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// Request limits as written (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body, bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Most keys written into `public` by one request.
+    pub max_public_keys: Option<usize>,
+    /// Longest key name, bytes.
+    pub max_key_bytes: Option<usize>,
+    /// Largest value (its JSON), bytes.
+    pub max_value_bytes: Option<usize>,
+    /// Deepest JSON nesting of a value.
+    pub max_json_depth: Option<usize>,
+}
+
+/// One account as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// Account name (first DNS label of its hosts).
+    pub name: String,
+    /// Account UUID (derived from the name when absent).
+    pub id: Option<String>,
+    /// Most transform rounds per request.
+    pub max_rounds: Option<u32>,
+    /// Keys that sign the account's identity tokens.
+    pub identity: Option<IdentityConfig>,
+    /// Installed session apps, in precedence order.
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+    /// Sales channels.
+    #[serde(default)]
+    pub sales_channels: Vec<SalesChannel>,
+    /// Customers.
+    #[serde(default)]
+    pub customers: Vec<Customer>,
+    /// Admin users.
+    #[serde(default)]
+    pub admins: Vec<Admin>,
+    /// Delivery areas.
+    #[serde(default)]
+    pub delivery_areas: Vec<DeliveryArea>,
+    /// Campaign audiences.
+    #[serde(default)]
+    pub campaigns: Vec<Campaign>,
+}
+
+/// Identity-token keys of an account.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Shared HS256 secret.
+    pub hs256_secret: Option<String>,
+    /// RS256/ES256 public key (PEM).
+    pub public_key_pem: Option<String>,
+}
+
+/// One installed app as written: a built-in by name, or an HTTP app.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// App name.
+    pub name: String,
+    /// Transform URL of an HTTP app.
+    pub url: Option<String>,
+    /// Whether the app runs on session creation.
+    pub run_on_create: Option<bool>,
+    /// Per-call timeout of an HTTP app, milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// HMAC secret signing the request body.
+    pub secret: Option<String>,
+    /// The declaration (`{input, output}`), inline.
+    pub configuration: Option<toml::Value>,
+    /// The declaration as VTEX's `configuration.json` file.
+    pub configuration_file: Option<PathBuf>,
+}
+
+/// Request limits in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Most keys written into `public` by one request.
+    pub max_public_keys: usize,
+    /// Longest key name, bytes.
+    pub max_key_bytes: usize,
+    /// Largest value (its JSON), bytes.
+    pub max_value_bytes: usize,
+    /// Deepest JSON nesting of a value.
+    pub max_json_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_public_keys: 256,
+            max_key_bytes: 256,
+            max_value_bytes: 16 * 1024,
+            max_json_depth: 16,
+        }
+    }
+}
+
+/// Which backend holds the sessions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// The durable on-disk store in the data directory.
+    Embedded,
+    /// Process memory (lost on exit).
+    Memory,
+    /// A Redis node or cluster.
+    Redis(String),
+}
+
+impl StoreSpec {
+    fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "embedded" => Ok(StoreSpec::Embedded),
+            "memory" => Ok(StoreSpec::Memory),
+            url if url.starts_with("redis://") || url.starts_with("redis+cluster://") => {
+                Ok(StoreSpec::Redis(url.to_owned()))
+            }
+            other => Err(ConfigError::Invalid(format!(
+                "store `{other}` is not one of `embedded`, `memory`, `redis://HOST:PORT`, `redis+cluster://HOST:PORT[,HOST:PORT…]`"
+            ))),
+        }
+    }
+}
+
+/// Values given on the command line or in `SESSIOND_*` variables (clap merges those two).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--store`.
+    pub store: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug)]
+pub struct Settings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Store backend.
+    pub store: StoreSpec,
+    /// Default account name.
+    pub default_account: String,
+    /// Session lifetime.
+    pub session_ttl: Duration,
+    /// Whether cookies carry `Secure`.
+    pub secure_cookies: bool,
+    /// Admin bearer token (admin API off when absent).
+    pub admin_token: Option<String>,
+    /// Bound on every store call.
+    pub store_timeout: Duration,
+    /// Signing key PEM, when configured.
+    pub signing_key_pem: Option<String>,
+    /// Extra verification keys (PEM).
+    pub verification_keys_pem: Vec<String>,
+    /// Request limits.
+    pub limits: Limits,
+    /// Accounts, as written.
+    pub accounts: Vec<AccountConfig>,
+}
+
+impl Settings {
+    /// Reads `config` (or the demo configuration) and applies `overrides`.
+    pub fn load(config: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let text = match config {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+            None => DEMO_CONFIG.to_owned(),
+        };
+        let file: FileConfig = toml::from_str(&text)?;
+        let base = config.and_then(Path::parent).unwrap_or(Path::new("."));
+        Settings::resolve(file, overrides, base)
+    }
+
+    fn resolve(file: FileConfig, o: Overrides, base: &Path) -> Result<Self, ConfigError> {
+        let listen_text = o
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "listen address `{listen_text}` is not IP:PORT (e.g. 127.0.0.1:8080)"
+            ))
+        })?;
+        let store = StoreSpec::parse(&o.store.or(file.store).unwrap_or_else(|| "embedded".into()))?;
+        let duration = |name: &str, v: Option<String>, default: &str| {
+            let text = v.unwrap_or_else(|| default.to_owned());
+            humantime::parse_duration(&text)
+                .map_err(|e| ConfigError::Invalid(format!("{name} `{text}`: {e}")))
+                .and_then(|d| {
+                    if d.is_zero() {
+                        Err(ConfigError::Invalid(format!("{name} must be more than zero")))
+                    } else {
+                        Ok(d)
+                    }
+                })
+        };
+        let session_ttl = duration("session_ttl", file.session_ttl, "5d")?;
+        let store_timeout = duration("store_timeout", file.store_timeout, "1s")?;
+        let defaults = Limits::default();
+        let l = file.limits;
+        let limits = Limits {
+            max_body_bytes: l.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+            max_public_keys: l.max_public_keys.unwrap_or(defaults.max_public_keys),
+            max_key_bytes: l.max_key_bytes.unwrap_or(defaults.max_key_bytes),
+            max_value_bytes: l.max_value_bytes.unwrap_or(defaults.max_value_bytes),
+            max_json_depth: l.max_json_depth.unwrap_or(defaults.max_json_depth),
+        };
+        let signing_key_pem = match (file.signing_key_pem, file.signing_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "give signing_key_pem or signing_key_file, not both".into(),
+                ))
+            }
+            (Some(pem), None) => Some(pem),
+            (None, Some(path)) => {
+                let path = base.join(path);
+                Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(|source| ConfigError::Read { path, source })?,
+                )
+            }
+            (None, None) => None,
+        };
+        if file.accounts.is_empty() {
+            return Err(ConfigError::Invalid(
+                "at least one [[accounts]] entry is needed".into(),
+            ));
+        }
+        let default_account = file
+            .default_account
+            .unwrap_or_else(|| file.accounts[0].name.clone());
+        let mut accounts = file.accounts;
+        for a in &mut accounts {
+            for app in &mut a.apps {
+                if let Some(f) = &app.configuration_file {
+                    app.configuration_file = Some(base.join(f));
+                }
+            }
+        }
+        Ok(Settings {
+            secure_cookies: file
+                .secure_cookies
+                .unwrap_or(!listen.ip().is_loopback()),
+            listen,
+            data_dir: o
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            store,
+            default_account,
+            session_ttl,
+            admin_token: file.admin_token,
+            store_timeout,
+            signing_key_pem,
+            verification_keys_pem: file.verification_keys_pem,
+            limits,
+            accounts,
+        })
+    }
+}
+
+impl AccountConfig {
+    /// The account's commerce data.
+    pub fn commerce(&self) -> CommerceData {
+        CommerceData {
+            sales_channels: self.sales_channels.clone(),
+            customers: self.customers.clone(),
+            admins: self.admins.clone(),
+            delivery_areas: self.delivery_areas.clone(),
+            campaigns: self.campaigns.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_configuration_loads() {
+        let s = Settings::load(None, Overrides::default()).unwrap();
+        assert_eq!(s.default_account, "demo");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert!(!s.secure_cookies);
+        assert_eq!(s.session_ttl, Duration::from_secs(5 * 24 * 3600));
+        assert_eq!(s.store, StoreSpec::Embedded);
+    }
+
+    #[test]
+    fn overrides_win_and_are_checked() {
+        let o = Overrides {
+            listen: Some("0.0.0.0:9000".into()),
+            store: Some("memory".into()),
+            data_dir: None,
+        };
+        let s = Settings::load(None, o).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert!(s.secure_cookies, "non-loopback listen defaults to Secure");
+        assert_eq!(s.store, StoreSpec::Memory);
+        let bad = Overrides {
+            store: Some("postgres://x".into()),
+            ..Overrides::default()
+        };
+        assert!(Settings::load(None, bad).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let file: Result<FileConfig, _> = toml::from_str("lisen = \"x\"");
+        assert!(file.is_err());
+    }
+}

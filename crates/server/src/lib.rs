@@ -1,0 +1,23 @@
+//! sessiond: a self-hostable session manager speaking the VTEX Session Manager API.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration, `SESSIOND_*` variables and flags → [`config::Settings`].
+//! - [`tenancy`]: which account a request belongs to, and its installed apps.
+//! - [`token`]: ES256 session tokens (`vtex_session`) and the signing keys.
+//! - [`request`]: cookies, query string and body of a request → session changes.
+//! - [`service`]: load → apply → compare-and-swap save, with retry on conflict.
+//! - [`routes`]: the HTTP handlers; [`error`]: the `{"type","message"}` error answers.
+//! - [`app`]: building and running the server ([`app::Application`]).
+//! - [`cli`]: the `sessiond` command line.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod request;
+pub mod routes;
+pub mod service;
+pub mod tenancy;
+pub mod token;
+
+pub use app::Application;

@@ -1,0 +1,332 @@
+//! What a request asks for: its cookies, its query string and its JSON body, checked against
+//! the limits and turned into session [`Changes`].
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use sessiond_core::{Changes, Key, Value};
+
+use crate::config::Limits;
+use crate::error::ApiError;
+
+/// Name of the session-token cookie.
+pub const SESSION_COOKIE: &str = "vtex_session";
+/// Name of the segment-token cookie.
+pub const SEGMENT_COOKIE: &str = "vtex_segment";
+
+/// The cookies a request sent, in order.
+#[derive(Debug, Default)]
+pub struct RequestCookies {
+    pairs: Vec<(String, String)>,
+}
+
+impl RequestCookies {
+    /// Parses every `Cookie` header.
+    pub fn parse(headers: &HeaderMap) -> Self {
+        let mut pairs = Vec::new();
+        for value in headers.get_all(header::COOKIE) {
+            let Ok(text) = value.to_str() else { continue };
+            for part in text.split(';') {
+                let Some((name, value)) = part.split_once('=') else {
+                    continue;
+                };
+                let name = name.trim();
+                if name.is_empty() {
+                    continue;
+                }
+                let value = value.trim();
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                pairs.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        RequestCookies { pairs }
+    }
+
+    /// The first non-empty value of cookie `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, v)| n == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether `vtex_session` is the only cookie sent: a server-side call on the visitor's
+    /// behalf, which must not be taken as the visitor deleting their identity cookies.
+    pub fn only_session_cookie(&self) -> bool {
+        !self.pairs.is_empty() && self.pairs.iter().all(|(n, _)| n == SESSION_COOKIE)
+    }
+
+    /// Every cookie, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+/// A `Set-Cookie` value with the attributes storefronts forward verbatim.
+pub fn set_cookie(name: &str, value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let text = format!("{name}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}");
+    HeaderValue::from_str(&text).expect("token cookies are visible ASCII")
+}
+
+/// The query string, split into what the manager reads and what goes into `public`.
+#[derive(Debug, Default)]
+pub struct Query {
+    /// `items`, when present (several `items` parameters are joined by commas).
+    pub items: Option<String>,
+    /// `an`: the account, for server-side callers on a shared host.
+    pub an: Option<String>,
+    /// Every other parameter, in order.
+    pub rest: Vec<(String, String)>,
+}
+
+impl Query {
+    /// Parses and percent-decodes a raw query string.
+    pub fn parse(raw: Option<&str>) -> Self {
+        let mut q = Query::default();
+        for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            match k.as_ref() {
+                "items" => match &mut q.items {
+                    Some(items) => {
+                        items.push(',');
+                        items.push_str(&v);
+                    }
+                    None => q.items = Some(v.into_owned()),
+                },
+                "an" => q.an = Some(v.into_owned()),
+                "" => {}
+                _ => q.rest.push((k.into_owned(), v.into_owned())),
+            }
+        }
+        q
+    }
+}
+
+fn check_key(key: &str, limits: &Limits) -> Result<(), ApiError> {
+    if key.len() > limits.max_key_bytes {
+        return Err(ApiError::bad_request(format!(
+            "key `{}…` is longer than the limit of {} bytes (max_key_bytes)",
+            key.chars().take(32).collect::<String>(),
+            limits.max_key_bytes
+        )));
+    }
+    if key.is_empty() {
+        return Err(ApiError::bad_request("a key in `public` is empty"));
+    }
+    Ok(())
+}
+
+fn depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn check_value(key: &str, v: &serde_json::Value, limits: &Limits) -> Result<(), ApiError> {
+    if depth(v) > limits.max_json_depth {
+        return Err(ApiError::bad_request(format!(
+            "the value of `{key}` is nested deeper than the limit of {} levels (max_json_depth)",
+            limits.max_json_depth
+        )));
+    }
+    let size = match v {
+        serde_json::Value::String(s) => s.len() + 2,
+        other => serde_json::to_vec(other).map(|b| b.len()).unwrap_or(usize::MAX),
+    };
+    if size > limits.max_value_bytes {
+        return Err(ApiError::bad_request(format!(
+            "the value of `{key}` is {size} bytes, over the limit of {} bytes (max_value_bytes)",
+            limits.max_value_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// The `public` writes of a query string (every parameter but `items` and `an`).
+pub fn query_changes(query: &Query, limits: &Limits) -> Result<Changes, ApiError> {
+    let mut changes = Changes::new();
+    for (k, v) in &query.rest {
+        check_key(k, limits)?;
+        let value = serde_json::Value::String(v.clone());
+        check_value(k, &value, limits)?;
+        changes.set(Key::new("public", k.as_str()), Value::new(value));
+    }
+    Ok(changes)
+}
+
+/// Whether a `Content-Type` names JSON (`application/json`, `…+json`, with any parameters).
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The `public` writes of a POST/PATCH body. An empty body is no writes; other namespaces
+/// are ignored (their names are returned for the trace).
+pub fn body_changes(
+    headers: &HeaderMap,
+    body: &[u8],
+    limits: &Limits,
+) -> Result<(Changes, Vec<String>), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((Changes::new(), Vec::new()));
+    }
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        if !is_json(ct) {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body must be JSON (Content-Type: application/json), not `{ct}`"
+            )));
+        }
+    }
+    let parsed: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let serde_json::Value::Object(mut root) = parsed else {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object like {\"public\": {\"key\": {\"value\": \"…\"}}}",
+        ));
+    };
+    let ignored: Vec<String> = root.keys().filter(|k| *k != "public").cloned().collect();
+    let mut changes = Changes::new();
+    let Some(public) = root.remove("public") else {
+        return Ok((changes, ignored));
+    };
+    let serde_json::Value::Object(public) = public else {
+        return Err(ApiError::bad_request(
+            "`public` must be an object of {\"key\": {\"value\": …}} entries",
+        ));
+    };
+    if public.len() > limits.max_public_keys {
+        return Err(ApiError::bad_request(format!(
+            "`public` has {} keys, over the limit of {} (max_public_keys)",
+            public.len(),
+            limits.max_public_keys
+        )));
+    }
+    for (key, entry) in public {
+        check_key(&key, limits)?;
+        let serde_json::Value::Object(mut entry) = entry else {
+            return Err(ApiError::bad_request(format!(
+                "`public.{key}` must be an object like {{\"value\": …}}"
+            )));
+        };
+        let Some(value) = entry.remove("value") else {
+            return Err(ApiError::bad_request(format!(
+                "`public.{key}` has no `value` field"
+            )));
+        };
+        let keep_alive = match entry.get("keepAlive") {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "`public.{key}.keepAlive` must be true or false"
+                )))
+            }
+        };
+        let key = Key::new("public", key);
+        if value.is_null() {
+            changes.remove(key);
+        } else {
+            check_value(&key.name, &value, limits)?;
+            changes.set(key, Value { value, keep_alive });
+        }
+    }
+    Ok((changes, ignored))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        h
+    }
+
+    #[test]
+    fn body_rules() {
+        let l = Limits::default();
+        let h = json_headers();
+        let (c, ignored) = body_changes(
+            &h,
+            br#"{"public":{"a":{"value":"1"},"b":{"value":null},"c":{"value":{"x":[1]},"keepAlive":true}},"profile":{"email":{"value":"x"}}}"#,
+            &l,
+        )
+        .unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(ignored, vec!["profile".to_string()]);
+        assert!(body_changes(&h, b"", &l).unwrap().0.is_empty());
+        assert!(body_changes(&h, b"{}", &l).unwrap().0.is_empty());
+        for bad in [&b"[]"[..], b"{", br#"{"public":[]}"#, br#"{"public":{"a":"1"}}"#, br#"{"public":{"a":{}}}"#] {
+            let e = body_changes(&h, bad, &l).unwrap_err();
+            assert_eq!(e.kind, "BadRequest", "{}", String::from_utf8_lossy(bad));
+        }
+        let e = body_changes(&h, br#"{"public":{"zz":{"v":1}}}"#, &l).unwrap_err();
+        assert!(e.message.contains("public.zz"), "{}", e.message);
+    }
+
+    #[test]
+    fn limits_name_themselves() {
+        let l = Limits::default();
+        let h = json_headers();
+        let deep = format!("{}1{}", "[".repeat(17), "]".repeat(17));
+        let body = format!(r#"{{"public":{{"d":{{"value":{deep}}}}}}}"#);
+        assert!(body_changes(&h, body.as_bytes(), &l).unwrap_err().message.contains("max_json_depth"));
+        let big = "x".repeat(17 * 1024);
+        let body = format!(r#"{{"public":{{"d":{{"value":"{big}"}}}}}}"#);
+        assert!(body_changes(&h, body.as_bytes(), &l).unwrap_err().message.contains("max_value_bytes"));
+        let long = "k".repeat(257);
+        let body = format!(r#"{{"public":{{"{long}":{{"value":"1"}}}}}}"#);
+        assert!(body_changes(&h, body.as_bytes(), &l).unwrap_err().message.contains("max_key_bytes"));
+        let many: Vec<String> = (0..257).map(|i| format!(r#""k{i}":{{"value":"1"}}"#)).collect();
+        let body = format!(r#"{{"public":{{{}}}}}"#, many.join(","));
+        assert!(body_changes(&h, body.as_bytes(), &l).unwrap_err().message.contains("max_public_keys"));
+    }
+
+    #[test]
+    fn content_type_must_be_json() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let e = body_changes(&h, b"{}", &Limits::default()).unwrap_err();
+        assert_eq!(e.kind, "UnsupportedMediaType");
+        // No content type at all is read as JSON.
+        assert!(body_changes(&HeaderMap::new(), b"{}", &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn query_is_decoded_and_split() {
+        let q = Query::parse(Some("items=%2A&items=public.a&an=demo&sc=2&utm_campaign=black+friday&x=%C3%A9"));
+        assert_eq!(q.items.as_deref(), Some("*,public.a"));
+        assert_eq!(q.an.as_deref(), Some("demo"));
+        assert_eq!(
+            q.rest,
+            vec![
+                ("sc".to_string(), "2".to_string()),
+                ("utm_campaign".to_string(), "black friday".to_string()),
+                ("x".to_string(), "é".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn cookies_parse() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("vtex_session=; a=1; b=\"2\"; vtex_session=tok"));
+        let c = RequestCookies::parse(&h);
+        assert_eq!(c.get(SESSION_COOKIE), Some("tok"));
+        assert_eq!(c.get("b"), Some("2"));
+        assert!(!c.only_session_cookie());
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("vtex_session=tok"));
+        assert!(RequestCookies::parse(&h).only_session_cookie());
+    }
+}

@@ -1,0 +1,326 @@
+//! HTTP routes: small handlers that read the request, call the session service and shape
+//! the VTEX-compatible answer.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+use sessiond_core::{Items, Namespaces, Segment};
+
+use crate::config::Limits;
+use crate::error::ApiError;
+use crate::request::{
+    body_changes, query_changes, set_cookie, Query, RequestCookies, SEGMENT_COOKIE,
+    SESSION_COOKIE,
+};
+use crate::service::{Edit, Outcome, SessionService};
+use crate::tenancy::{Account, Tenancy};
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// Accounts and their apps.
+    pub tenancy: Tenancy,
+    /// The session service.
+    pub service: SessionService,
+    /// Request limits.
+    pub limits: Limits,
+    /// Whether cookies carry `Secure`.
+    pub secure_cookies: bool,
+}
+
+/// The router of the public API, health probes and JSON fallbacks.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/api/sessions",
+            get(get_session)
+                .post(edit_session)
+                .patch(edit_session)
+                .delete(reset_session),
+        )
+        .route(
+            "/api/sessions/{token}",
+            get(get_session_by_path)
+                .post(edit_session_by_path)
+                .patch(edit_session_by_path),
+        )
+        .route("/api/segments", get(get_segment))
+        .route("/api/segments/{*token}", get(decode_segment))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed("this route does not answer that method")
+}
+
+async fn health() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    match state.service.ping().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The request's account and the token it presents (path first, else cookie).
+struct Context<'a> {
+    account: &'a Arc<Account>,
+    cookies: RequestCookies,
+    query: Query,
+    path_token: Option<String>,
+}
+
+impl<'a> Context<'a> {
+    fn new(state: &'a AppState, headers: &HeaderMap, raw_query: Option<&str>) -> Self {
+        let query = Query::parse(raw_query);
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let account = state.tenancy.resolve(host, query.an.as_deref());
+        Context {
+            account,
+            cookies: RequestCookies::parse(headers),
+            query,
+            path_token: None,
+        }
+    }
+
+    fn with_path_token(mut self, token: Result<Path<String>, PathRejection>) -> Self {
+        // A token that does not even decode is no token: the request gets a fresh session.
+        self.path_token = Some(token.map(|Path(t)| t).unwrap_or_default());
+        self
+    }
+
+    fn token(&self) -> Option<&str> {
+        match &self.path_token {
+            Some(t) => Some(t.as_str()).filter(|t| !t.is_empty()),
+            None => self.cookies.get(SESSION_COOKIE),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SessionAnswer {
+    id: String,
+    namespaces: Namespaces,
+    version: u64,
+    active: bool,
+    debug: bool,
+}
+
+fn session_json(outcome: &Outcome, items: Option<&str>) -> Vec<u8> {
+    let s = &outcome.session;
+    let answer = SessionAnswer {
+        id: s.id.to_string(),
+        namespaces: items.map(Items::parse).unwrap_or_default().select(&s.namespaces),
+        version: s.version,
+        active: s.active,
+        debug: s.debug,
+    };
+    serde_json::to_vec(&answer).expect("answers serialize")
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn add_token_cookies(state: &AppState, response: &mut Response, outcome: &Outcome, segment: &str) {
+    let max_age = state.service.ttl().as_secs();
+    let h = response.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, &outcome.token, max_age, state.secure_cookies),
+    );
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(SEGMENT_COOKIE, segment, max_age, state.secure_cookies),
+    );
+}
+
+async fn get_session(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    read(&state, Context::new(&state, &headers, raw.as_deref())).await
+}
+
+async fn get_session_by_path(
+    State(state): State<Arc<AppState>>,
+    token: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    read(
+        &state,
+        Context::new(&state, &headers, raw.as_deref()).with_path_token(token),
+    )
+    .await
+}
+
+async fn read(state: &AppState, ctx: Context<'_>) -> Result<Response, ApiError> {
+    // GET never stores its query string; only watched cookies go into a new session.
+    let edit = Edit::new(ctx.account, Default::default(), &ctx.cookies);
+    let outcome = state.service.read(ctx.account, ctx.token(), &edit).await?;
+    let mut response = json_response(StatusCode::OK, session_json(&outcome, ctx.query.items.as_deref()));
+    if outcome.created || outcome.token_issued {
+        let segment = Segment::of(&outcome.session).encode();
+        add_token_cookies(state, &mut response, &outcome, &segment);
+    }
+    Ok(response)
+}
+
+async fn edit_session(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let ctx = Context::new(&state, &headers, raw.as_deref());
+    edit(&state, ctx, &headers, body).await
+}
+
+async fn edit_session_by_path(
+    State(state): State<Arc<AppState>>,
+    token: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let ctx = Context::new(&state, &headers, raw.as_deref()).with_path_token(token);
+    edit(&state, ctx, &headers, body).await
+}
+
+async fn read_body(limits: &Limits, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::payload_too_large(format!(
+            "the body is larger than the limit of {} bytes (max_body_bytes)",
+            limits.max_body_bytes
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limits.max_body_bytes)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|_| too_large())
+}
+
+async fn edit(
+    state: &AppState,
+    ctx: Context<'_>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&state.limits, headers, body).await?;
+    let mut public = query_changes(&ctx.query, &state.limits)?;
+    let (from_body, ignored) = body_changes(headers, &body, &state.limits)?;
+    if !ignored.is_empty() {
+        tracing::debug!(namespaces = ?ignored, "ignored non-public namespaces in the body");
+    }
+    public.extend(from_body);
+    if public.len() > state.limits.max_public_keys {
+        return Err(ApiError::bad_request(format!(
+            "the request writes {} keys into `public`, over the limit of {} (max_public_keys)",
+            public.len(),
+            state.limits.max_public_keys
+        )));
+    }
+    let edit = Edit::new(ctx.account, public, &ctx.cookies);
+    let outcome = state.service.edit(ctx.account, ctx.token(), &edit).await?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let segment = Segment::of(&outcome.session).encode();
+    let body = match ctx.query.items.as_deref() {
+        Some(items) => session_json(&outcome, Some(items)),
+        None => token_pair(&outcome, &segment),
+    };
+    let mut response = json_response(status, body);
+    add_token_cookies(state, &mut response, &outcome, &segment);
+    Ok(response)
+}
+
+fn token_pair(outcome: &Outcome, segment: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "sessionToken": outcome.token,
+        "segmentToken": segment,
+    }))
+    .expect("answers serialize")
+}
+
+async fn reset_session(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let ctx = Context::new(&state, &headers, raw.as_deref());
+    let outcome = state.service.reset(ctx.account, ctx.token()).await?;
+    let segment = Segment::of(&outcome.session).encode();
+    let mut response = json_response(StatusCode::OK, token_pair(&outcome, &segment));
+    add_token_cookies(&state, &mut response, &outcome, &segment);
+    Ok(response)
+}
+
+async fn get_segment(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let ctx = Context::new(&state, &headers, raw.as_deref());
+    let edit = Edit::new(ctx.account, Default::default(), &ctx.cookies);
+    let session = state.service.preview(ctx.account, ctx.token(), &edit).await?;
+    let stored = Segment::of(&session);
+    let mut answer = stored.clone();
+    for (k, v) in &ctx.query.rest {
+        if k.starts_with("utm") || k == "cultureInfo" {
+            answer.override_field(k, v);
+        }
+    }
+    let mut response = json_response(StatusCode::OK, answer.to_json());
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(
+            SEGMENT_COOKIE,
+            &stored.encode(),
+            state.service.ttl().as_secs(),
+            state.secure_cookies,
+        ),
+    );
+    Ok(response)
+}
+
+async fn decode_segment(token: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let Ok(Path(token)) = token else {
+        return Err(ApiError::bad_request("the segment token is not valid text"));
+    };
+    let decoded = sessiond_core::segment::decode(&token)
+        .map_err(|e| ApiError::bad_request(format!("malformed segment token: {e}")))?;
+    let body = serde_json::to_vec(&decoded).expect("answers serialize");
+    Ok(json_response(StatusCode::OK, body))
+}

@@ -1,0 +1,325 @@
+//! The session service: the one place where a request becomes a stored change.
+//!
+//! load → apply the request's changes → save with compare-and-swap on `version`. When another
+//! request saved first, the same request changes are re-applied to the newer session and saved
+//! again, so no update is ever lost; after [`MAX_ATTEMPTS`] the request answers 409.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sessiond_core::{Changes, Key, Session, Value};
+use sessiond_store::{SessionStore, StoreError};
+
+use crate::error::ApiError;
+use crate::request::RequestCookies;
+use crate::tenancy::Account;
+use crate::token::{Keyring, Verified};
+
+/// Most compare-and-swap attempts of one request before it answers 409.
+pub const MAX_ATTEMPTS: usize = 16;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The changes a request makes, kept whole so they can be re-applied after a conflict.
+#[derive(Debug, Default)]
+pub struct Edit {
+    /// `public` writes from the query string then the body (the body wins).
+    pub public: Changes,
+    /// Cookies the installed apps watch, as sent.
+    pub watched_cookies: Vec<(String, String)>,
+    /// Whether cookies no longer sent are removed from the `cookie` namespace.
+    pub sync_cookies: bool,
+}
+
+impl Edit {
+    /// Builds an edit from the request's `public` writes and its cookies.
+    pub fn new(account: &Account, public: Changes, cookies: &RequestCookies) -> Self {
+        let watched_cookies = cookies
+            .iter()
+            .filter(|(name, value)| !value.is_empty() && account.apps.watches_cookie(name))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        Edit {
+            public,
+            watched_cookies,
+            sync_cookies: !cookies.only_session_cookie(),
+        }
+    }
+
+    /// The writes of this edit against `session` (cookie removals depend on what it holds).
+    fn changes_for(&self, session: &Session) -> Changes {
+        let mut changes = self.public.clone();
+        if self.sync_cookies {
+            if let Some(recorded) = session.namespaces.get("cookie") {
+                for name in recorded.keys() {
+                    if !self.watched_cookies.iter().any(|(n, _)| n == name) {
+                        changes.remove(Key::new("cookie", name.as_str()));
+                    }
+                }
+            }
+        }
+        for (name, value) in &self.watched_cookies {
+            changes.set(Key::new("cookie", name.as_str()), Value::new(value.as_str()));
+        }
+        changes
+    }
+}
+
+/// What a request ends with: the session, whether it was created, and its token.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The session as stored (or as it would be, for previews).
+    pub session: Session,
+    /// Whether the session was created by this request.
+    pub created: bool,
+    /// The session token to answer with.
+    pub token: String,
+    /// Whether `token` is new (so the cookie must be set).
+    pub token_issued: bool,
+}
+
+/// Loads, edits and saves sessions.
+pub struct SessionService {
+    store: Arc<dyn SessionStore>,
+    keys: Keyring,
+    ttl: Duration,
+    store_timeout: Duration,
+}
+
+impl SessionService {
+    /// A service over `store`, signing with `keys`.
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        keys: Keyring,
+        ttl: Duration,
+        store_timeout: Duration,
+    ) -> Self {
+        SessionService {
+            store,
+            keys,
+            ttl,
+            store_timeout,
+        }
+    }
+
+    /// The session lifetime.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Whether the store answers within `store_timeout` (readiness).
+    pub async fn ping(&self) -> Result<(), ApiError> {
+        self.timed(self.store.ping()).await.map_err(Into::into)
+    }
+
+    /// Removes every expired session; returns how many.
+    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        self.store.purge_expired(now_ms()).await
+    }
+
+    /// Bounds a store call by `store_timeout`.
+    async fn timed<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.store_timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "no answer within store_timeout ({:?})",
+                    self.store_timeout
+                )))
+            })
+    }
+
+    /// The live session a token names, for this account; `None` for any bad token.
+    async fn load(
+        &self,
+        account: &Account,
+        token: Option<&str>,
+    ) -> Result<Option<(Session, Verified)>, ApiError> {
+        let Some(token) = token else { return Ok(None) };
+        let now = now_ms();
+        let Some(verified) = self.keys.verify(token, &account.name, now / 1000) else {
+            return Ok(None);
+        };
+        let session = self.timed(self.store.get(verified.id, now)).await?;
+        Ok(session
+            .filter(|s| s.active && s.account == account.name)
+            .map(|s| (s, verified)))
+    }
+
+    /// A new session of `account` with the manager's own values and `edit` applied.
+    fn build(&self, account: &Account, edit: &Edit) -> Session {
+        let mut session = Session::new(account.name.as_str(), now_ms(), self.ttl_ms());
+        let mut changes = Changes::new();
+        changes.set(Key::new("account", "id"), Value::kept(account.id.as_str()));
+        changes.set(
+            Key::new("account", "accountName"),
+            Value::new(account.name.as_str()),
+        );
+        changes.extend(edit.changes_for(&session));
+        session.apply(&changes);
+        session
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl.as_millis() as u64
+    }
+
+    fn issue(&self, account: &Account, session: &Session) -> String {
+        self.keys.issue(
+            session.id,
+            &account.name,
+            &account.id,
+            now_ms() / 1000,
+            self.ttl.as_secs(),
+        )
+    }
+
+    /// The token to answer with for an existing session: the same one, unless it has less
+    /// than half of its lifetime left.
+    fn keep_or_renew(
+        &self,
+        account: &Account,
+        session: &Session,
+        token: &str,
+        verified: &Verified,
+    ) -> (String, bool) {
+        if verified.needs_renewal(now_ms() / 1000) {
+            (self.issue(account, session), true)
+        } else {
+            (token.to_owned(), false)
+        }
+    }
+
+    async fn create(&self, account: &Account, edit: &Edit) -> Result<Outcome, ApiError> {
+        let session = self.build(account, edit);
+        self.timed(self.store.put(&session, None)).await?;
+        let token = self.issue(account, &session);
+        Ok(Outcome {
+            session,
+            created: true,
+            token,
+            token_issued: true,
+        })
+    }
+
+    /// GET: the session the token names, or a new one when there is none. Never changes an
+    /// existing session.
+    pub async fn read(
+        &self,
+        account: &Account,
+        token: Option<&str>,
+        edit: &Edit,
+    ) -> Result<Outcome, ApiError> {
+        match self.load(account, token).await? {
+            Some((session, verified)) => {
+                let (token, token_issued) =
+                    self.keep_or_renew(account, &session, token.unwrap_or(""), &verified);
+                Ok(Outcome {
+                    session,
+                    created: false,
+                    token,
+                    token_issued,
+                })
+            }
+            None => self.create(account, edit).await,
+        }
+    }
+
+    /// POST/PATCH: applies `edit` to the session the token names (compare-and-swap, retried
+    /// on conflict), or creates a session with it.
+    pub async fn edit(
+        &self,
+        account: &Account,
+        token: Option<&str>,
+        edit: &Edit,
+    ) -> Result<Outcome, ApiError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((mut session, verified)) = self.load(account, token).await? else {
+                return self.create(account, edit).await;
+            };
+            let base_version = session.version;
+            let delta = session.apply(&edit.changes_for(&session));
+            let (token, token_issued) =
+                self.keep_or_renew(account, &session, token.unwrap_or(""), &verified);
+            if delta.is_empty() {
+                return Ok(Outcome {
+                    session,
+                    created: false,
+                    token,
+                    token_issued,
+                });
+            }
+            let now = now_ms();
+            session.version = base_version + 1;
+            session.updated_at = now;
+            session.expires_at = now.saturating_add(self.ttl_ms());
+            match self.timed(self.store.put(&session, Some(base_version))).await {
+                Ok(()) => {
+                    return Ok(Outcome {
+                        session,
+                        created: false,
+                        token,
+                        token_issued,
+                    })
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict.into())
+    }
+
+    /// DELETE: ends the session the token names (its token stops working) and starts a fresh
+    /// one carrying over only its `keepAlive` values.
+    pub async fn reset(&self, account: &Account, token: Option<&str>) -> Result<Outcome, ApiError> {
+        let old = self.load(account, token).await?;
+        let mut carry = Edit::default();
+        if let Some((session, _)) = &old {
+            carry.public = session.kept_alive();
+        }
+        let fresh = self.create(account, &carry).await?;
+        if let Some((mut session, _)) = old {
+            for _ in 0..MAX_ATTEMPTS {
+                let base_version = session.version;
+                session.active = false;
+                session.version = base_version + 1;
+                session.updated_at = now_ms();
+                match self.timed(self.store.put(&session, Some(base_version))).await {
+                    Ok(()) => break,
+                    Err(StoreError::Conflict) => {
+                        match self.timed(self.store.get(session.id, now_ms())).await? {
+                            Some(newer) if newer.active => session = newer,
+                            _ => break,
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// The session a segment is derived from: the token's session, or the session a create
+    /// would make (nothing is stored).
+    pub async fn preview(
+        &self,
+        account: &Account,
+        token: Option<&str>,
+        edit: &Edit,
+    ) -> Result<Session, ApiError> {
+        Ok(match self.load(account, token).await? {
+            Some((session, _)) => session,
+            None => self.build(account, edit),
+        })
+    }
+}

@@ -1,0 +1,237 @@
+//! Tenancy: which account a request belongs to, and what that account has installed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sessiond_apps::{builtin, CommerceData};
+use sessiond_core::{AppIndex, AppSpec};
+
+use crate::config::{AccountConfig, AppConfig, ConfigError, IdentityConfig};
+
+/// Namespace of the account ids derived from account names (stable across restarts).
+const ACCOUNT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e55_10d0_4c1e_4b7a_9d0e_61c0_a1d5_e55d);
+
+/// One account, ready to serve.
+#[derive(Debug)]
+pub struct Account {
+    /// Account name, lower case.
+    pub name: String,
+    /// Account UUID.
+    pub id: String,
+    /// Most transform rounds per request.
+    pub max_rounds: u32,
+    /// Installed apps, indexed by the keys they watch.
+    pub apps: AppIndex,
+    /// How each installed app is reached, in the same order as `apps`.
+    pub app_configs: Vec<AppConfig>,
+    /// Commerce data read by the built-in apps.
+    pub commerce: CommerceData,
+    /// Identity-token keys.
+    pub identity: IdentityConfig,
+}
+
+impl Account {
+    /// Builds an account from its configuration, validating every app declaration.
+    pub fn from_config(cfg: &AccountConfig) -> Result<Self, ConfigError> {
+        let name = cfg.name.to_ascii_lowercase();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(ConfigError::Invalid(format!(
+                "account name `{}` must be letters, digits and `-` (a DNS label)",
+                cfg.name
+            )));
+        }
+        let id = match &cfg.id {
+            Some(id) => uuid::Uuid::parse_str(id)
+                .map_err(|e| ConfigError::Invalid(format!("account `{name}` id `{id}`: {e}")))?
+                .to_string(),
+            None => uuid::Uuid::new_v5(&ACCOUNT_ID_NAMESPACE, name.as_bytes()).to_string(),
+        };
+        let mut specs = Vec::with_capacity(cfg.apps.len());
+        for app in &cfg.apps {
+            specs.push(app_spec(&name, app)?);
+        }
+        let max_rounds = cfg.max_rounds.unwrap_or(10);
+        if max_rounds == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "account `{name}`: max_rounds must be at least 1"
+            )));
+        }
+        Ok(Account {
+            name,
+            id,
+            max_rounds,
+            apps: AppIndex::new(specs),
+            app_configs: cfg.apps.clone(),
+            commerce: cfg.commerce(),
+            identity: cfg.identity.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// The declaration of one installed app: a built-in's own, or the configured one.
+fn app_spec(account: &str, app: &AppConfig) -> Result<AppSpec, ConfigError> {
+    let invalid = |m: String| ConfigError::Invalid(format!("account `{account}`, app `{}`: {m}", app.name));
+    let declared = match (&app.configuration, &app.configuration_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "give `configuration` or `configuration_file`, not both".into(),
+            ))
+        }
+        (Some(inline), None) => Some(
+            serde_json::to_value(inline).map_err(|e| invalid(format!("configuration: {e}")))?,
+        ),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+            let mut parsed: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| invalid(format!("{} is not JSON: {e}", path.display())))?;
+            // VTEX's file is keyed by app name; take this app's entry (or the only one).
+            let entry = match parsed.as_object_mut() {
+                Some(obj) if obj.contains_key(&app.name) => obj.remove(&app.name),
+                Some(obj) if obj.len() == 1 => obj.values_mut().next().map(std::mem::take),
+                _ => None,
+            };
+            Some(entry.ok_or_else(|| {
+                invalid(format!(
+                    "{} has no declaration keyed `{}`",
+                    path.display(),
+                    app.name
+                ))
+            })?)
+        }
+        (None, None) => None,
+    };
+    let mut spec = match (declared, app.url.is_some()) {
+        (Some(body), true) => AppSpec::from_declaration(&app.name, &body)
+            .map_err(|e| ConfigError::Invalid(format!("account `{account}`: {e}")))?,
+        (None, false) => builtin::spec(&app.name).ok_or_else(|| {
+            invalid(format!(
+                "no built-in app has this name (built-ins: {}); an HTTP app needs `url` and `configuration`",
+                builtin::NAMES.join(", ")
+            ))
+        })?,
+        (None, true) => {
+            return Err(invalid(
+                "an HTTP app needs `configuration` or `configuration_file`".into(),
+            ))
+        }
+        (Some(_), false) => return Err(invalid("an app with a `configuration` needs a `url`".into())),
+    };
+    if let Some(run) = app.run_on_create {
+        spec.run_on_create = run;
+    }
+    Ok(spec)
+}
+
+/// Every configured account, found by name.
+#[derive(Debug)]
+pub struct Tenancy {
+    accounts: HashMap<String, Arc<Account>>,
+    default: Arc<Account>,
+}
+
+impl Tenancy {
+    /// Builds the accounts; `default_account` must be one of them.
+    pub fn new(configs: &[AccountConfig], default_account: &str) -> Result<Self, ConfigError> {
+        let mut accounts = HashMap::new();
+        for cfg in configs {
+            let account = Arc::new(Account::from_config(cfg)?);
+            if accounts.insert(account.name.clone(), account).is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "account `{}` is configured twice",
+                    cfg.name
+                )));
+            }
+        }
+        let default = accounts
+            .get(&default_account.to_ascii_lowercase())
+            .cloned()
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "default_account `{default_account}` is not a configured account"
+                ))
+            })?;
+        Ok(Tenancy { accounts, default })
+    }
+
+    /// The account of a request: the first DNS label of `host` when it names an account,
+    /// else `an` when it names one, else the default account.
+    pub fn resolve(&self, host: Option<&str>, an: Option<&str>) -> &Arc<Account> {
+        let by_host = host.and_then(|h| {
+            let label = h.split(['.', ':']).next()?;
+            self.find(label)
+        });
+        by_host
+            .or_else(|| an.and_then(|a| self.find(a)))
+            .unwrap_or(&self.default)
+    }
+
+    fn find(&self, name: &str) -> Option<&Arc<Account>> {
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.accounts.get(&name.to_ascii_lowercase())
+        } else {
+            self.accounts.get(name)
+        }
+    }
+
+    /// All accounts.
+    pub fn accounts(&self) -> impl Iterator<Item = &Arc<Account>> {
+        self.accounts.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Overrides, Settings};
+
+    fn tenancy() -> Tenancy {
+        let mut s = Settings::load(None, Overrides::default()).unwrap();
+        let mut acme = toml::from_str::<AccountConfig>("name = \"Acme\"").unwrap();
+        acme.apps.clear();
+        s.accounts.push(acme);
+        Tenancy::new(&s.accounts, &s.default_account).unwrap()
+    }
+
+    #[test]
+    fn host_then_an_then_default() {
+        let t = tenancy();
+        assert_eq!(t.resolve(Some("ACME.example.com:8443"), None).name, "acme");
+        assert_eq!(t.resolve(Some("acme"), Some("demo")).name, "acme");
+        assert_eq!(t.resolve(Some("127.0.0.1:8080"), Some("Acme")).name, "acme");
+        assert_eq!(t.resolve(Some("shop.example.com"), Some("nope")).name, "demo");
+        assert_eq!(t.resolve(None, None).name, "demo");
+    }
+
+    #[test]
+    fn account_ids_are_stable() {
+        let t = tenancy();
+        let acme = t.resolve(Some("acme"), None);
+        assert_eq!(acme.id, tenancy().resolve(Some("acme"), None).id);
+        assert_eq!(
+            t.resolve(None, None).id,
+            "6c1f7c3e-8a5b-4d1e-9f20-3b7a2c9d4e51"
+        );
+    }
+
+    #[test]
+    fn demo_apps_watch_identity_cookies() {
+        let t = tenancy();
+        let demo = t.resolve(None, None);
+        assert!(demo.apps.watches_cookie("VtexIdclientAutCookie_demo"));
+        assert!(demo.apps.watches_cookie("vtex-impersonated-customer-email"));
+        assert!(!demo.apps.watches_cookie("_ga"));
+    }
+
+    #[test]
+    fn unknown_builtin_and_half_http_apps_are_refused() {
+        for body in [
+            "name = \"x\"\n[[apps]]\nname = \"vtex.nope\"",
+            "name = \"x\"\n[[apps]]\nname = \"loyalty\"\nurl = \"http://127.0.0.1:1/\"",
+            "name = \"x\"\n[[apps]]\nname = \"l\"\nconfiguration = { input = { public = [\"((\"] } }\nurl = \"http://x/\"",
+        ] {
+            let cfg: AccountConfig = toml::from_str(body).unwrap();
+            assert!(Account::from_config(&cfg).is_err(), "{body}");
+        }
+    }
+}

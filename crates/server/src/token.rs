@@ -1,0 +1,378 @@
+//! Session tokens: the `vtex_session` cookie is an ES256 JWT that names a session.
+//!
+//! The token carries no session data, so an edit never needs a new one: a token is issued at
+//! creation and reset, and re-issued when less than half of its lifetime is left. Anything
+//! that is not a token we signed, for this account, and still valid is "no token".
+//!
+//! Verifying ES256 costs tens of microseconds, so verified tokens are remembered (by their
+//! exact text) in a bounded map; expiry and account are still checked on every use.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::RwLock;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, LineEnding};
+use serde::{Deserialize, Serialize};
+use sessiond_core::SessionId;
+use sha2::{Digest, Sha256};
+
+/// The file, in the data directory, holding the generated signing key.
+pub const KEY_FILE: &str = "session-signing-key.pem";
+
+/// Most verified tokens remembered before the memory is cleared.
+const CACHE_LIMIT: usize = 100_000;
+
+/// Why the signing keys could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A configured PEM could not be parsed.
+    #[error("invalid {what}: {reason}")]
+    Pem {
+        /// Which key.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The key file could not be read or written.
+    #[error("session signing key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The claims of a session token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Session id.
+    pub id: String,
+    /// Account name.
+    pub account: String,
+    /// Account UUID.
+    #[serde(rename = "account.id")]
+    pub account_id: String,
+    /// Token format version (1).
+    pub version: u64,
+    /// Always `session`.
+    pub sub: String,
+    /// Issuer.
+    pub iss: String,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Expires at, seconds since the epoch.
+    pub exp: u64,
+    /// Unique token id.
+    pub jti: String,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: Option<String>,
+}
+
+/// A token verified for one request: the session it names and when it should be renewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The session id.
+    pub id: SessionId,
+    /// Token expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issue time, seconds since the epoch.
+    pub iat: u64,
+}
+
+impl Verified {
+    /// Whether less than half of the token's lifetime is left at `now` (seconds).
+    pub fn needs_renewal(&self, now: u64) -> bool {
+        let half = self.exp.saturating_sub(self.iat) / 2;
+        self.exp.saturating_sub(now) < half
+    }
+}
+
+/// The signing key and every accepted verification key, by `kid`.
+pub struct Keyring {
+    signing: SigningKey,
+    kid: String,
+    verifiers: HashMap<String, VerifyingKey>,
+    verified: RwLock<HashMap<Box<str>, (Verified, Box<str>)>>,
+}
+
+fn kid_of(key: &VerifyingKey) -> String {
+    let digest = Sha256::digest(key.to_encoded_point(false).as_bytes());
+    digest[..20].iter().map(|b| format!("{b:02X}")).collect()
+}
+
+fn parse_signing(pem: &str) -> Result<SigningKey, KeyError> {
+    SigningKey::from_pkcs8_pem(pem)
+        .or_else(|_| p256::SecretKey::from_sec1_pem(pem).map(SigningKey::from))
+        .map_err(|e| KeyError::Pem {
+            what: "session signing key (an ES256/P-256 private key in PKCS#8 or SEC1 PEM)",
+            reason: e.to_string(),
+        })
+}
+
+impl Keyring {
+    /// Uses `signing_pem` when given, else the key in `data_dir` (generated on first start,
+    /// written with mode 0600). `extra` are further public keys whose tokens are accepted.
+    pub fn load(
+        signing_pem: Option<&str>,
+        extra: &[String],
+        data_dir: &Path,
+    ) -> Result<Self, KeyError> {
+        let signing = match signing_pem {
+            Some(pem) => parse_signing(pem)?,
+            None => load_or_generate(data_dir)?,
+        };
+        let mut verifiers = HashMap::new();
+        for pem in extra {
+            let key = VerifyingKey::from_public_key_pem(pem)
+                .or_else(|_| parse_signing(pem).map(|k| *k.verifying_key()))
+                .map_err(|_| KeyError::Pem {
+                    what: "verification key (a P-256 public key PEM)",
+                    reason: "not a P-256 public or private key".into(),
+                })?;
+            verifiers.insert(kid_of(&key), key);
+        }
+        let kid = kid_of(signing.verifying_key());
+        verifiers.insert(kid.clone(), *signing.verifying_key());
+        Ok(Keyring {
+            signing,
+            kid,
+            verifiers,
+            verified: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The key id of the signing key.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Signs a token for session `id` of `account`, valid for `ttl_secs` from `now`.
+    pub fn issue(
+        &self,
+        id: SessionId,
+        account: &str,
+        account_id: &str,
+        now: u64,
+        ttl_secs: u64,
+    ) -> String {
+        let claims = Claims {
+            id: id.to_string(),
+            account: account.to_owned(),
+            account_id: account_id.to_owned(),
+            version: 1,
+            sub: "session".into(),
+            iss: "sessiond".into(),
+            iat: now,
+            exp: now.saturating_add(ttl_secs),
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let header = format!(r#"{{"alg":"ES256","kid":"{}","typ":"JWT"}}"#, self.kid);
+        let payload = serde_json::to_vec(&claims).expect("claims serialize");
+        let mut token = URL_SAFE_NO_PAD.encode(header);
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(payload));
+        let signature: Signature = self.signing.sign(token.as_bytes());
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+        token
+    }
+
+    /// The session a token names, if the token is ours, unexpired at `now` (seconds) and
+    /// issued for `account`. Anything else is `None`: the caller treats it as no token.
+    pub fn verify(&self, token: &str, account: &str, now: u64) -> Option<Verified> {
+        let cached = self
+            .verified
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned();
+        let (verified, token_account) = match cached {
+            Some(hit) => hit,
+            None => {
+                let (verified, token_account) = self.verify_signature(token)?;
+                let mut cache = self.verified.write().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= CACHE_LIMIT {
+                    cache.clear();
+                }
+                cache.insert(token.into(), (verified, token_account.clone().into()));
+                (verified, token_account.into())
+            }
+        };
+        (verified.exp > now && token_account.eq_ignore_ascii_case(account)).then_some(verified)
+    }
+
+    fn verify_signature(&self, token: &str) -> Option<(Verified, String)> {
+        if token.len() > 4096 {
+            return None;
+        }
+        let mut parts = token.split('.');
+        let (h, p, s) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let header: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
+        if header.alg != "ES256" {
+            return None;
+        }
+        let key = self.verifiers.get(header.kid.as_deref()?)?;
+        let signature = Signature::from_slice(&URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
+        key.verify(&token.as_bytes()[..h.len() + 1 + p.len()], &signature)
+            .ok()?;
+        let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).ok()?).ok()?;
+        if claims.sub != "session" {
+            return None;
+        }
+        let id = claims.id.parse().ok()?;
+        Some((
+            Verified {
+                id,
+                exp: claims.exp,
+                iat: claims.iat,
+            },
+            claims.account,
+        ))
+    }
+}
+
+fn load_or_generate(data_dir: &Path) -> Result<SigningKey, KeyError> {
+    let path = data_dir.join(KEY_FILE);
+    let io = |source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(pem) => return parse_signing(&pem),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let key = SigningKey::random(&mut rand_core::OsRng);
+    let pem = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| KeyError::Pem {
+            what: "generated signing key",
+            reason: e.to_string(),
+        })?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(&path) {
+        Ok(mut file) => {
+            file.write_all(pem.as_bytes()).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            Ok(key)
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            parse_signing(&std::fs::read_to_string(&path).map_err(io)?)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(dir: &Path) -> Keyring {
+        Keyring::load(None, &[], dir).unwrap()
+    }
+
+    #[test]
+    fn issued_tokens_verify_for_their_account_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ring(dir.path());
+        let id = SessionId::random();
+        let t = keys.issue(id, "demo", "uuid", 1000, 100);
+        assert_eq!(keys.verify(&t, "demo", 1000).map(|v| v.id), Some(id));
+        assert_eq!(keys.verify(&t, "DEMO", 1050).map(|v| v.id), Some(id));
+        assert!(keys.verify(&t, "other", 1000).is_none());
+        assert!(keys.verify(&t, "demo", 1100).is_none(), "expired");
+    }
+
+    #[test]
+    fn generated_key_persists_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ring(dir.path());
+        let b = ring(dir.path());
+        assert_eq!(a.kid(), b.kid());
+        let t = a.issue(SessionId::random(), "demo", "u", 0, 100);
+        assert!(b.verify(&t, "demo", 1).is_some());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn rotation_accepts_configured_old_keys() {
+        let old_dir = tempfile::tempdir().unwrap();
+        let old = ring(old_dir.path());
+        let old_pem = std::fs::read_to_string(old_dir.path().join(KEY_FILE)).unwrap();
+        let new_dir = tempfile::tempdir().unwrap();
+        let new = Keyring::load(None, &[old_pem], new_dir.path()).unwrap();
+        let t = old.issue(SessionId::random(), "demo", "u", 0, 100);
+        assert!(new.verify(&t, "demo", 1).is_some());
+        let unknown = ring(tempfile::tempdir().unwrap().path());
+        assert!(unknown.verify(&t, "demo", 1).is_none());
+    }
+
+    #[test]
+    fn tampered_and_foreign_tokens_are_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ring(dir.path());
+        let t = keys.issue(SessionId::random(), "demo", "u", 0, 100);
+        let parts: Vec<&str> = t.split('.').collect();
+        // Payload swapped for another session id.
+        let forged_claims = URL_SAFE_NO_PAD.encode(
+            String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap())
+                .unwrap()
+                .replace("\"sub\"", "\"sub2\""),
+        );
+        let tampered = format!("{}.{}.{}", parts[0], forged_claims, parts[2]);
+        assert!(keys.verify(&tampered, "demo", 1).is_none());
+        // alg none, no signature.
+        let none_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        assert!(keys
+            .verify(&format!("{none_header}.{}.", parts[1]), "demo", 1)
+            .is_none());
+        // HS256 with the public kid.
+        let hs = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"HS256","kid":"{}"}}"#, keys.kid()));
+        assert!(keys
+            .verify(&format!("{hs}.{}.{}", parts[1], parts[2]), "demo", 1)
+            .is_none());
+        for junk in ["", "a.b", "a.b.c.d", "invalidToken", "...."] {
+            assert!(keys.verify(junk, "demo", 1).is_none(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn renewal_after_half_life() {
+        let v = Verified {
+            id: SessionId::random(),
+            iat: 0,
+            exp: 100,
+        };
+        assert!(!v.needs_renewal(49));
+        assert!(v.needs_renewal(51));
+    }
+}
