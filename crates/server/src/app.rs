@@ -47,7 +47,8 @@ impl Application {
             &settings.data_dir,
         )?;
         let store = open_store(&settings)?;
-        let service = SessionService::new(store, keys, settings.session_ttl, settings.store_timeout);
+        let service =
+            SessionService::new(store, keys, settings.session_ttl, settings.store_timeout);
         let state = Arc::new(AppState {
             tenancy,
             service,

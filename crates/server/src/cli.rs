@@ -57,8 +57,9 @@ pub fn check_report(settings: &Settings) -> Result<String, crate::config::Config
                 .iter()
                 .filter(|other| {
                     app.output.iter().any(|(ns, keys)| {
-                        keys.iter()
-                            .any(|k| other.watches(&sessiond_core::Key::new(ns.as_str(), k.as_str())))
+                        keys.iter().any(|k| {
+                            other.watches(&sessiond_core::Key::new(ns.as_str(), k.as_str()))
+                        })
                     })
                 })
                 .map(|other| other.name.as_str())
@@ -68,8 +69,16 @@ pub fn check_report(settings: &Settings) -> Result<String, crate::config::Config
                 "  {}. {}{} -> {}",
                 i + 1,
                 app.name,
-                if app.run_on_create { " (runOnCreate)" } else { "" },
-                if feeds.is_empty() { "-".to_owned() } else { feeds.join(", ") }
+                if app.run_on_create {
+                    " (runOnCreate)"
+                } else {
+                    ""
+                },
+                if feeds.is_empty() {
+                    "-".to_owned()
+                } else {
+                    feeds.join(", ")
+                }
             );
         }
     }

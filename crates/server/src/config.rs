@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use sessiond_apps::commerce::{Admin, Campaign, CommerceData, Customer, DeliveryArea, SalesChannel};
+use sessiond_apps::commerce::{
+    Admin, Campaign, CommerceData, Customer, DeliveryArea, SalesChannel,
+};
 
 /// The demo configuration, used when no `--config` is given.
 pub const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
@@ -268,7 +270,9 @@ impl Settings {
                 .map_err(|e| ConfigError::Invalid(format!("{name} `{text}`: {e}")))
                 .and_then(|d| {
                     if d.is_zero() {
-                        Err(ConfigError::Invalid(format!("{name} must be more than zero")))
+                        Err(ConfigError::Invalid(format!(
+                            "{name} must be more than zero"
+                        )))
                     } else {
                         Ok(d)
                     }
@@ -318,9 +322,7 @@ impl Settings {
             }
         }
         Ok(Settings {
-            secure_cookies: file
-                .secure_cookies
-                .unwrap_or(!listen.ip().is_loopback()),
+            secure_cookies: file.secure_cookies.unwrap_or(!listen.ip().is_loopback()),
             listen,
             data_dir: o
                 .data_dir

@@ -77,9 +77,9 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict => ApiError::conflict(
-                "the session was changed by other requests too often; try again",
-            ),
+            StoreError::Conflict => {
+                ApiError::conflict("the session was changed by other requests too often; try again")
+            }
             StoreError::Unavailable(m) => {
                 tracing::warn!(error = %m, "session store unavailable");
                 ApiError::unavailable("the session store is unavailable")

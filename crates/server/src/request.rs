@@ -66,7 +66,8 @@ impl RequestCookies {
 /// A `Set-Cookie` value with the attributes storefronts forward verbatim.
 pub fn set_cookie(name: &str, value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
-    let text = format!("{name}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}");
+    let text =
+        format!("{name}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}");
     HeaderValue::from_str(&text).expect("token cookies are visible ASCII")
 }
 
@@ -134,7 +135,9 @@ fn check_value(key: &str, v: &serde_json::Value, limits: &Limits) -> Result<(), 
     }
     let size = match v {
         serde_json::Value::String(s) => s.len() + 2,
-        other => serde_json::to_vec(other).map(|b| b.len()).unwrap_or(usize::MAX),
+        other => serde_json::to_vec(other)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX),
     };
     if size > limits.max_value_bytes {
         return Err(ApiError::bad_request(format!(
@@ -165,7 +168,8 @@ fn is_json(content_type: &str) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// The `public` writes of a POST/PATCH body. An empty body is no writes; other namespaces
@@ -248,7 +252,10 @@ mod tests {
 
     fn json_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
         h
     }
 
@@ -266,7 +273,13 @@ mod tests {
         assert_eq!(ignored, vec!["profile".to_string()]);
         assert!(body_changes(&h, b"", &l).unwrap().0.is_empty());
         assert!(body_changes(&h, b"{}", &l).unwrap().0.is_empty());
-        for bad in [&b"[]"[..], b"{", br#"{"public":[]}"#, br#"{"public":{"a":"1"}}"#, br#"{"public":{"a":{}}}"#] {
+        for bad in [
+            &b"[]"[..],
+            b"{",
+            br#"{"public":[]}"#,
+            br#"{"public":{"a":"1"}}"#,
+            br#"{"public":{"a":{}}}"#,
+        ] {
             let e = body_changes(&h, bad, &l).unwrap_err();
             assert_eq!(e.kind, "BadRequest", "{}", String::from_utf8_lossy(bad));
         }
@@ -280,16 +293,30 @@ mod tests {
         let h = json_headers();
         let deep = format!("{}1{}", "[".repeat(17), "]".repeat(17));
         let body = format!(r#"{{"public":{{"d":{{"value":{deep}}}}}}}"#);
-        assert!(body_changes(&h, body.as_bytes(), &l).unwrap_err().message.contains("max_json_depth"));
+        assert!(body_changes(&h, body.as_bytes(), &l)
+            .unwrap_err()
+            .message
+            .contains("max_json_depth"));
         let big = "x".repeat(17 * 1024);
         let body = format!(r#"{{"public":{{"d":{{"value":"{big}"}}}}}}"#);
-        assert!(body_changes(&h, body.as_bytes(), &l).unwrap_err().message.contains("max_value_bytes"));
+        assert!(body_changes(&h, body.as_bytes(), &l)
+            .unwrap_err()
+            .message
+            .contains("max_value_bytes"));
         let long = "k".repeat(257);
         let body = format!(r#"{{"public":{{"{long}":{{"value":"1"}}}}}}"#);
-        assert!(body_changes(&h, body.as_bytes(), &l).unwrap_err().message.contains("max_key_bytes"));
-        let many: Vec<String> = (0..257).map(|i| format!(r#""k{i}":{{"value":"1"}}"#)).collect();
+        assert!(body_changes(&h, body.as_bytes(), &l)
+            .unwrap_err()
+            .message
+            .contains("max_key_bytes"));
+        let many: Vec<String> = (0..257)
+            .map(|i| format!(r#""k{i}":{{"value":"1"}}"#))
+            .collect();
         let body = format!(r#"{{"public":{{{}}}}}"#, many.join(","));
-        assert!(body_changes(&h, body.as_bytes(), &l).unwrap_err().message.contains("max_public_keys"));
+        assert!(body_changes(&h, body.as_bytes(), &l)
+            .unwrap_err()
+            .message
+            .contains("max_public_keys"));
     }
 
     #[test]
@@ -304,7 +331,9 @@ mod tests {
 
     #[test]
     fn query_is_decoded_and_split() {
-        let q = Query::parse(Some("items=%2A&items=public.a&an=demo&sc=2&utm_campaign=black+friday&x=%C3%A9"));
+        let q = Query::parse(Some(
+            "items=%2A&items=public.a&an=demo&sc=2&utm_campaign=black+friday&x=%C3%A9",
+        ));
         assert_eq!(q.items.as_deref(), Some("*,public.a"));
         assert_eq!(q.an.as_deref(), Some("demo"));
         assert_eq!(
@@ -320,7 +349,10 @@ mod tests {
     #[test]
     fn cookies_parse() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("vtex_session=; a=1; b=\"2\"; vtex_session=tok"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("vtex_session=; a=1; b=\"2\"; vtex_session=tok"),
+        );
         let c = RequestCookies::parse(&h);
         assert_eq!(c.get(SESSION_COOKIE), Some("tok"));
         assert_eq!(c.get("b"), Some("2"));

@@ -16,8 +16,7 @@ use sessiond_core::{Items, Namespaces, Segment};
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::request::{
-    body_changes, query_changes, set_cookie, Query, RequestCookies, SEGMENT_COOKIE,
-    SESSION_COOKIE,
+    body_changes, query_changes, set_cookie, Query, RequestCookies, SEGMENT_COOKIE, SESSION_COOKIE,
 };
 use crate::service::{Edit, Outcome, SessionService};
 use crate::tenancy::{Account, Tenancy};
@@ -126,7 +125,10 @@ fn session_json(outcome: &Outcome, items: Option<&str>) -> Vec<u8> {
     let s = &outcome.session;
     let answer = SessionAnswer {
         id: s.id.to_string(),
-        namespaces: items.map(Items::parse).unwrap_or_default().select(&s.namespaces),
+        namespaces: items
+            .map(Items::parse)
+            .unwrap_or_default()
+            .select(&s.namespaces),
         version: s.version,
         active: s.active,
         debug: s.debug,
@@ -137,7 +139,10 @@ fn session_json(outcome: &Outcome, items: Option<&str>) -> Vec<u8> {
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -147,7 +152,12 @@ fn add_token_cookies(state: &AppState, response: &mut Response, outcome: &Outcom
     let h = response.headers_mut();
     h.append(
         header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &outcome.token, max_age, state.secure_cookies),
+        set_cookie(
+            SESSION_COOKIE,
+            &outcome.token,
+            max_age,
+            state.secure_cookies,
+        ),
     );
     h.append(
         header::SET_COOKIE,
@@ -180,7 +190,10 @@ async fn read(state: &AppState, ctx: Context<'_>) -> Result<Response, ApiError> 
     // GET never stores its query string; only watched cookies go into a new session.
     let edit = Edit::new(ctx.account, Default::default(), &ctx.cookies);
     let outcome = state.service.read(ctx.account, ctx.token(), &edit).await?;
-    let mut response = json_response(StatusCode::OK, session_json(&outcome, ctx.query.items.as_deref()));
+    let mut response = json_response(
+        StatusCode::OK,
+        session_json(&outcome, ctx.query.items.as_deref()),
+    );
     if outcome.created || outcome.token_issued {
         let segment = Segment::of(&outcome.session).encode();
         add_token_cookies(state, &mut response, &outcome, &segment);
@@ -294,7 +307,10 @@ async fn get_segment(
 ) -> Result<Response, ApiError> {
     let ctx = Context::new(&state, &headers, raw.as_deref());
     let edit = Edit::new(ctx.account, Default::default(), &ctx.cookies);
-    let session = state.service.preview(ctx.account, ctx.token(), &edit).await?;
+    let session = state
+        .service
+        .preview(ctx.account, ctx.token(), &edit)
+        .await?;
     let stored = Segment::of(&session);
     let mut answer = stored.clone();
     for (k, v) in &ctx.query.rest {

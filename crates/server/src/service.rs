@@ -66,7 +66,10 @@ impl Edit {
             }
         }
         for (name, value) in &self.watched_cookies {
-            changes.set(Key::new("cookie", name.as_str()), Value::new(value.as_str()));
+            changes.set(
+                Key::new("cookie", name.as_str()),
+                Value::new(value.as_str()),
+            );
         }
         changes
     }
@@ -263,7 +266,10 @@ impl SessionService {
             session.version = base_version + 1;
             session.updated_at = now;
             session.expires_at = now.saturating_add(self.ttl_ms());
-            match self.timed(self.store.put(&session, Some(base_version))).await {
+            match self
+                .timed(self.store.put(&session, Some(base_version)))
+                .await
+            {
                 Ok(()) => {
                     return Ok(Outcome {
                         session,
@@ -294,7 +300,10 @@ impl SessionService {
                 session.active = false;
                 session.version = base_version + 1;
                 session.updated_at = now_ms();
-                match self.timed(self.store.put(&session, Some(base_version))).await {
+                match self
+                    .timed(self.store.put(&session, Some(base_version)))
+                    .await
+                {
                     Ok(()) => break,
                     Err(StoreError::Conflict) => {
                         match self.timed(self.store.get(session.id, now_ms())).await? {

@@ -9,7 +9,8 @@ use sessiond_core::{AppIndex, AppSpec};
 use crate::config::{AccountConfig, AppConfig, ConfigError, IdentityConfig};
 
 /// Namespace of the account ids derived from account names (stable across restarts).
-const ACCOUNT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e55_10d0_4c1e_4b7a_9d0e_61c0_a1d5_e55d);
+const ACCOUNT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5e55_10d0_4c1e_4b7a_9d0e_61c0_a1d5_e55d);
 
 /// One account, ready to serve.
 #[derive(Debug)]
@@ -70,16 +71,17 @@ impl Account {
 
 /// The declaration of one installed app: a built-in's own, or the configured one.
 fn app_spec(account: &str, app: &AppConfig) -> Result<AppSpec, ConfigError> {
-    let invalid = |m: String| ConfigError::Invalid(format!("account `{account}`, app `{}`: {m}", app.name));
+    let invalid =
+        |m: String| ConfigError::Invalid(format!("account `{account}`, app `{}`: {m}", app.name));
     let declared = match (&app.configuration, &app.configuration_file) {
         (Some(_), Some(_)) => {
             return Err(invalid(
                 "give `configuration` or `configuration_file`, not both".into(),
             ))
         }
-        (Some(inline), None) => Some(
-            serde_json::to_value(inline).map_err(|e| invalid(format!("configuration: {e}")))?,
-        ),
+        (Some(inline), None) => {
+            Some(serde_json::to_value(inline).map_err(|e| invalid(format!("configuration: {e}")))?)
+        }
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
@@ -199,7 +201,10 @@ mod tests {
         assert_eq!(t.resolve(Some("ACME.example.com:8443"), None).name, "acme");
         assert_eq!(t.resolve(Some("acme"), Some("demo")).name, "acme");
         assert_eq!(t.resolve(Some("127.0.0.1:8080"), Some("Acme")).name, "acme");
-        assert_eq!(t.resolve(Some("shop.example.com"), Some("nope")).name, "demo");
+        assert_eq!(
+            t.resolve(Some("shop.example.com"), Some("nope")).name,
+            "demo"
+        );
         assert_eq!(t.resolve(None, None).name, "demo");
     }
 

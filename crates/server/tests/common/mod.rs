@@ -1,0 +1,118 @@
+//! Shared test harness: a real server on port 0 with a temporary data directory, driven by a
+//! real HTTP client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use reqwest::header::{HeaderMap, SET_COOKIE};
+use serde_json::Value;
+use sessiond::config::{Overrides, Settings};
+use sessiond::Application;
+
+/// A running server.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A client with a cookie jar, like a browser.
+    pub fn browser(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap()
+    }
+}
+
+/// A client without a cookie jar: cookies are set by hand.
+pub fn plain() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// The demo configuration on the embedded store in a fresh temp dir.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(None).await
+}
+
+/// Like [`spawn_app`], with a configuration file's text instead of the demo one.
+pub async fn spawn_with(config: Option<&str>) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let config_path = config.map(|text| {
+        let p = dir.path().join("sessiond.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    });
+    let settings = Settings::load(
+        config_path.as_deref(),
+        Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(data_dir.clone()),
+            store: Some("embedded".into()),
+        },
+    )
+    .unwrap();
+    let app = Application::build(settings).await.unwrap();
+    let addr = app.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        data_dir,
+        _dir: Some(dir),
+        shutdown: Some(tx),
+    }
+}
+
+/// The `Set-Cookie` lines of a response, by cookie name.
+pub fn set_cookies(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| {
+            let line = v.to_str().unwrap().to_owned();
+            let name = line.split('=').next().unwrap().to_owned();
+            (name, line)
+        })
+        .collect()
+}
+
+/// The value of cookie `name` set by a response.
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    set_cookies(headers)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, line)| line.split(';').next().unwrap()[name.len() + 1..].to_owned())
+}
+
+/// The decoded claims of a JWT (without verifying it).
+pub fn jwt_part(token: &str, index: usize) -> Value {
+    let part = token.split('.').nth(index).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// The value at `namespaces.ns.key.value` of a session answer.
+pub fn value_of<'a>(session: &'a Value, ns: &str, key: &str) -> Option<&'a Value> {
+    session["namespaces"].get(ns)?.get(key)?.get("value")
+}

@@ -1,0 +1,132 @@
+//! Acknowledged writes survive SIGKILL: the real binary, killed mid-load, restarted on the same
+//! data directory.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::plain;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// Starts `sessiond serve` on port 0 and reads the port it prints.
+fn start(data_dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("SESSIOND_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the sessiond binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("sessiond listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    (child, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = start(dir.path());
+    let client = plain();
+
+    const WRITERS: usize = 8;
+    let mut tokens = Vec::new();
+    for w in 0..WRITERS {
+        let r = client
+            .post(format!("{base}/api/sessions"))
+            .json(&json!({"public": {"writer": {"value": w.to_string()}}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let pair: Value = r.json().await.unwrap();
+        tokens.push(pair["sessionToken"].as_str().unwrap().to_owned());
+    }
+
+    // Writers patch new keys until the server dies; each records what was acknowledged.
+    let acked: Arc<Mutex<Vec<Vec<usize>>>> = Arc::new(Mutex::new(vec![Vec::new(); WRITERS]));
+    let total = Arc::new(AtomicUsize::new(0));
+    let (enough_tx, enough_rx) = tokio::sync::oneshot::channel::<()>();
+    let enough_tx = Arc::new(Mutex::new(Some(enough_tx)));
+    let mut tasks = Vec::new();
+    for (w, token) in tokens.iter().cloned().enumerate() {
+        let (client, base, acked, total, enough_tx) = (
+            client.clone(),
+            base.clone(),
+            acked.clone(),
+            total.clone(),
+            enough_tx.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for n in 0..10_000 {
+                let sent = client
+                    .patch(format!("{base}/api/sessions"))
+                    .header("cookie", format!("vtex_session={token}"))
+                    .json(&json!({"public": {format!("k{n}"): {"value": n}}}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == StatusCode::OK => {
+                        acked.lock().unwrap()[w].push(n);
+                        if total.fetch_add(1, Ordering::SeqCst) + 1 == 400 {
+                            if let Some(tx) = enough_tx.lock().unwrap().take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                    }
+                    Ok(r) => panic!("unexpected status {}", r.status()),
+                    Err(_) => return, // the server is gone
+                }
+            }
+        }));
+    }
+    enough_rx.await.unwrap();
+    child.kill().unwrap(); // SIGKILL, with writes in flight
+    child.wait().unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let acked_total: usize = acked.iter().map(Vec::len).sum();
+    assert!(acked_total >= 400);
+
+    let (mut child, base) = start(dir.path());
+    for (w, token) in tokens.iter().enumerate() {
+        let r = client
+            .get(format!("{base}/api/sessions?items=public.*"))
+            .header("cookie", format!("vtex_session={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(
+            r.headers().get("set-cookie").is_none(),
+            "the old token still names a live session"
+        );
+        let s: Value = r.json().await.unwrap();
+        let public = s["namespaces"]["public"].as_object().unwrap();
+        assert_eq!(public["writer"]["value"], w.to_string());
+        for n in &acked[w] {
+            assert_eq!(
+                public.get(&format!("k{n}")).map(|v| &v["value"]),
+                Some(&json!(n)),
+                "writer {w}: acknowledged key k{n} lost"
+            );
+        }
+        // Version = creation + every applied patch (acknowledged, plus at most the one in flight).
+        let version = s["version"].as_u64().unwrap() as usize;
+        assert!(version == 1 + acked[w].len() || version == 2 + acked[w].len());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
