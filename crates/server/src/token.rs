@@ -102,8 +102,11 @@ pub struct Keyring {
     signing: SigningKey,
     kid: String,
     verifiers: HashMap<String, VerifyingKey>,
-    verified: RwLock<HashMap<Box<str>, (Verified, Box<str>)>>,
+    verified: RwLock<HashMap<Box<str>, CachedToken>>,
 }
+
+/// A verified token as remembered: what it names and the account it was issued for.
+type CachedToken = (Verified, Box<str>);
 
 fn kid_of(key: &VerifyingKey) -> String {
     let digest = Sha256::digest(key.to_encoded_point(false).as_bytes());

@@ -1,35 +1,50 @@
-//! The durable default backend: a redb file in the data directory, written with group commit.
+//! The durable default backend: a fjall (LSM-tree) database in the data directory, written with
+//! group commit.
 //!
 //! Every write goes through one writer thread. It takes the first waiting request, then every
-//! request that queued up meanwhile (up to `max_batch`), applies them in order inside ONE write
-//! transaction (so compare-and-swap checks see earlier writes of the same batch), and commits
-//! once: one fsync for the whole group. Only then are the callers answered, so an `Ok` means the
-//! write is on disk. Reads go straight to the latest committed snapshot.
+//! request that queued up meanwhile (up to `max_batch`), checks them in order against the stored
+//! data plus a small in-batch overlay (so a compare-and-swap sees earlier writes of the same
+//! batch), and commits all their changes as ONE fjall write batch persisted with
+//! [`PersistMode::SyncAll`]: one fsync of the journal for the whole group. Only then are the
+//! callers answered, so an `Ok` means the write is on disk. Because nothing else writes, plain
+//! keyspaces suffice (no transactional database); reads go straight to the keyspace, and fjall
+//! makes a batch visible only after its journal write, so a reader never sees an unsynced write.
+//!
+//! A fjall batch gives all its items one sequence number, so two items with the same key in one
+//! batch would collide; the writer therefore folds each batch into one final change per key.
 //!
 //! Record layout: `version (u64 BE) ‖ expires_at (u64 BE) ‖ session JSON`, so a compare-and-swap
-//! reads 16 bytes instead of decoding the session. The expiry index maps
+//! reads 16 bytes instead of decoding the session. The expiry keyspace maps
 //! `expires_at (u64 BE) ‖ id` to nothing, in deadline order, for the purge.
+//!
+//! The block cache is [`CACHE_BYTES`] (64 MiB): sessions are small and read by id, so the hot
+//! set of a busy node fits, while the memory bound stays modest next to the server's own.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use sessiond_core::{Session, SessionId};
 use tokio::sync::oneshot;
 
 use crate::{decode, encode, SessionStore, StoreError};
 
-const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
-const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
+const SESSIONS: &str = "sessions";
+const EXPIRY: &str = "expiry";
 const HEADER: usize = 16;
+
+/// Size of fjall's block cache, in bytes (64 MiB).
+pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How the embedded store behaves.
 #[derive(Clone, Debug)]
 pub struct EmbeddedOptions {
-    /// Most writes committed together in one transaction (1 = one fsync per write).
+    /// Most writes committed together in one batch (1 = one fsync per write).
     pub max_batch: usize,
 }
 
@@ -39,20 +54,27 @@ impl Default for EmbeddedOptions {
     }
 }
 
-/// Sessions in a redb file, durable on every acknowledged write.
+/// Sessions in a fjall database, durable on every acknowledged write.
 pub struct EmbeddedStore {
-    db: Arc<Database>,
-    writer: mpsc::Sender<Write>,
+    sessions: Keyspace,
+    /// Set by the writer once a commit failed: fjall refuses further writes after that.
+    failed: Arc<AtomicBool>,
+    /// `None` only while dropping, so the writer sees the channel close.
+    writer: Option<mpsc::Sender<Write>>,
+    thread: Option<thread::JoinHandle<()>>,
     path: PathBuf,
 }
 
+/// What the writer thread works on.
+struct Engine {
+    db: Database,
+    sessions: Keyspace,
+    expiry: Keyspace,
+    failed: Arc<AtomicBool>,
+}
+
 enum Op {
-    Put {
-        id: SessionId,
-        record: Vec<u8>,
-        expires_at: u64,
-        expected: Option<u64>,
-    },
+    Put(Put),
     Delete(SessionId),
     Purge(u64),
 }
@@ -61,6 +83,14 @@ enum Done {
     Put,
     Deleted(bool),
     Purged(usize),
+}
+
+struct Put {
+    id: SessionId,
+    record: Vec<u8>,
+    version: u64,
+    expires_at: u64,
+    expected: Option<u64>,
 }
 
 struct Write {
@@ -89,7 +119,7 @@ fn header(record: &[u8]) -> Result<(u64, u64), StoreError> {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store file `sessions.redb` in `dir`.
+    /// Opens (or creates) the store database `sessions.fjall` (a directory) in `dir`.
     pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!(
@@ -97,29 +127,26 @@ impl EmbeddedStore {
                 dir.display()
             ))
         })?;
-        let path = dir.join("sessions.redb");
-        let db = Database::create(&path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        let txn = db.begin_write().map_err(unavailable)?;
-        txn.open_table(SESSIONS).map_err(unavailable)?;
-        txn.open_table(EXPIRY).map_err(unavailable)?;
-        txn.commit().map_err(unavailable)?;
-        let db = Arc::new(db);
+        let path = dir.join("sessions.fjall");
+        let engine = Engine::open(&path)?;
+        let sessions = engine.sessions.clone();
+        let failed = engine.failed.clone();
         let (tx, rx) = mpsc::channel();
-        let writer_db = db.clone();
         let max_batch = options.max_batch.max(1);
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("sessiond-store-writer".into())
-            .spawn(move || writer_loop(&writer_db, &rx, max_batch))
+            .spawn(move || writer_loop(&engine, &rx, max_batch))
             .map_err(unavailable)?;
         Ok(EmbeddedStore {
-            db,
-            writer: tx,
+            sessions,
+            failed,
+            writer: Some(tx),
+            thread: Some(thread),
             path,
         })
     }
 
-    /// The file the sessions live in.
+    /// The directory the sessions live in (a fjall database).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -127,6 +154,8 @@ impl EmbeddedStore {
     async fn submit(&self, op: Op) -> Result<Done, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer
+            .as_ref()
+            .ok_or_else(|| unavailable("the store is closing"))?
             .send(Write { op, reply })
             .map_err(|_| unavailable("the store writer has stopped"))?;
         answer
@@ -135,8 +164,43 @@ impl EmbeddedStore {
     }
 }
 
+impl Drop for EmbeddedStore {
+    /// Closes the queue and waits for the writer to finish what was queued, so the database is
+    /// released (and may be opened again) once the store is gone.
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Engine {
+    fn open(path: &Path) -> Result<Engine, StoreError> {
+        let cannot_open = |e: fjall::Error| {
+            StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
+        };
+        let db = Database::builder(path)
+            .cache_size(CACHE_BYTES)
+            .open()
+            .map_err(cannot_open)?;
+        let sessions = db
+            .keyspace(SESSIONS, KeyspaceCreateOptions::default)
+            .map_err(cannot_open)?;
+        let expiry = db
+            .keyspace(EXPIRY, KeyspaceCreateOptions::default)
+            .map_err(cannot_open)?;
+        Ok(Engine {
+            db,
+            sessions,
+            expiry,
+            failed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
 /// The writer thread: group commit until every sender is gone.
-fn writer_loop(db: &Database, rx: &mpsc::Receiver<Write>, max_batch: usize) {
+fn writer_loop(engine: &Engine, rx: &mpsc::Receiver<Write>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -146,7 +210,7 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Write>, max_batch: usize) {
                 Err(_) => break,
             }
         }
-        match apply_batch(db, &batch) {
+        match apply_batch(engine, &mut batch) {
             Ok(results) => {
                 for (w, r) in batch.drain(..).zip(results) {
                     let _ = w.reply.send(r);
@@ -154,6 +218,7 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Write>, max_batch: usize) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed");
+                engine.failed.store(true, Ordering::Relaxed);
                 for w in batch.drain(..) {
                     let _ = w.reply.send(Err(unavailable(&e)));
                 }
@@ -162,86 +227,159 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Write>, max_batch: usize) {
     }
 }
 
-/// Applies a batch in one transaction; per-op outcomes, or an error for the whole batch.
-fn apply_batch(
-    db: &Database,
-    batch: &[Write],
-) -> Result<Vec<Result<Done, StoreError>>, redb::Error> {
-    let txn = db.begin_write()?;
-    let mut results = Vec::with_capacity(batch.len());
-    {
-        let mut sessions = txn.open_table(SESSIONS)?;
-        let mut expiry = txn.open_table(EXPIRY)?;
-        for w in batch {
-            let result = match &w.op {
-                Op::Put {
-                    id,
-                    record,
-                    expires_at,
-                    expected,
-                } => {
-                    let current = match sessions.get(id.as_bytes().as_slice())? {
-                        Some(old) => Some(header(old.value())),
-                        None => None,
-                    };
-                    match current {
-                        Some(Err(e)) => Err(e),
-                        Some(Ok((v, _))) if Some(v) != *expected => Err(StoreError::Conflict),
-                        None if expected.is_some() => Err(StoreError::Conflict),
-                        current => {
-                            if let Some(Ok((_, old_expiry))) = current {
-                                expiry.remove(expiry_key(old_expiry, id).as_slice())?;
-                            }
-                            sessions.insert(id.as_bytes().as_slice(), record.as_slice())?;
-                            expiry.insert(expiry_key(*expires_at, id).as_slice(), ())?;
-                            Ok(Done::Put)
-                        }
-                    }
-                }
-                Op::Delete(id) => {
-                    let removed = sessions
-                        .remove(id.as_bytes().as_slice())?
-                        .map(|old| header(old.value()));
-                    match removed {
-                        Some(Ok((_, exp))) => {
-                            expiry.remove(expiry_key(exp, id).as_slice())?;
-                            Ok(Done::Deleted(true))
-                        }
-                        Some(Err(_)) => Ok(Done::Deleted(true)),
-                        None => Ok(Done::Deleted(false)),
-                    }
-                }
-                Op::Purge(now) => {
-                    let bound = expiry_key(now.saturating_add(1), &SessionId::min());
-                    let mut due = Vec::new();
-                    for entry in expiry.range::<&[u8]>(..bound.as_slice())? {
-                        let (k, _) = entry?;
-                        due.push(k.value().to_vec());
-                    }
-                    for k in &due {
-                        expiry.remove(k.as_slice())?;
-                        sessions.remove(&k[8..])?;
-                    }
-                    Ok(Done::Purged(due.len()))
-                }
+/// One batch in the making: its outcome so far, and the final change of every key it touches.
+struct Pending<'a> {
+    engine: &'a Engine,
+    /// id → the session's (version, expires_at) after the batch so far, `None` once deleted.
+    overlay: HashMap<SessionId, Option<(u64, u64)>>,
+    /// Session key → new record, or `None` to remove it.
+    sessions: BTreeMap<[u8; 16], Option<Vec<u8>>>,
+    /// Expiry key → whether it exists after the batch.
+    expiry: BTreeMap<[u8; 24], bool>,
+}
+
+impl Pending<'_> {
+    /// The session's (version, expires_at) as the batch sees it: its own writes first.
+    fn state(
+        &self,
+        id: &SessionId,
+    ) -> Result<Result<Option<(u64, u64)>, StoreError>, fjall::Error> {
+        if let Some(s) = self.overlay.get(id) {
+            return Ok(Ok(*s));
+        }
+        Ok(match self.engine.sessions.get(id.as_bytes())? {
+            Some(record) => header(&record).map(Some),
+            None => Ok(None),
+        })
+    }
+
+    fn remove_session(&mut self, id: &SessionId) {
+        self.sessions.insert(*id.as_bytes(), None);
+        self.overlay.insert(*id, None);
+    }
+
+    /// The record moves into the batch (so it is left empty) unless the check fails.
+    fn put(&mut self, put: &mut Put) -> Result<Result<Done, StoreError>, fjall::Error> {
+        let id = put.id;
+        let old_expiry = match self.state(&id)? {
+            Err(e) => return Ok(Err(e)),
+            Ok(Some((v, exp))) if Some(v) == put.expected => Some(exp),
+            Ok(None) if put.expected.is_none() => None,
+            Ok(_) => return Ok(Err(StoreError::Conflict)),
+        };
+        if let Some(old) = old_expiry {
+            self.expiry.insert(expiry_key(old, &id), false);
+        }
+        self.expiry.insert(expiry_key(put.expires_at, &id), true);
+        self.sessions
+            .insert(*id.as_bytes(), Some(std::mem::take(&mut put.record)));
+        self.overlay.insert(id, Some((put.version, put.expires_at)));
+        Ok(Ok(Done::Put))
+    }
+
+    fn delete(&mut self, id: &SessionId) -> Result<Result<Done, StoreError>, fjall::Error> {
+        let existed = match self.state(id)? {
+            Ok(Some((_, exp))) => {
+                self.expiry.insert(expiry_key(exp, id), false);
+                true
+            }
+            // A corrupt record still goes; its expiry entry is dropped by a later purge.
+            Err(_) => true,
+            Ok(None) => false,
+        };
+        if existed {
+            self.remove_session(id);
+        }
+        Ok(Ok(Done::Deleted(existed)))
+    }
+
+    fn purge(&mut self, now: u64) -> Result<Result<Done, StoreError>, fjall::Error> {
+        let bound = expiry_key(now.saturating_add(1), &SessionId::min());
+        // Due entries: the stored ones this batch has not removed, plus the ones it added.
+        let mut due = Vec::new();
+        for entry in self.engine.expiry.range(..bound.as_slice()) {
+            let Ok(key) = <[u8; 24]>::try_from(entry.key()?.as_ref()) else {
+                return Ok(Err(StoreError::Corrupt(
+                    "expiry key is not 24 bytes".into(),
+                )));
             };
-            results.push(result);
+            if self.expiry.get(&key) != Some(&false) {
+                due.push(key);
+            }
+        }
+        due.extend(
+            self.expiry
+                .range(..bound)
+                .filter(|(_, &exists)| exists)
+                .map(|(k, _)| *k),
+        );
+        due.sort_unstable();
+        due.dedup();
+        let mut purged = 0;
+        for key in due {
+            let expires_at = u64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
+            let id = SessionId::from_bytes(key[8..].try_into().expect("16 bytes"));
+            self.expiry.insert(key, false);
+            // Remove the session only if this entry is its current deadline (or it is corrupt);
+            // otherwise the entry is a leftover and goes alone.
+            match self.state(&id)? {
+                Ok(Some((_, exp))) if exp == expires_at => {}
+                Err(_) => {}
+                Ok(_) => continue,
+            }
+            self.remove_session(&id);
+            purged += 1;
+        }
+        Ok(Ok(Done::Purged(purged)))
+    }
+}
+
+/// Applies a batch as one durable fjall batch; per-op outcomes, or an error for the whole batch.
+fn apply_batch(
+    engine: &Engine,
+    batch: &mut [Write],
+) -> Result<Vec<Result<Done, StoreError>>, fjall::Error> {
+    let mut pending = Pending {
+        engine,
+        overlay: HashMap::new(),
+        sessions: BTreeMap::new(),
+        expiry: BTreeMap::new(),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for w in batch {
+        let result = match &mut w.op {
+            Op::Put(put) => pending.put(put)?,
+            Op::Delete(id) => pending.delete(id)?,
+            Op::Purge(now) => pending.purge(*now)?,
+        };
+        results.push(result);
+    }
+    let mut writes = engine.db.batch().durability(Some(PersistMode::SyncAll));
+    for (key, record) in pending.sessions {
+        match record {
+            Some(record) => writes.insert(&engine.sessions, key.as_slice(), record),
+            None => writes.remove(&engine.sessions, key.as_slice()),
         }
     }
-    txn.commit()?;
+    for (key, exists) in pending.expiry {
+        if exists {
+            writes.insert(&engine.expiry, key.as_slice(), b"".as_slice());
+        } else {
+            writes.remove(&engine.expiry, key.as_slice());
+        }
+    }
+    // An empty batch (only conflicts or no-ops) commits nothing and needs no fsync.
+    writes.commit()?;
     Ok(results)
 }
 
 #[async_trait]
 impl SessionStore for EmbeddedStore {
     async fn get(&self, id: SessionId, now_ms: u64) -> Result<Option<Session>, StoreError> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
-        let table = txn.open_table(SESSIONS).map_err(unavailable)?;
-        let Some(record) = table.get(id.as_bytes().as_slice()).map_err(unavailable)? else {
+        let Some(record) = self.sessions.get(id.as_bytes()).map_err(unavailable)? else {
             return Ok(None);
         };
-        let record = record.value();
-        let (_, expires_at) = header(record)?;
+        let (_, expires_at) = header(&record)?;
         if expires_at <= now_ms {
             return Ok(None);
         }
@@ -254,12 +392,13 @@ impl SessionStore for EmbeddedStore {
         record.extend_from_slice(&session.version.to_be_bytes());
         record.extend_from_slice(&session.expires_at.to_be_bytes());
         record.extend_from_slice(&json);
-        self.submit(Op::Put {
+        self.submit(Op::Put(Put {
             id: session.id,
             record,
+            version: session.version,
             expires_at: session.expires_at,
             expected,
-        })
+        }))
         .await
         .map(|_| ())
     }
@@ -279,6 +418,190 @@ impl SessionStore for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.db.begin_read().map(|_| ()).map_err(unavailable)
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(unavailable("a commit failed; the store refuses writes"));
+        }
+        self.sessions
+            .get(SessionId::min().as_bytes())
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sessiond_core::{Key, Value};
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+    const TTL: u64 = 3_600_000;
+
+    fn session(ttl: u64) -> Session {
+        let mut s = Session::new("demo", NOW, ttl);
+        s.set(&Key::new("public", "n"), Value::new("1"));
+        s
+    }
+
+    fn put(s: &Session, expected: Option<u64>) -> Op {
+        let json = encode(s);
+        let mut record = Vec::new();
+        record.extend_from_slice(&s.version.to_be_bytes());
+        record.extend_from_slice(&s.expires_at.to_be_bytes());
+        record.extend_from_slice(&json);
+        Op::Put(Put {
+            id: s.id,
+            record,
+            version: s.version,
+            expires_at: s.expires_at,
+            expected,
+        })
+    }
+
+    /// Runs `ops` as ONE batch on the engine; the outcome of each.
+    fn one_batch(engine: &Engine, ops: Vec<Op>) -> Vec<Result<Done, StoreError>> {
+        let mut writes: Vec<Write> = ops
+            .into_iter()
+            .map(|op| Write {
+                op,
+                reply: oneshot::channel().0,
+            })
+            .collect();
+        apply_batch(engine, &mut writes).expect("batch commits")
+    }
+
+    fn stored_version(engine: &Engine, s: &Session) -> Option<u64> {
+        let record = engine.sessions.get(s.id.as_bytes()).unwrap()?;
+        Some(header(&record).unwrap().0)
+    }
+
+    #[test]
+    fn a_batch_sees_its_own_earlier_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("db")).unwrap();
+        let a1 = session(TTL);
+        let mut a2 = a1.clone();
+        a2.version = 2;
+        let mut a3 = a1.clone();
+        a3.version = 3;
+        let b = session(TTL);
+        let short = session(10);
+        let results = one_batch(
+            &engine,
+            vec![
+                put(&a1, None),      // inserts
+                put(&a1, None),      // conflicts with the insert just before
+                put(&a2, Some(1)),   // sees version 1 from this batch
+                put(&a3, Some(1)),   // stale: version 2 is in the batch
+                put(&a3, Some(2)),   // wins
+                Op::Delete(b.id),    // nothing to delete
+                put(&b, None),       // inserts
+                Op::Delete(b.id),    // deletes what the batch inserted
+                put(&b, Some(1)),    // conflicts: deleted in this batch
+                put(&short, None),   // expires at NOW + 10
+                Op::Purge(NOW + 10), // purges the batch's own short session
+                Op::Purge(NOW + 10), // nothing left
+            ],
+        );
+        let outcome: Vec<String> = results
+            .iter()
+            .map(|r| match r {
+                Ok(Done::Put) => "put".to_string(),
+                Ok(Done::Deleted(d)) => format!("deleted {d}"),
+                Ok(Done::Purged(n)) => format!("purged {n}"),
+                Err(StoreError::Conflict) => "conflict".to_string(),
+                Err(e) => format!("error {e}"),
+            })
+            .collect();
+        assert_eq!(
+            outcome,
+            [
+                "put",
+                "conflict",
+                "put",
+                "conflict",
+                "put",
+                "deleted false",
+                "put",
+                "deleted true",
+                "conflict",
+                "put",
+                "purged 1",
+                "purged 0",
+            ]
+        );
+        assert_eq!(stored_version(&engine, &a1), Some(3));
+        assert_eq!(stored_version(&engine, &b), None);
+        assert_eq!(stored_version(&engine, &short), None);
+        // Only a3's deadline is left in the expiry index.
+        let keys: Vec<_> = engine
+            .expiry
+            .iter()
+            .map(|g| g.key().unwrap().to_vec())
+            .collect();
+        assert_eq!(keys, [expiry_key(a3.expires_at, &a3.id).to_vec()]);
+    }
+
+    #[test]
+    fn a_batch_sees_stored_data_and_purges_across_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("db")).unwrap();
+        let old = session(10);
+        let kept = session(10);
+        one_batch(&engine, vec![put(&old, None), put(&kept, None)]);
+        let mut renewed = kept.clone();
+        renewed.version = 2;
+        renewed.expires_at = NOW + TTL;
+        let fresh = session(20);
+        let results = one_batch(
+            &engine,
+            vec![
+                put(&renewed, Some(1)), // moves `kept` past the purge
+                put(&fresh, None),      // expires at NOW + 20, also due
+                put(&old, None),        // conflicts with the stored record
+                Op::Purge(NOW + 20),    // `old` (stored) and `fresh` (this batch)
+            ],
+        );
+        assert!(matches!(results[2], Err(StoreError::Conflict)));
+        assert!(matches!(results[3], Ok(Done::Purged(2))));
+        assert_eq!(stored_version(&engine, &kept), Some(2));
+        assert_eq!(stored_version(&engine, &old), None);
+        assert_eq!(stored_version(&engine, &fresh), None);
+        assert_eq!(engine.expiry.iter().count(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = session(TTL);
+        let mut updated = session(TTL);
+        let gone = session(TTL);
+        let short = session(10);
+        {
+            let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+            assert!(store.path().starts_with(dir.path()));
+            for s in [&kept, &updated, &gone, &short] {
+                store.put(s, None).await.unwrap();
+            }
+            updated.version = 2;
+            updated.set(&Key::new("public", "n"), Value::new("2"));
+            store.put(&updated, Some(1)).await.unwrap();
+            assert!(store.delete(gone.id).await.unwrap());
+        }
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        store.ping().await.unwrap();
+        assert_eq!(store.get(kept.id, NOW).await.unwrap(), Some(kept));
+        assert_eq!(
+            store.get(updated.id, NOW).await.unwrap(),
+            Some(updated.clone())
+        );
+        assert_eq!(store.get(gone.id, NOW).await.unwrap(), None);
+        assert!(matches!(
+            store.put(&updated, Some(1)).await,
+            Err(StoreError::Conflict)
+        ));
+        // The expiry index came back too.
+        assert_eq!(store.purge_expired(NOW + 10).await.unwrap(), 1);
+        assert_eq!(store.get(short.id, NOW).await.unwrap(), None);
     }
 }
