@@ -55,7 +55,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ready", get(ready))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .with_state(state)
+}
+
+/// A bug must still answer `{"type","message"}` (and leave stored data alone: nothing is saved
+/// after a panic, because saving is the last step of a request).
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::internal("the request failed unexpectedly", "a handler panicked").into_response()
 }
 
 async fn not_found() -> ApiError {

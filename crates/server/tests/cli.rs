@@ -1,0 +1,131 @@
+//! The `sessiond` command line: `check`, and flag > environment > file precedence.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn sessiond() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sessiond"));
+    c.env("SESSIOND_LOG", "warn");
+    for var in [
+        "SESSIOND_CONFIG",
+        "SESSIOND_LISTEN",
+        "SESSIOND_DATA_DIR",
+        "SESSIOND_STORE",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+/// Starts `serve` with `cmd` and returns the first stdout line (or the error output).
+fn first_line(mut cmd: Command) -> Result<String, String> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.is_empty() {
+        let out = child.wait_with_output().unwrap();
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    Ok(line)
+}
+
+#[test]
+fn check_prints_the_demo_app_graph() {
+    let out = sessiond().arg("check").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("account demo (6c1f7c3e-8a5b-4d1e-9f20-3b7a2c9d4e51)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1. vtex.store-session (runOnCreate)"),
+        "{text}"
+    );
+    // authentication feeds profile (storeUserId) and impersonate (adminUserEmail).
+    assert!(
+        text.contains(
+            "2. vtex.authentication-session -> vtex.profile-session, vtex.impersonate-session"
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("configuration ok\n"), "{text}");
+}
+
+#[test]
+fn check_refuses_a_bad_configuration_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    for (body, needle) in [
+        ("lisen = \"x\"\n[[accounts]]\nname = \"a\"\n", "lisen"),
+        (
+            "[[accounts]]\nname = \"a\"\n[[accounts.apps]]\nname = \"vtex.nope\"\n",
+            "vtex.nope",
+        ),
+        (
+            "default_account = \"zz\"\n[[accounts]]\nname = \"a\"\n",
+            "zz",
+        ),
+        (
+            "session_ttl = \"soon\"\n[[accounts]]\nname = \"a\"\n",
+            "session_ttl",
+        ),
+    ] {
+        std::fs::write(&path, body).unwrap();
+        let out = sessiond()
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{body}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}
+
+#[test]
+fn flags_beat_environment_beats_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sessiond.toml");
+    std::fs::write(
+        &config,
+        "listen = \"not-an-address\"\nstore = \"nope\"\n[[accounts]]\nname = \"a\"\n",
+    )
+    .unwrap();
+    // The file alone is refused.
+    let mut cmd = sessiond();
+    cmd.arg("serve").arg("--config").arg(&config);
+    assert!(first_line(cmd).unwrap_err().contains("not-an-address"));
+    // Environment beats the file; the flag beats the environment.
+    let mut cmd = sessiond();
+    cmd.arg("serve")
+        .arg("--store")
+        .arg("memory")
+        .env("SESSIOND_CONFIG", &config)
+        .env("SESSIOND_LISTEN", "127.0.0.1:0")
+        .env("SESSIOND_STORE", "also-nope")
+        .env("SESSIOND_DATA_DIR", dir.path().join("data"));
+    let line = first_line(cmd).unwrap();
+    assert!(
+        line.starts_with("sessiond listening on http://127.0.0.1:"),
+        "{line}"
+    );
+    // A bad flag is refused even when the environment is fine.
+    let mut cmd = sessiond();
+    cmd.arg("serve")
+        .arg("--store")
+        .arg("postgres://x")
+        .env("SESSIOND_CONFIG", &config)
+        .env("SESSIOND_LISTEN", "127.0.0.1:0")
+        .env("SESSIOND_STORE", "memory");
+    assert!(first_line(cmd).unwrap_err().contains("postgres://x"));
+}
