@@ -1,10 +1,12 @@
-//! sessiond-apps: the built-in session apps and the account's commerce data they read.
+//! sessiond-apps: the session apps (built-in and HTTP) and the commerce data they read.
 //!
 //! # Layout
-//! - [`builtin`]: the declarations (inputs, outputs, runOnCreate) of VTEX's built-in apps.
+//! - [`builtin`]: the six built-in apps (declarations and transformers).
 //! - [`commerce`]: sales channels, customers, admins, delivery areas, campaigns, identity keys.
+//! - [`http`]: the transformer that calls a remote app over HTTP (VTEX's wire format).
 
 pub mod builtin;
 pub mod commerce;
+pub mod http;
 
 pub use commerce::CommerceData;

@@ -258,6 +258,15 @@ impl AppIndex {
         out
     }
 
+    /// Positions of the apps watching any key of `delta`: O(changed keys), not O(apps × keys).
+    pub fn affected(&self, delta: &crate::session::Delta) -> BTreeSet<usize> {
+        let mut out = BTreeSet::new();
+        for key in delta {
+            out.extend(self.watchers(key));
+        }
+        out
+    }
+
     /// Whether any installed app watches the request cookie `name` (`cookie` namespace input).
     pub fn watches_cookie(&self, name: &str) -> bool {
         !self.watchers(&Key::new("cookie", name)).is_empty()

@@ -5,12 +5,18 @@
 //! - [`items`]: the `?items=` filter of answers (and redaction of secret values).
 //! - [`segment`]: the shareable [`Segment`] and its deterministic token.
 //! - [`app`]: session app declarations and the index of which app watches which key.
+//! - [`cycle`]: the create/transform fixed point over the [`Transformer`] trait.
+//! - [`trace`]: what a cycle did, for the operator.
 
 pub mod app;
+pub mod cycle;
 pub mod items;
 pub mod segment;
 pub mod session;
+pub mod trace;
 
+pub use cycle::{AppError, Apps, Call, Rejection, Transformer};
+pub use trace::Trace;
 pub use app::{AppIndex, AppSpec, AppSpecError, KeyPattern};
 pub use items::Items;
 pub use segment::Segment;

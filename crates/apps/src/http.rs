@@ -1,0 +1,1 @@
+//! Remote session apps over HTTP.

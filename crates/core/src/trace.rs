@@ -1,0 +1,65 @@
+//! What a cycle did: rounds, apps called, inputs, outputs, durations, errors, dropped writes.
+
+use serde::Serialize;
+
+use crate::session::{Key, Namespaces, Value};
+
+/// The trace of one cycle.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Trace {
+    /// The rounds, in order.
+    pub rounds: Vec<Round>,
+    /// Whether the cycle stopped at `max_rounds` with keys still changing.
+    pub loop_warning: bool,
+    /// Wall time of the whole cycle, microseconds.
+    pub micros: u64,
+}
+
+/// One round of a cycle.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Round {
+    /// 1-based round number.
+    pub number: u32,
+    /// The apps called, in installation order.
+    pub calls: Vec<AppCall>,
+    /// Keys whose value changed when the round's answers were merged.
+    #[serde(serialize_with = "keys")]
+    pub changed: Vec<Key>,
+}
+
+/// One app call within a round.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AppCall {
+    /// The app.
+    pub app: String,
+    /// What it was sent.
+    pub input: Namespaces,
+    /// What it answered (declared outputs only); `None` deletes.
+    #[serde(serialize_with = "writes")]
+    pub output: Vec<(Key, Option<Value>)>,
+    /// Keys it answered but did not declare (not applied).
+    #[serde(serialize_with = "keys")]
+    pub dropped: Vec<Key>,
+    /// Why it produced nothing, if it failed.
+    pub error: Option<String>,
+    /// Duration of the call, microseconds.
+    pub micros: u64,
+}
+
+impl Trace {
+    /// The names of the apps called in each round (for tests and logs).
+    pub fn calls_by_round(&self) -> Vec<Vec<&str>> {
+        self.rounds
+            .iter()
+            .map(|r| r.calls.iter().map(|c| c.app.as_str()).collect())
+            .collect()
+    }
+}
+
+fn keys<S: serde::Serializer>(keys: &[Key], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(keys.iter().map(|k| k.to_string()))
+}
+
+fn writes<S: serde::Serializer>(w: &[(Key, Option<Value>)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(w.iter().map(|(k, v)| (k.to_string(), v)))
+}
