@@ -77,7 +77,15 @@ pub struct Apps {
 impl std::fmt::Debug for Apps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Apps")
-            .field("apps", &self.index.apps().iter().map(|a| &a.name).collect::<Vec<_>>())
+            .field(
+                "apps",
+                &self
+                    .index
+                    .apps()
+                    .iter()
+                    .map(|a| &a.name)
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -283,4 +291,386 @@ pub fn identity_changed(before: &Session, after: &Session) -> bool {
     IDENTITY_KEYS
         .iter()
         .any(|(ns, k)| before.get(ns, k) != after.get(ns, k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Key, Value};
+    use serde_json::json;
+    use std::sync::Mutex;
+
+    type Logic = dyn Fn(&Namespaces) -> Result<Changes, AppError> + Send + Sync;
+
+    /// A test app: a function of its input, optionally slow.
+    struct Fake {
+        logic: Box<Logic>,
+        delay: Duration,
+        seen: Mutex<Vec<Namespaces>>,
+    }
+
+    impl Transformer for Fake {
+        fn transform<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Changes, AppError>> {
+            Box::pin(async move {
+                self.seen.lock().unwrap().push(call.input.clone());
+                if !self.delay.is_zero() {
+                    tokio::time::sleep(self.delay).await;
+                }
+                (self.logic)(&call.input)
+            })
+        }
+    }
+
+    fn spec(name: &str, decl: serde_json::Value) -> AppSpec {
+        AppSpec::from_declaration(name, &decl).unwrap()
+    }
+
+    fn writes(pairs: &[(&str, &str, &str)]) -> Changes {
+        let mut c = Changes::new();
+        for (ns, k, v) in pairs {
+            c.set(Key::new(*ns, *k), Value::new(*v));
+        }
+        c
+    }
+
+    fn fake(
+        logic: impl Fn(&Namespaces) -> Result<Changes, AppError> + Send + Sync + 'static,
+    ) -> Arc<Fake> {
+        Arc::new(Fake {
+            logic: Box::new(logic),
+            delay: Duration::ZERO,
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn slow(
+        delay: Duration,
+        logic: impl Fn(&Namespaces) -> Result<Changes, AppError> + Send + Sync + 'static,
+    ) -> Arc<Fake> {
+        Arc::new(Fake {
+            logic: Box::new(logic),
+            delay,
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn install(apps: Vec<(AppSpec, Arc<Fake>)>) -> Apps {
+        Apps::new(
+            apps.into_iter()
+                .map(|(s, f)| (s, f as Arc<dyn Transformer>, Duration::from_millis(100)))
+                .collect(),
+        )
+    }
+
+    fn text(ns: &Namespaces, n: &str, k: &str) -> Option<String> {
+        ns.get(n)?.get(k)?.as_str().map(str::to_owned)
+    }
+
+    fn session_with(pairs: &[(&str, &str, &str)]) -> (Session, Delta) {
+        let mut s = Session::new("demo", 0, 1000);
+        let delta = s.apply(&writes(pairs));
+        (s, delta)
+    }
+
+    #[tokio::test]
+    async fn the_seeds_worked_example() {
+        // X -> A -> Y; Y -> B -> Z and Y -> C; Z -> C. C runs in rounds 2 and 3.
+        let a = fake(|_| Ok(writes(&[("n", "Y", "y")])));
+        let b = fake(|_| Ok(writes(&[("n", "Z", "z")])));
+        let c = fake(|i| Ok(writes(&[("n", "W", &format!("{:?}", text(i, "n", "Z")))])));
+        let apps = install(vec![
+            (
+                spec("A", json!({"input": {"n": ["X"]}, "output": {"n": ["Y"]}})),
+                a.clone(),
+            ),
+            (
+                spec("B", json!({"input": {"n": ["Y"]}, "output": {"n": ["Z"]}})),
+                b.clone(),
+            ),
+            (
+                spec(
+                    "C",
+                    json!({"input": {"n": ["Y", "Z"]}, "output": {"n": ["W"]}}),
+                ),
+                c.clone(),
+            ),
+        ]);
+        let (mut s, delta) = session_with(&[("n", "X", "x")]);
+        let trace = run(&apps, "demo", &mut s, delta, false, 10).await.unwrap();
+        assert_eq!(
+            trace.calls_by_round(),
+            vec![vec!["A"], vec!["B", "C"], vec!["C"]]
+        );
+        assert!(!trace.loop_warning);
+        assert_eq!(s.get_str("n", "W"), Some("Some(\"z\")"));
+        // C saw Y only in round 2, and Y and Z in round 3.
+        let seen = c.seen.lock().unwrap();
+        assert_eq!(text(&seen[0], "n", "Z"), None);
+        assert_eq!(text(&seen[1], "n", "Z"), Some("z".into()));
+    }
+
+    #[tokio::test]
+    async fn create_calls_run_on_create_apps_with_what_is_set() {
+        let on_create = fake(|_| Ok(writes(&[("store", "channel", "1")])));
+        let other = fake(|_| Ok(writes(&[("x", "y", "1")])));
+        let apps = install(vec![
+            (
+                spec(
+                    "store",
+                    json!({"runOnCreate": true, "input": {"public": ["sc"]}, "output": {"store": ["channel"]}}),
+                ),
+                on_create.clone(),
+            ),
+            (
+                spec(
+                    "other",
+                    json!({"input": {"public": ["q"]}, "output": {"x": ["y"]}}),
+                ),
+                other.clone(),
+            ),
+        ]);
+        let mut s = Session::new("demo", 0, 1000);
+        let trace = run(&apps, "demo", &mut s, Delta::new(), true, 10)
+            .await
+            .unwrap();
+        assert_eq!(trace.calls_by_round(), vec![vec!["store"]]);
+        assert_eq!(
+            on_create.seen.lock().unwrap()[0],
+            Namespaces::new(),
+            "a bare create sends {{}}"
+        );
+        assert!(other.seen.lock().unwrap().is_empty());
+        assert_eq!(s.get_str("store", "channel"), Some("1"));
+        // Not a create: runOnCreate apps are not called without a watched change.
+        let trace = run(&apps, "demo", &mut s, Delta::new(), false, 10)
+            .await
+            .unwrap();
+        assert!(trace.rounds.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_app_watching_its_own_output_settles() {
+        let app = fake(|i| {
+            let n: u32 = text(i, "n", "count")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            Ok(writes(&[
+                ("n", "count", &n.min(3).max(1).to_string()),
+                ("n", "done", "yes"),
+            ]))
+        });
+        let apps = install(vec![(
+            spec(
+                "self",
+                json!({"input": {"n": ["count", "go"]}, "output": {"n": ["count", "done"]}}),
+            ),
+            app,
+        )]);
+        let (mut s, delta) = session_with(&[("n", "go", "1")]);
+        let trace = run(&apps, "demo", &mut s, delta, false, 10).await.unwrap();
+        assert_eq!(trace.rounds.len(), 2, "round 2 changes nothing");
+        assert!(!trace.loop_warning);
+        assert_eq!(s.get_str("n", "count"), Some("1"));
+    }
+
+    #[tokio::test]
+    async fn apps_feeding_each_other_stop_at_max_rounds() {
+        let bump = |from: &'static str, to: &'static str| {
+            fake(move |i| {
+                let n: u64 = text(i, "n", from).and_then(|c| c.parse().ok()).unwrap_or(0);
+                Ok(writes(&[("n", to, &(n + 1).to_string())]))
+            })
+        };
+        let apps = install(vec![
+            (
+                spec(
+                    "ping",
+                    json!({"input": {"n": ["a"]}, "output": {"n": ["b"]}}),
+                ),
+                bump("a", "b"),
+            ),
+            (
+                spec(
+                    "pong",
+                    json!({"input": {"n": ["b"]}, "output": {"n": ["a"]}}),
+                ),
+                bump("b", "a"),
+            ),
+        ]);
+        let (mut s, delta) = session_with(&[("n", "a", "0")]);
+        let trace = run(&apps, "demo", &mut s, delta, false, 5).await.unwrap();
+        assert!(trace.loop_warning);
+        assert_eq!(trace.rounds.len(), 5);
+        // The last merged state is kept: a=0 → b=1 → a=2 → b=3 → a=4 → b=5.
+        assert_eq!(s.get_str("n", "b"), Some("5"));
+        assert_eq!(s.get_str("n", "a"), Some("4"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_app_times_out_and_the_others_are_kept() {
+        let sleepy = slow(Duration::from_secs(30), |_| {
+            Ok(writes(&[("s", "late", "1")]))
+        });
+        let quick = fake(|_| Ok(writes(&[("q", "fast", "1")])));
+        let apps = install(vec![
+            (
+                spec(
+                    "sleepy",
+                    json!({"input": {"public": ["go"]}, "output": {"s": ["late"]}}),
+                ),
+                sleepy,
+            ),
+            (
+                spec(
+                    "quick",
+                    json!({"input": {"public": ["go"]}, "output": {"q": ["fast"]}}),
+                ),
+                quick,
+            ),
+        ]);
+        let (mut s, delta) = session_with(&[("public", "go", "1")]);
+        let trace = run(&apps, "demo", &mut s, delta, false, 10).await.unwrap();
+        assert_eq!(s.get_str("q", "fast"), Some("1"));
+        assert_eq!(s.get("s", "late"), None);
+        let error = trace.rounds[0].calls[0].error.as_deref().unwrap();
+        assert!(error.contains("timed out"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn failures_are_isolated_and_undeclared_writes_dropped() {
+        let broken = fake(|_| Err(AppError::Failed("answered HTTP 500".into())));
+        let greedy = fake(|_| Ok(writes(&[("g", "ok", "1"), ("profile", "email", "evil")])));
+        let apps = install(vec![
+            (
+                spec(
+                    "broken",
+                    json!({"input": {"public": ["go"]}, "output": {"b": ["x"]}}),
+                ),
+                broken,
+            ),
+            (
+                spec(
+                    "greedy",
+                    json!({"input": {"public": ["go"]}, "output": {"g": ["ok"]}}),
+                ),
+                greedy,
+            ),
+        ]);
+        let (mut s, delta) = session_with(&[("public", "go", "1")]);
+        let trace = run(&apps, "demo", &mut s, delta, false, 10).await.unwrap();
+        assert_eq!(s.get_str("g", "ok"), Some("1"));
+        assert_eq!(s.get("profile", "email"), None);
+        assert_eq!(
+            trace.rounds[0].calls[1].dropped,
+            vec![Key::new("profile", "email")]
+        );
+        assert_eq!(
+            trace.rounds[0].calls[0].error.as_deref(),
+            Some("answered HTTP 500")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rejection_fails_the_cycle_unless_answered_again() {
+        let gate = fake(|i| match text(i, "profile", "email") {
+            Some(_) => Ok(writes(&[("store", "channel", "3")])),
+            None => Err(AppError::Rejected {
+                status: 403,
+                kind: "Forbidden".into(),
+                message: "channel 3 is private".into(),
+            }),
+        });
+        let profile = fake(|_| Ok(writes(&[("profile", "email", "a@b.c")])));
+        let gate_spec = spec(
+            "gate",
+            json!({"input": {"public": ["sc"], "profile": ["email"]}, "output": {"store": ["channel"]}}),
+        );
+        let apps = install(vec![(gate_spec.clone(), gate.clone())]);
+        let (mut s, delta) = session_with(&[("public", "sc", "3")]);
+        let err = run(&apps, "demo", &mut s, delta, false, 10)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.status, err.kind.as_str(), err.app.as_str()),
+            (403, "Forbidden", "gate")
+        );
+        // The profile arrives in round 1: the gate's round-2 answer replaces its rejection.
+        let apps = install(vec![
+            (gate_spec, gate),
+            (
+                spec(
+                    "profile",
+                    json!({"input": {"public": ["sc"]}, "output": {"profile": ["email"]}}),
+                ),
+                profile,
+            ),
+        ]);
+        let (mut s, delta) = session_with(&[("public", "sc", "3")]);
+        let trace = run(&apps, "demo", &mut s, delta, false, 10).await.unwrap();
+        assert_eq!(
+            trace.calls_by_round(),
+            vec![vec!["gate", "profile"], vec!["gate"]]
+        );
+        assert_eq!(s.get_str("store", "channel"), Some("3"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_result_does_not_depend_on_finishing_order() {
+        for (first_delay, second_delay) in [(20, 1), (1, 20)] {
+            let first = slow(Duration::from_millis(first_delay), |_| {
+                Ok(writes(&[("n", "k", "first"), ("n", "only_first", "1")]))
+            });
+            let second = slow(Duration::from_millis(second_delay), |_| {
+                Ok(writes(&[("n", "k", "second")]))
+            });
+            let apps = install(vec![
+                (
+                    spec(
+                        "first",
+                        json!({"input": {"public": ["go"]}, "output": {"n": ["k", "only_first"]}}),
+                    ),
+                    first,
+                ),
+                (
+                    spec(
+                        "second",
+                        json!({"input": {"public": ["go"]}, "output": {"n": ["k"]}}),
+                    ),
+                    second,
+                ),
+            ]);
+            let (mut s, delta) = session_with(&[("public", "go", "1")]);
+            run(&apps, "demo", &mut s, delta, false, 10).await.unwrap();
+            assert_eq!(
+                s.get_str("n", "k"),
+                Some("second"),
+                "the later-installed app wins"
+            );
+            assert_eq!(s.get_str("n", "only_first"), Some("1"));
+        }
+    }
+
+    #[tokio::test]
+    async fn inputs_are_only_the_declared_ones_patterns_included() {
+        let app = fake(|_| Ok(Changes::new()));
+        let apps = install(vec![(
+            spec(
+                "auth",
+                json!({"input": {"cookie": ["VtexIdclientAutCookie_.*"], "public": ["a"]}, "output": {}}),
+            ),
+            app.clone(),
+        )]);
+        let (mut s, delta) = session_with(&[
+            ("cookie", "VtexIdclientAutCookie_demo", "t"),
+            ("cookie", "other", "o"),
+            ("public", "a", "1"),
+            ("public", "b", "2"),
+        ]);
+        run(&apps, "demo", &mut s, delta, false, 10).await.unwrap();
+        let seen = app.seen.lock().unwrap();
+        assert_eq!(
+            serde_json::to_value(&seen[0]).unwrap(),
+            json!({"cookie": {"VtexIdclientAutCookie_demo": {"value": "t"}}, "public": {"a": {"value": "1"}}})
+        );
+    }
 }

@@ -15,9 +15,9 @@ pub mod segment;
 pub mod session;
 pub mod trace;
 
-pub use cycle::{AppError, Apps, Call, Rejection, Transformer};
-pub use trace::Trace;
 pub use app::{AppIndex, AppSpec, AppSpecError, KeyPattern};
+pub use cycle::{AppError, Apps, Call, Rejection, Transformer};
 pub use items::Items;
 pub use segment::Segment;
 pub use session::{Changes, Delta, Key, Namespace, Namespaces, Session, SessionId, Value};
+pub use trace::Trace;
