@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use sessiond_core::Key;
+
 use crate::config::{Overrides, Settings};
 use crate::tenancy::Tenancy;
 
@@ -40,9 +42,77 @@ pub enum Command {
         #[arg(long, env = "SESSIOND_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print an identity token (the VtexIdclientAutCookie value) signed with the account's
+    /// identity key: for demos and tests.
+    AuthToken {
+        /// The account whose identity key signs the token.
+        #[arg(long)]
+        account: String,
+        /// The user's email (the token's `sub`).
+        #[arg(long)]
+        email: String,
+        /// Mint an admin token (VtexIdclientAutCookie) instead of a store-user token.
+        #[arg(long)]
+        admin: bool,
+        /// Configuration file (TOML); the built-in demo configuration when absent.
+        #[arg(long, env = "SESSIOND_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
-/// The report of `sessiond check`: each account's apps and which app feeds which.
+/// Lifetime of tokens minted by `auth-token`.
+const AUTH_TOKEN_TTL_SECS: u64 = 24 * 3600;
+
+/// The identity token `sessiond auth-token` prints: `userId` is the customer's (or, with
+/// `admin`, the admin's) id when the email is known, else a stable id derived from the email.
+pub fn auth_token(
+    settings: &Settings,
+    account: &str,
+    email: &str,
+    admin: bool,
+) -> Result<String, String> {
+    let tenancy =
+        Tenancy::new(&settings.accounts, &settings.default_account).map_err(|e| e.to_string())?;
+    let acct = tenancy
+        .accounts()
+        .find(|a| a.name.eq_ignore_ascii_case(account))
+        .ok_or_else(|| format!("no account named `{account}` is configured"))?;
+    let known = if admin {
+        acct.commerce
+            .admins
+            .iter()
+            .find(|a| a.email.eq_ignore_ascii_case(email))
+            .map(|a| a.id.clone())
+    } else {
+        acct.commerce
+            .customers
+            .iter()
+            .find(|c| c.email.eq_ignore_ascii_case(email))
+            .map(|c| c.id.clone())
+    };
+    let user_id = known.unwrap_or_else(|| {
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            email.to_ascii_lowercase().as_bytes(),
+        )
+        .to_string()
+    });
+    let now = crate::service::now_ms() / 1000;
+    sessiond_apps::builtin::mint_identity_token(
+        &acct.identity,
+        &acct.name,
+        email,
+        &user_id,
+        now,
+        AUTH_TOKEN_TTL_SECS,
+    )
+}
+
+/// Namespaces filled by the manager itself (request, cookies, account) rather than by an app.
+const REQUEST_NAMESPACES: [&str; 3] = ["public", "cookie", "account"];
+
+/// The report of `sessiond check`: each account's apps, which app feeds which, and warnings
+/// (overlapping outputs, inputs nothing writes, feedback cycles).
 pub fn check_report(settings: &Settings) -> Result<String, crate::config::ConfigError> {
     use std::fmt::Write;
     let tenancy = Tenancy::new(&settings.accounts, &settings.default_account)?;
@@ -51,19 +121,22 @@ pub fn check_report(settings: &Settings) -> Result<String, crate::config::Config
     let mut out = String::new();
     for account in accounts {
         let _ = writeln!(out, "account {} ({})", account.name, account.id);
-        let apps = account.apps.apps();
-        for (i, app) in apps.iter().enumerate() {
-            let feeds: Vec<&str> = apps
-                .iter()
-                .filter(|other| {
-                    app.output.iter().any(|(ns, keys)| {
-                        keys.iter().any(|k| {
-                            other.watches(&sessiond_core::Key::new(ns.as_str(), k.as_str()))
+        let apps = account.apps.index().apps();
+        let feeds: Vec<Vec<usize>> = apps
+            .iter()
+            .map(|app| {
+                (0..apps.len())
+                    .filter(|&j| {
+                        app.output.iter().any(|(ns, keys)| {
+                            keys.iter()
+                                .any(|k| apps[j].watches(&Key::new(ns.as_str(), k.as_str())))
                         })
                     })
-                })
-                .map(|other| other.name.as_str())
-                .collect();
+                    .collect()
+            })
+            .collect();
+        for (i, app) in apps.iter().enumerate() {
+            let names: Vec<&str> = feeds[i].iter().map(|&j| apps[j].name.as_str()).collect();
             let _ = writeln!(
                 out,
                 "  {}. {}{} -> {}",
@@ -74,15 +147,97 @@ pub fn check_report(settings: &Settings) -> Result<String, crate::config::Config
                 } else {
                     ""
                 },
-                if feeds.is_empty() {
+                if names.is_empty() {
                     "-".to_owned()
                 } else {
-                    feeds.join(", ")
+                    names.join(", ")
                 }
             );
         }
+        for warning in warnings(apps, &feeds) {
+            let _ = writeln!(out, "  warning: {warning}");
+        }
     }
     Ok(out)
+}
+
+/// Overlapping outputs, inputs in namespaces nothing writes, and feedback cycles.
+fn warnings(apps: &[sessiond_core::AppSpec], feeds: &[Vec<usize>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, a) in apps.iter().enumerate() {
+        for b in &apps[i + 1..] {
+            for (ns, keys) in &a.output {
+                for k in keys {
+                    if b.writes(&Key::new(ns.as_str(), k.as_str())) {
+                        out.push(format!(
+                            "{} and {} both write {ns}.{k}; {} (installed later) wins",
+                            a.name, b.name, b.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for app in apps {
+        for (ns, patterns) in &app.input {
+            let written = REQUEST_NAMESPACES.contains(&ns.as_str())
+                || apps.iter().any(|other| other.output.contains_key(ns));
+            if !written {
+                let keys: Vec<&str> = patterns.iter().map(|p| p.as_str()).collect();
+                out.push(format!(
+                    "{} watches {ns}.{{{}}} but no installed app writes namespace `{ns}`",
+                    app.name,
+                    keys.join(",")
+                ));
+            }
+        }
+    }
+    for cycle in cycles(feeds) {
+        let names: Vec<&str> = cycle.iter().map(|&i| apps[i].name.as_str()).collect();
+        let first = names[0];
+        out.push(format!(
+            "input/output cycle: {} -> {first} (it settles only when the answers stop changing; max_rounds bounds it)",
+            names.join(" -> ")
+        ));
+    }
+    out
+}
+
+/// The feedback cycles of the app graph: one per strongly connected component with more than
+/// one app, or with an app feeding itself (listed in a walk from its first app).
+fn cycles(feeds: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let n = feeds.len();
+    let reaches = |from: usize, to: usize| {
+        let mut seen = vec![false; n];
+        let mut stack = vec![from];
+        while let Some(i) = stack.pop() {
+            for &j in &feeds[i] {
+                if j == to {
+                    return true;
+                }
+                if !seen[j] {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            }
+        }
+        false
+    };
+    let mut assigned = vec![false; n];
+    let mut out = Vec::new();
+    for i in 0..n {
+        if assigned[i] || !reaches(i, i) {
+            continue;
+        }
+        let component: Vec<usize> = (0..n)
+            .filter(|&j| j == i || (reaches(i, j) && reaches(j, i)))
+            .collect();
+        for &j in &component {
+            assigned[j] = true;
+        }
+        out.push(component);
+    }
+    out
 }
 
 impl Command {
@@ -102,7 +257,9 @@ impl Command {
                     store: store.clone(),
                 },
             ),
-            Command::Check { config } => Settings::load(config.as_deref(), Overrides::default()),
+            Command::Check { config } | Command::AuthToken { config, .. } => {
+                Settings::load(config.as_deref(), Overrides::default())
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sessiond_apps::commerce::{
-    Admin, Campaign, CommerceData, Customer, DeliveryArea, SalesChannel,
+    Admin, Campaign, CommerceData, Customer, DeliveryArea, Identity, SalesChannel,
 };
 
 /// The demo configuration, used when no `--config` is given.
@@ -94,7 +94,7 @@ pub struct AccountConfig {
     /// Most transform rounds per request.
     pub max_rounds: Option<u32>,
     /// Keys that sign the account's identity tokens.
-    pub identity: Option<IdentityConfig>,
+    pub identity: Option<Identity>,
     /// Installed session apps, in precedence order.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -113,16 +113,6 @@ pub struct AccountConfig {
     /// Campaign audiences.
     #[serde(default)]
     pub campaigns: Vec<Campaign>,
-}
-
-/// Identity-token keys of an account.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct IdentityConfig {
-    /// Shared HS256 secret.
-    pub hs256_secret: Option<String>,
-    /// RS256/ES256 public key (PEM).
-    pub public_key_pem: Option<String>,
 }
 
 /// One installed app as written: a built-in by name, or an HTTP app.

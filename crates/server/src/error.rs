@@ -1,5 +1,7 @@
 //! The one error type of the HTTP boundary: every failure is `{"type", "message"}`.
 
+use std::borrow::Cow;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sessiond_store::StoreError;
@@ -10,7 +12,7 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// The `type` field: the error's kind.
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// The `message` field: what and why.
     pub message: String,
 }
@@ -19,8 +21,17 @@ impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            kind,
+            kind: Cow::Borrowed(kind),
             message: message.into(),
+        }
+    }
+
+    /// 401/403 from a session app: its own `type` and `message`, as it answered them.
+    pub fn rejected(status: u16, kind: String, message: String) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+            kind: Cow::Owned(kind),
+            message,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The `sessiond` binary.
 
 use clap::Parser;
-use sessiond::cli::{check_report, Cli, Command};
+use sessiond::cli::{auth_token, check_report, Cli, Command};
 use sessiond::Application;
 
 fn main() -> anyhow::Result<()> {
@@ -19,6 +19,16 @@ fn main() -> anyhow::Result<()> {
         Command::Check { .. } => {
             print!("{}", check_report(&settings)?);
             println!("configuration ok");
+            Ok(())
+        }
+        Command::AuthToken {
+            ref account,
+            ref email,
+            admin,
+            ..
+        } => {
+            let token = auth_token(&settings, account, email, admin).map_err(anyhow::Error::msg)?;
+            println!("{token}");
             Ok(())
         }
         Command::Serve { .. } => tokio::runtime::Builder::new_multi_thread()

@@ -1,14 +1,20 @@
 //! The session service: the one place where a request becomes a stored change.
 //!
-//! load → apply the request's changes → save with compare-and-swap on `version`. When another
-//! request saved first, the same request changes are re-applied to the newer session and saved
-//! again, so no update is ever lost; after [`MAX_ATTEMPTS`] the request answers 409.
+//! load → apply the request's changes → run the transform cycle → save with compare-and-swap
+//! on `version`. When another request saved first, the same request changes are re-applied to
+//! the newer session, the cycle re-run, and the save tried again, so no update is ever lost;
+//! after [`MAX_ATTEMPTS`] the request answers 409.
+//!
+//! Session fixation: when the cycle changes the visitor's identity (log-in, log-out,
+//! impersonation), the session is saved under a new id with a new token, and the old id is
+//! deactivated, so a token planted before log-in never reads the logged-in session.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sessiond_core::{Changes, Key, Session, Value};
+use sessiond_core::cycle::{self, identity_changed};
+use sessiond_core::{Changes, Delta, Key, Session, SessionId, Trace, Value};
 use sessiond_store::{SessionStore, StoreError};
 
 use crate::error::ApiError;
@@ -43,7 +49,7 @@ impl Edit {
     pub fn new(account: &Account, public: Changes, cookies: &RequestCookies) -> Self {
         let watched_cookies = cookies
             .iter()
-            .filter(|(name, value)| !value.is_empty() && account.apps.watches_cookie(name))
+            .filter(|(name, value)| !value.is_empty() && account.apps.index().watches_cookie(name))
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
             .collect();
         Edit {
@@ -159,8 +165,9 @@ impl SessionService {
             .map(|s| (s, verified)))
     }
 
-    /// A new session of `account` with the manager's own values and `edit` applied.
-    fn build(&self, account: &Account, edit: &Edit) -> Session {
+    /// A new session of `account` with the manager's own values and `edit` applied, after the
+    /// create cycle.
+    async fn build(&self, account: &Account, edit: &Edit) -> Result<Session, ApiError> {
         let mut session = Session::new(account.name.as_str(), now_ms(), self.ttl_ms());
         let mut changes = Changes::new();
         changes.set(Key::new("account", "id"), Value::kept(account.id.as_str()));
@@ -169,8 +176,51 @@ impl SessionService {
             Value::new(account.name.as_str()),
         );
         changes.extend(edit.changes_for(&session));
-        session.apply(&changes);
-        session
+        let delta = session.apply(&changes);
+        self.settle(account, &mut session, delta, true).await?;
+        Ok(session)
+    }
+
+    /// Runs the transform cycle (the create cycle when `created`) on `session`.
+    async fn settle(
+        &self,
+        account: &Account,
+        session: &mut Session,
+        delta: Delta,
+        created: bool,
+    ) -> Result<Trace, ApiError> {
+        let result = cycle::run(
+            &account.apps,
+            &account.name,
+            session,
+            delta,
+            created,
+            account.max_rounds,
+        )
+        .await;
+        let trace = match result {
+            Ok(trace) => trace,
+            Err(rejection) => {
+                tracing::debug!(app = %rejection.app, status = rejection.status, trace = ?rejection.trace, "an app rejected the request");
+                return Err(ApiError::rejected(
+                    rejection.status,
+                    rejection.kind,
+                    rejection.message,
+                ));
+            }
+        };
+        if trace.loop_warning {
+            tracing::warn!(
+                account = %account.name,
+                session = %session.id,
+                rounds = trace.rounds.len(),
+                "transform cycle stopped at max_rounds with keys still changing"
+            );
+        }
+        if !trace.rounds.is_empty() {
+            tracing::debug!(session = %session.id, trace = %serde_json::to_string(&trace).unwrap_or_default(), "transform cycle");
+        }
+        Ok(trace)
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -204,7 +254,7 @@ impl SessionService {
     }
 
     async fn create(&self, account: &Account, edit: &Edit) -> Result<Outcome, ApiError> {
-        let session = self.build(account, edit);
+        let session = self.build(account, edit).await?;
         self.timed(self.store.put(&session, None)).await?;
         let token = self.issue(account, &session);
         Ok(Outcome {
@@ -238,8 +288,8 @@ impl SessionService {
         }
     }
 
-    /// POST/PATCH: applies `edit` to the session the token names (compare-and-swap, retried
-    /// on conflict), or creates a session with it.
+    /// POST/PATCH: applies `edit` to the session the token names and runs the cycle
+    /// (compare-and-swap, retried on conflict), or creates a session with it.
     pub async fn edit(
         &self,
         account: &Account,
@@ -247,14 +297,15 @@ impl SessionService {
         edit: &Edit,
     ) -> Result<Outcome, ApiError> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some((mut session, verified)) = self.load(account, token).await? else {
+            let Some((loaded, verified)) = self.load(account, token).await? else {
                 return self.create(account, edit).await;
             };
-            let base_version = session.version;
+            let mut session = loaded.clone();
             let delta = session.apply(&edit.changes_for(&session));
-            let (token, token_issued) =
-                self.keep_or_renew(account, &session, token.unwrap_or(""), &verified);
-            if delta.is_empty() {
+            self.settle(account, &mut session, delta, false).await?;
+            if session.namespaces == loaded.namespaces {
+                let (token, token_issued) =
+                    self.keep_or_renew(account, &session, token.unwrap_or(""), &verified);
                 return Ok(Outcome {
                     session,
                     created: false,
@@ -263,26 +314,69 @@ impl SessionService {
                 });
             }
             let now = now_ms();
-            session.version = base_version + 1;
+            session.version = loaded.version + 1;
             session.updated_at = now;
             session.expires_at = now.saturating_add(self.ttl_ms());
-            match self
-                .timed(self.store.put(&session, Some(base_version)))
-                .await
-            {
-                Ok(()) => {
-                    return Ok(Outcome {
-                        session,
-                        created: false,
-                        token,
-                        token_issued,
-                    })
+            let saved = if identity_changed(&loaded, &session) {
+                self.rotate(account, loaded, session).await?
+            } else {
+                match self
+                    .timed(self.store.put(&session, Some(loaded.version)))
+                    .await
+                {
+                    Ok(()) => {
+                        let (token, token_issued) =
+                            self.keep_or_renew(account, &session, token.unwrap_or(""), &verified);
+                        Some(Outcome {
+                            session,
+                            created: false,
+                            token,
+                            token_issued,
+                        })
+                    }
+                    Err(StoreError::Conflict) => None,
+                    Err(e) => return Err(e.into()),
                 }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            };
+            if let Some(outcome) = saved {
+                return Ok(outcome);
             }
         }
         Err(StoreError::Conflict.into())
+    }
+
+    /// Saves `session` under a new id and deactivates `loaded` (its old id). `None` when the
+    /// old session changed meanwhile (the caller retries from a fresh load).
+    async fn rotate(
+        &self,
+        account: &Account,
+        loaded: Session,
+        mut session: Session,
+    ) -> Result<Option<Outcome>, ApiError> {
+        session.id = SessionId::random();
+        self.timed(self.store.put(&session, None)).await?;
+        let mut old = loaded;
+        let base_version = old.version;
+        old.active = false;
+        old.version = base_version + 1;
+        old.updated_at = session.updated_at;
+        match self.timed(self.store.put(&old, Some(base_version))).await {
+            Ok(()) => {
+                let token = self.issue(account, &session);
+                Ok(Some(Outcome {
+                    session,
+                    created: false,
+                    token,
+                    token_issued: true,
+                }))
+            }
+            Err(StoreError::Conflict) => {
+                // Someone edited the old session first: drop the copy and start over.
+                self.timed(self.store.delete(session.id)).await?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// DELETE: ends the session the token names (its token stops working) and starts a fresh
@@ -328,7 +422,7 @@ impl SessionService {
     ) -> Result<Session, ApiError> {
         Ok(match self.load(account, token).await? {
             Some((session, _)) => session,
-            None => self.build(account, edit),
+            None => self.build(account, edit).await?,
         })
     }
 }

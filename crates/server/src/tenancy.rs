@@ -2,11 +2,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use sessiond_apps::commerce::Identity;
+use sessiond_apps::http::HttpApp;
 use sessiond_apps::{builtin, CommerceData};
-use sessiond_core::{AppIndex, AppSpec};
+use sessiond_core::{AppSpec, Apps, Transformer};
 
-use crate::config::{AccountConfig, AppConfig, ConfigError, IdentityConfig};
+use crate::config::{AccountConfig, AppConfig, ConfigError};
+
+/// Per-call timeout of an app without `timeout_ms`.
+pub const DEFAULT_APP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Namespace of the account ids derived from account names (stable across restarts).
 const ACCOUNT_ID_NAMESPACE: uuid::Uuid =
@@ -21,19 +27,18 @@ pub struct Account {
     pub id: String,
     /// Most transform rounds per request.
     pub max_rounds: u32,
-    /// Installed apps, indexed by the keys they watch.
-    pub apps: AppIndex,
-    /// How each installed app is reached, in the same order as `apps`.
-    pub app_configs: Vec<AppConfig>,
+    /// Installed apps (declarations indexed by watched key, transformers, timeouts).
+    pub apps: Apps,
     /// Commerce data read by the built-in apps.
-    pub commerce: CommerceData,
+    pub commerce: Arc<CommerceData>,
     /// Identity-token keys.
-    pub identity: IdentityConfig,
+    pub identity: Identity,
 }
 
 impl Account {
-    /// Builds an account from its configuration, validating every app declaration.
-    pub fn from_config(cfg: &AccountConfig) -> Result<Self, ConfigError> {
+    /// Builds an account from its configuration, validating every app declaration. HTTP apps
+    /// are called through `client`.
+    pub fn from_config(cfg: &AccountConfig, client: &reqwest::Client) -> Result<Self, ConfigError> {
         let name = cfg.name.to_ascii_lowercase();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(ConfigError::Invalid(format!(
@@ -47,9 +52,39 @@ impl Account {
                 .to_string(),
             None => uuid::Uuid::new_v5(&ACCOUNT_ID_NAMESPACE, name.as_bytes()).to_string(),
         };
-        let mut specs = Vec::with_capacity(cfg.apps.len());
+        let commerce = Arc::new(cfg.commerce());
+        let identity = cfg.identity.clone().unwrap_or_default();
+        let mut installed = Vec::with_capacity(cfg.apps.len());
         for app in &cfg.apps {
-            specs.push(app_spec(&name, app)?);
+            let spec = app_spec(&name, app)?;
+            let transformer: Arc<dyn Transformer> = match &app.url {
+                Some(url) => Arc::new(HttpApp::new(
+                    client.clone(),
+                    transform_url(url, &app.name),
+                    app.secret.as_deref(),
+                )),
+                None => builtin::transformer(&app.name, &name, commerce.clone(), &identity)
+                    .map_err(|e| {
+                        ConfigError::Invalid(format!("account `{name}`, app `{}`: {e}", app.name))
+                    })?
+                    .ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "account `{name}`: no built-in app is named `{}`",
+                            app.name
+                        ))
+                    })?,
+            };
+            let timeout = app
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_APP_TIMEOUT);
+            if timeout.is_zero() {
+                return Err(ConfigError::Invalid(format!(
+                    "account `{name}`, app `{}`: timeout_ms must be more than 0",
+                    app.name
+                )));
+            }
+            installed.push((spec, transformer, timeout));
         }
         let max_rounds = cfg.max_rounds.unwrap_or(10);
         if max_rounds == 0 {
@@ -61,11 +96,20 @@ impl Account {
             name,
             id,
             max_rounds,
-            apps: AppIndex::new(specs),
-            app_configs: cfg.apps.clone(),
-            commerce: cfg.commerce(),
-            identity: cfg.identity.clone().unwrap_or_default(),
+            apps: Apps::new(installed),
+            commerce,
+            identity,
         })
+    }
+}
+
+/// The transform URL of an HTTP app: `url` as given, or `<url>/_v/<name>/session/transform` when
+/// `url` is only a base (no path).
+fn transform_url(url: &str, name: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    match after_scheme.find('/') {
+        Some(i) if after_scheme[i..] != *"/" => url.to_owned(),
+        _ => format!("{}/_v/{name}/session/transform", url.trim_end_matches('/')),
     }
 }
 
@@ -135,9 +179,16 @@ pub struct Tenancy {
 impl Tenancy {
     /// Builds the accounts; `default_account` must be one of them.
     pub fn new(configs: &[AccountConfig], default_account: &str) -> Result<Self, ConfigError> {
+        // One pooled client for every HTTP app of every account. The cycle bounds each call;
+        // the connect timeout only keeps a dead host from holding a pool slot.
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .no_proxy()
+            .build()
+            .map_err(|e| ConfigError::Invalid(format!("cannot build the HTTP app client: {e}")))?;
         let mut accounts = HashMap::new();
         for cfg in configs {
-            let account = Arc::new(Account::from_config(cfg)?);
+            let account = Arc::new(Account::from_config(cfg, &client)?);
             if accounts.insert(account.name.clone(), account).is_some() {
                 return Err(ConfigError::Invalid(format!(
                     "account `{}` is configured twice",
@@ -223,9 +274,23 @@ mod tests {
     fn demo_apps_watch_identity_cookies() {
         let t = tenancy();
         let demo = t.resolve(None, None);
-        assert!(demo.apps.watches_cookie("VtexIdclientAutCookie_demo"));
-        assert!(demo.apps.watches_cookie("vtex-impersonated-customer-email"));
-        assert!(!demo.apps.watches_cookie("_ga"));
+        let index = demo.apps.index();
+        assert!(index.watches_cookie("VtexIdclientAutCookie_demo"));
+        assert!(index.watches_cookie("vtex-impersonated-customer-email"));
+        assert!(!index.watches_cookie("_ga"));
+    }
+
+    #[test]
+    fn http_apps_default_to_the_vtex_route() {
+        assert_eq!(
+            transform_url("http://127.0.0.1:9000", "loyalty"),
+            "http://127.0.0.1:9000/_v/loyalty/session/transform"
+        );
+        assert_eq!(
+            transform_url("http://h:1/", "x"),
+            "http://h:1/_v/x/session/transform"
+        );
+        assert_eq!(transform_url("http://h/custom", "x"), "http://h/custom");
     }
 
     #[test]
@@ -236,7 +301,7 @@ mod tests {
             "name = \"x\"\n[[apps]]\nname = \"l\"\nconfiguration = { input = { public = [\"((\"] } }\nurl = \"http://x/\"",
         ] {
             let cfg: AccountConfig = toml::from_str(body).unwrap();
-            assert!(Account::from_config(&cfg).is_err(), "{body}");
+            assert!(Account::from_config(&cfg, &reqwest::Client::new()).is_err(), "{body}");
         }
     }
 }

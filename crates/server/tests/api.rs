@@ -208,7 +208,10 @@ async fn items_filter_shapes_the_answer() {
         json!({"public": {"a": {"value": "1"}, "b": {"value": "2"}}, "account": {"accountName": {"value": "demo"}}})
     );
     let star = get("?items=%2A").await;
-    assert_eq!(keys(&star["namespaces"]), vec!["account", "public"]);
+    assert_eq!(
+        keys(&star["namespaces"]),
+        vec!["account", "public", "store"]
+    );
     assert_eq!(
         get("?items=nope.x,public.zzz").await["namespaces"],
         json!({})
@@ -251,15 +254,17 @@ async fn get_creates_when_needed_and_never_stores_its_query() {
 async fn query_string_goes_into_public_and_the_body_wins() {
     let app = spawn_app().await;
     let b = app.browser();
-    let r = b
-        .post(app.url("/api/sessions?sc=2&utm_source=x&utm_campaign=black+friday&an=demo&k=%C3%A9"))
-        .json(&json!({"public": {"sc": {"value": "body"}}}))
+    let r =
+        b.post(app.url(
+            "/api/sessions?color=red&utm_source=x&utm_campaign=black+friday&an=demo&k=%C3%A9",
+        ))
+        .json(&json!({"public": {"color": {"value": "body"}}}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let s = get_all(&b, &app).await;
-    assert_eq!(value_of(&s, "public", "sc"), Some(&json!("body")));
+    assert_eq!(value_of(&s, "public", "color"), Some(&json!("body")));
     assert_eq!(value_of(&s, "public", "utm_source"), Some(&json!("x")));
     assert_eq!(
         value_of(&s, "public", "utm_campaign"),
