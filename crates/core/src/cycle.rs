@@ -455,7 +455,7 @@ mod tests {
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0);
             Ok(writes(&[
-                ("n", "count", &n.min(3).max(1).to_string()),
+                ("n", "count", &n.clamp(1, 3).to_string()),
                 ("n", "done", "yes"),
             ]))
         });
