@@ -110,6 +110,11 @@ impl Segment {
     }
 }
 
+/// Encodes any segment object (e.g. a decoded token) the way [`Segment::encode`] does.
+pub fn encode_map(segment: &serde_json::Map<String, serde_json::Value>) -> String {
+    STANDARD_NO_PAD.encode(serde_json::to_vec(segment).expect("JSON values serialize"))
+}
+
 /// Decodes a segment token: standard or URL-safe alphabet, padded or not.
 pub fn decode(token: &str) -> Result<serde_json::Map<String, serde_json::Value>, SegmentError> {
     const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()

@@ -47,8 +47,13 @@ impl Application {
             &settings.data_dir,
         )?;
         let store = open_store(&settings)?;
-        let service =
-            SessionService::new(store, keys, settings.session_ttl, settings.store_timeout);
+        let service = SessionService::new(
+            store,
+            keys,
+            settings.session_ttl,
+            settings.store_timeout,
+            settings.limits.max_public_keys,
+        );
         let state = Arc::new(AppState {
             tenancy,
             service,

@@ -43,18 +43,19 @@ impl RequestCookies {
         RequestCookies { pairs }
     }
 
-    /// The first non-empty value of cookie `name`.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    /// Every non-empty value of cookie `name`, in the order sent.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.pairs
             .iter()
-            .find(|(n, v)| n == name && !v.is_empty())
+            .filter(move |(n, v)| n == name && !v.is_empty())
             .map(|(_, v)| v.as_str())
     }
 
-    /// Whether `vtex_session` is the only cookie sent: a server-side call on the visitor's
-    /// behalf, which must not be taken as the visitor deleting their identity cookies.
-    pub fn only_session_cookie(&self) -> bool {
-        !self.pairs.is_empty() && self.pairs.iter().all(|(n, _)| n == SESSION_COOKIE)
+    /// Whether the request sent no cookie but `vtex_session` (or none at all): a server-side
+    /// call on the visitor's behalf, which must not be taken as the visitor deleting their
+    /// identity cookies.
+    pub fn only_session_token(&self) -> bool {
+        self.pairs.iter().all(|(n, _)| n == SESSION_COOKIE)
     }
 
     /// Every cookie, in order.
@@ -134,7 +135,7 @@ fn check_value(key: &str, v: &serde_json::Value, limits: &Limits) -> Result<(), 
         )));
     }
     let size = match v {
-        serde_json::Value::String(s) => s.len() + 2,
+        serde_json::Value::String(s) => s.len(),
         other => serde_json::to_vec(other)
             .map(|b| b.len())
             .unwrap_or(usize::MAX),
@@ -160,7 +161,8 @@ pub fn query_changes(query: &Query, limits: &Limits) -> Result<Changes, ApiError
     Ok(changes)
 }
 
-/// Whether a `Content-Type` names JSON (`application/json`, `…+json`, with any parameters).
+/// Whether a `Content-Type` may carry a JSON body: `application/json`, `…+json`, or
+/// `text/plain` (what `fetch` sends for a string body), with any parameters.
 fn is_json(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
@@ -169,6 +171,7 @@ fn is_json(content_type: &str) -> bool {
         .trim()
         .to_ascii_lowercase();
     essence == "application/json"
+        || essence == "text/plain"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
@@ -322,11 +325,20 @@ mod tests {
     #[test]
     fn content_type_must_be_json() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
         let e = body_changes(&h, b"{}", &Limits::default()).unwrap_err();
         assert_eq!(e.kind, "UnsupportedMediaType");
-        // No content type at all is read as JSON.
+        // No content type at all, or text/plain, is read as JSON.
         assert!(body_changes(&HeaderMap::new(), b"{}", &Limits::default()).is_ok());
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain;charset=UTF-8"),
+        );
+        assert!(body_changes(&h, b"{}", &Limits::default()).is_ok());
     }
 
     #[test]
@@ -354,11 +366,12 @@ mod tests {
             HeaderValue::from_static("vtex_session=; a=1; b=\"2\"; vtex_session=tok"),
         );
         let c = RequestCookies::parse(&h);
-        assert_eq!(c.get(SESSION_COOKIE), Some("tok"));
-        assert_eq!(c.get("b"), Some("2"));
-        assert!(!c.only_session_cookie());
+        assert_eq!(c.get_all(SESSION_COOKIE).collect::<Vec<_>>(), vec!["tok"]);
+        assert_eq!(c.get_all("b").next(), Some("2"));
+        assert!(!c.only_session_token());
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("vtex_session=tok"));
-        assert!(RequestCookies::parse(&h).only_session_cookie());
+        assert!(RequestCookies::parse(&h).only_session_token());
+        assert!(RequestCookies::parse(&HeaderMap::new()).only_session_token());
     }
 }

@@ -39,6 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/api/sessions",
             get(get_session)
+                .head(head_session)
                 .post(edit_session)
                 .patch(edit_session)
                 .delete(reset_session),
@@ -46,10 +47,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/api/sessions/{token}",
             get(get_session_by_path)
+                .head(head_session)
                 .post(edit_session_by_path)
                 .patch(edit_session_by_path),
         )
         .route("/api/segments", get(get_segment))
+        .route("/api/segments/", get(empty_segment_token))
         .route("/api/segments/{*token}", get(decode_segment))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -111,11 +114,18 @@ impl<'a> Context<'a> {
         self
     }
 
-    fn token(&self) -> Option<&str> {
+    /// The session tokens to try, in order: the path's, else every `vtex_session` cookie.
+    fn tokens(&self) -> Vec<&str> {
         match &self.path_token {
-            Some(t) => Some(t.as_str()).filter(|t| !t.is_empty()),
-            None => self.cookies.get(SESSION_COOKIE),
+            Some(t) if t.is_empty() => Vec::new(),
+            Some(t) => vec![t.as_str()],
+            None => self.cookies.get_all(SESSION_COOKIE).collect(),
         }
+    }
+
+    /// The request's edit: `public` writes plus the cookies the account's apps watch.
+    fn edit(&self, state: &AppState, public: sessiond_core::Changes) -> Edit {
+        Edit::new(self.account, public, &self.cookies, &state.limits)
     }
 }
 
@@ -195,16 +205,19 @@ async fn get_session_by_path(
 
 async fn read(state: &AppState, ctx: Context<'_>) -> Result<Response, ApiError> {
     // GET never stores its query string; only watched cookies go into a new session.
-    let edit = Edit::new(ctx.account, Default::default(), &ctx.cookies);
-    let outcome = state.service.read(ctx.account, ctx.token(), &edit).await?;
+    let edit = ctx.edit(state, Default::default());
+    let outcome = state
+        .service
+        .read(ctx.account, &ctx.tokens(), &edit)
+        .await?;
     let mut response = json_response(
         StatusCode::OK,
         session_json(&outcome, ctx.query.items.as_deref()),
     );
-    if outcome.created || outcome.token_issued {
-        let segment = Segment::of(&outcome.session).encode();
-        add_token_cookies(state, &mut response, &outcome, &segment);
-    }
+    // Both cookies on every answer, even unchanged: VTEX's own clients read the session token
+    // from the first `Set-Cookie` line of every session answer.
+    let segment = Segment::of(&outcome.session).encode();
+    add_token_cookies(state, &mut response, &outcome, &segment);
     Ok(response)
 }
 
@@ -262,15 +275,19 @@ async fn edit(
         tracing::debug!(namespaces = ?ignored, "ignored non-public namespaces in the body");
     }
     public.extend(from_body);
-    if public.len() > state.limits.max_public_keys {
+    let distinct: std::collections::BTreeSet<_> = public.iter().map(|(k, _)| k).collect();
+    if distinct.len() > state.limits.max_public_keys {
         return Err(ApiError::bad_request(format!(
             "the request writes {} keys into `public`, over the limit of {} (max_public_keys)",
-            public.len(),
+            distinct.len(),
             state.limits.max_public_keys
         )));
     }
-    let edit = Edit::new(ctx.account, public, &ctx.cookies);
-    let outcome = state.service.edit(ctx.account, ctx.token(), &edit).await?;
+    let edit = ctx.edit(state, public);
+    let outcome = state
+        .service
+        .edit(ctx.account, &ctx.tokens(), &edit)
+        .await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -300,7 +317,7 @@ async fn reset_session(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let ctx = Context::new(&state, &headers, raw.as_deref());
-    let outcome = state.service.reset(ctx.account, ctx.token()).await?;
+    let outcome = state.service.reset(ctx.account, &ctx.tokens()).await?;
     let segment = Segment::of(&outcome.session).encode();
     let mut response = json_response(StatusCode::OK, token_pair(&outcome, &segment));
     add_token_cookies(&state, &mut response, &outcome, &segment);
@@ -313,37 +330,67 @@ async fn get_segment(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let ctx = Context::new(&state, &headers, raw.as_deref());
-    let edit = Edit::new(ctx.account, Default::default(), &ctx.cookies);
+    let edit = ctx.edit(&state, Default::default());
     let session = state
         .service
-        .preview(ctx.account, ctx.token(), &edit)
+        .preview(ctx.account, &ctx.tokens(), &edit)
         .await?;
     let stored = Segment::of(&session);
     let mut answer = stored.clone();
     for (k, v) in &ctx.query.rest {
-        if k.starts_with("utm") || k == "cultureInfo" {
+        if is_segment_override(k) {
             answer.override_field(k, v);
         }
     }
-    let mut response = json_response(StatusCode::OK, answer.to_json());
+    Ok(segment_response(&state, answer.to_json(), &stored.encode()))
+}
+
+/// Query keys that override a segment answer (never stored): `utm*`, `utmi*`, `cultureInfo`.
+fn is_segment_override(key: &str) -> bool {
+    key.starts_with("utm") || key == "cultureInfo"
+}
+
+/// A segment answer with the `vtex_segment` cookie.
+fn segment_response(state: &AppState, body: Vec<u8>, cookie: &str) -> Response {
+    let mut response = json_response(StatusCode::OK, body);
     response.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(
             SEGMENT_COOKIE,
-            &stored.encode(),
+            cookie,
             state.service.ttl().as_secs(),
             state.secure_cookies,
         ),
     );
-    Ok(response)
+    response
 }
 
-async fn decode_segment(token: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+async fn decode_segment(
+    State(state): State<Arc<AppState>>,
+    token: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let Ok(Path(token)) = token else {
         return Err(ApiError::bad_request("the segment token is not valid text"));
     };
-    let decoded = sessiond_core::segment::decode(&token)
+    let mut decoded = sessiond_core::segment::decode(&token)
         .map_err(|e| ApiError::bad_request(format!("malformed segment token: {e}")))?;
+    let canonical = sessiond_core::segment::encode_map(&decoded);
+    for (k, v) in Query::parse(raw.as_deref()).rest {
+        if is_segment_override(&k) && decoded.contains_key(&k) {
+            decoded.insert(k, serde_json::Value::String(v));
+        }
+    }
     let body = serde_json::to_vec(&decoded).expect("answers serialize");
-    Ok(json_response(StatusCode::OK, body))
+    Ok(segment_response(&state, body, &canonical))
+}
+
+async fn empty_segment_token() -> ApiError {
+    ApiError::bad_request("the segment token is missing: GET /api/segments/{segmentToken}")
+}
+
+/// HEAD of a session route: answers like a GET would, but never creates a session (crawlers
+/// and probes send HEAD).
+async fn head_session() -> Response {
+    json_response(StatusCode::OK, Vec::new())
 }

@@ -17,6 +17,7 @@ use sessiond_core::cycle::{self, identity_changed};
 use sessiond_core::{Changes, Delta, Key, Session, SessionId, Trace, Value};
 use sessiond_store::{SessionStore, StoreError};
 
+use crate::config::Limits;
 use crate::error::ApiError;
 use crate::request::RequestCookies;
 use crate::tenancy::Account;
@@ -24,6 +25,9 @@ use crate::token::{Keyring, Verified};
 
 /// Most compare-and-swap attempts of one request before it answers 409.
 pub const MAX_ATTEMPTS: usize = 16;
+
+/// Most cookies recorded from one request (key patterns could otherwise admit any number).
+pub const MAX_RECORDED_COOKIES: usize = 32;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -45,17 +49,29 @@ pub struct Edit {
 }
 
 impl Edit {
-    /// Builds an edit from the request's `public` writes and its cookies.
-    pub fn new(account: &Account, public: Changes, cookies: &RequestCookies) -> Self {
+    /// Builds an edit from the request's `public` writes and its cookies. Cookies over the
+    /// key or value limits, or past [`MAX_RECORDED_COOKIES`], are not recorded.
+    pub fn new(
+        account: &Account,
+        public: Changes,
+        cookies: &RequestCookies,
+        limits: &Limits,
+    ) -> Self {
         let watched_cookies = cookies
             .iter()
-            .filter(|(name, value)| !value.is_empty() && account.apps.index().watches_cookie(name))
+            .filter(|(name, value)| {
+                !value.is_empty()
+                    && value.len() <= limits.max_value_bytes
+                    && name.len() <= limits.max_key_bytes
+                    && account.apps.index().watches_cookie(name)
+            })
+            .take(MAX_RECORDED_COOKIES)
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
             .collect();
         Edit {
             public,
             watched_cookies,
-            sync_cookies: !cookies.only_session_cookie(),
+            sync_cookies: !cookies.only_session_token(),
         }
     }
 
@@ -100,6 +116,7 @@ pub struct SessionService {
     keys: Keyring,
     ttl: Duration,
     store_timeout: Duration,
+    max_public_keys: usize,
 }
 
 impl SessionService {
@@ -109,12 +126,14 @@ impl SessionService {
         keys: Keyring,
         ttl: Duration,
         store_timeout: Duration,
+        max_public_keys: usize,
     ) -> Self {
         SessionService {
             store,
             keys,
             ttl,
             store_timeout,
+            max_public_keys,
         }
     }
 
@@ -149,20 +168,24 @@ impl SessionService {
     }
 
     /// The live session a token names, for this account; `None` for any bad token.
-    async fn load(
+    /// The first of `tokens` that is valid (a browser may hold stale `vtex_session` cookies
+    /// from other paths or domains next to the current one).
+    async fn load<'t>(
         &self,
         account: &Account,
-        token: Option<&str>,
-    ) -> Result<Option<(Session, Verified)>, ApiError> {
-        let Some(token) = token else { return Ok(None) };
+        tokens: &[&'t str],
+    ) -> Result<Option<(Session, Verified, &'t str)>, ApiError> {
         let now = now_ms();
-        let Some(verified) = self.keys.verify(token, &account.name, now / 1000) else {
-            return Ok(None);
-        };
-        let session = self.timed(self.store.get(verified.id, now)).await?;
-        Ok(session
-            .filter(|s| s.active && s.account == account.name)
-            .map(|s| (s, verified)))
+        for &token in tokens {
+            let Some(verified) = self.keys.verify(token, &account.name, now / 1000) else {
+                continue;
+            };
+            let session = self.timed(self.store.get(verified.id, now)).await?;
+            if let Some(s) = session.filter(|s| s.active && s.account == account.name) {
+                return Ok(Some((s, verified, token)));
+            }
+        }
+        Ok(None)
     }
 
     /// A new session of `account` with the manager's own values and `edit` applied, after the
@@ -179,6 +202,20 @@ impl SessionService {
         let delta = session.apply(&changes);
         self.settle(account, &mut session, delta, true).await?;
         Ok(session)
+    }
+
+    /// A request may not grow `public` past `max_public_keys` (a session that is already over a
+    /// lowered limit can still be edited, as long as it does not grow).
+    fn check_public_size(&self, before: &Session, after: &Session) -> Result<(), ApiError> {
+        let count = |s: &Session| s.namespaces.get("public").map_or(0, |p| p.len());
+        let (old, new) = (count(before), count(after));
+        if new > self.max_public_keys && new > old {
+            return Err(ApiError::bad_request(format!(
+                "the session would hold {new} keys in `public`, over the limit of {} (max_public_keys)",
+                self.max_public_keys
+            )));
+        }
+        Ok(())
     }
 
     /// Runs the transform cycle (the create cycle when `created`) on `session`.
@@ -270,13 +307,12 @@ impl SessionService {
     pub async fn read(
         &self,
         account: &Account,
-        token: Option<&str>,
+        tokens: &[&str],
         edit: &Edit,
     ) -> Result<Outcome, ApiError> {
-        match self.load(account, token).await? {
-            Some((session, verified)) => {
-                let (token, token_issued) =
-                    self.keep_or_renew(account, &session, token.unwrap_or(""), &verified);
+        match self.load(account, tokens).await? {
+            Some((session, verified, token)) => {
+                let (token, token_issued) = self.keep_or_renew(account, &session, token, &verified);
                 Ok(Outcome {
                     session,
                     created: false,
@@ -293,19 +329,19 @@ impl SessionService {
     pub async fn edit(
         &self,
         account: &Account,
-        token: Option<&str>,
+        tokens: &[&str],
         edit: &Edit,
     ) -> Result<Outcome, ApiError> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some((loaded, verified)) = self.load(account, token).await? else {
+            let Some((loaded, verified, token)) = self.load(account, tokens).await? else {
                 return self.create(account, edit).await;
             };
             let mut session = loaded.clone();
             let delta = session.apply(&edit.changes_for(&session));
+            self.check_public_size(&loaded, &session)?;
             self.settle(account, &mut session, delta, false).await?;
             if session.namespaces == loaded.namespaces {
-                let (token, token_issued) =
-                    self.keep_or_renew(account, &session, token.unwrap_or(""), &verified);
+                let (token, token_issued) = self.keep_or_renew(account, &session, token, &verified);
                 return Ok(Outcome {
                     session,
                     created: false,
@@ -326,7 +362,7 @@ impl SessionService {
                 {
                     Ok(()) => {
                         let (token, token_issued) =
-                            self.keep_or_renew(account, &session, token.unwrap_or(""), &verified);
+                            self.keep_or_renew(account, &session, token, &verified);
                         Some(Outcome {
                             session,
                             created: false,
@@ -380,36 +416,37 @@ impl SessionService {
     }
 
     /// DELETE: ends the session the token names (its token stops working) and starts a fresh
-    /// one carrying over only its `keepAlive` values.
-    pub async fn reset(&self, account: &Account, token: Option<&str>) -> Result<Outcome, ApiError> {
-        let old = self.load(account, token).await?;
+    /// one carrying over only its `keepAlive` values. The old session is deactivated first, so
+    /// an answer always means the old token is dead.
+    pub async fn reset(&self, account: &Account, tokens: &[&str]) -> Result<Outcome, ApiError> {
         let mut carry = Edit::default();
-        if let Some((session, _)) = &old {
+        let mut ended = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((mut session, _, _)) = self.load(account, tokens).await? else {
+                ended = true;
+                break;
+            };
             carry.public = session.kept_alive();
-        }
-        let fresh = self.create(account, &carry).await?;
-        if let Some((mut session, _)) = old {
-            for _ in 0..MAX_ATTEMPTS {
-                let base_version = session.version;
-                session.active = false;
-                session.version = base_version + 1;
-                session.updated_at = now_ms();
-                match self
-                    .timed(self.store.put(&session, Some(base_version)))
-                    .await
-                {
-                    Ok(()) => break,
-                    Err(StoreError::Conflict) => {
-                        match self.timed(self.store.get(session.id, now_ms())).await? {
-                            Some(newer) if newer.active => session = newer,
-                            _ => break,
-                        }
-                    }
-                    Err(e) => return Err(e.into()),
+            let base_version = session.version;
+            session.active = false;
+            session.version = base_version + 1;
+            session.updated_at = now_ms();
+            match self
+                .timed(self.store.put(&session, Some(base_version)))
+                .await
+            {
+                Ok(()) => {
+                    ended = true;
+                    break;
                 }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
-        Ok(fresh)
+        if !ended {
+            return Err(StoreError::Conflict.into());
+        }
+        self.create(account, &carry).await
     }
 
     /// The session a segment is derived from: the token's session, or the session a create
@@ -417,11 +454,11 @@ impl SessionService {
     pub async fn preview(
         &self,
         account: &Account,
-        token: Option<&str>,
+        tokens: &[&str],
         edit: &Edit,
     ) -> Result<Session, ApiError> {
-        Ok(match self.load(account, token).await? {
-            Some((session, _)) => session,
+        Ok(match self.load(account, tokens).await? {
+            Some((session, _, _)) => session,
             None => self.build(account, edit).await?,
         })
     }

@@ -1,0 +1,431 @@
+//! A real HTTP session app (SPEC section 5): a fake app server in the test records every call and
+//! answers a fixed transform; the manager is configured with the demo account plus that app.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{header, HeaderMap, StatusCode as AxumStatus, Uri};
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sessiond_apps::http::signature;
+
+const SECRET: &[u8] = b"s3cret";
+const TRANSFORM_PATH: &str = "/_v/loyalty/session/transform";
+const GOLD: &str = r#"{"loyalty":{"tier":{"value":"gold"}},"public":{"utm_source":{"value":"google"}},"other":{"x":{"value":"dropped"}}}"#;
+const INLINE: &str = r#"configuration = { input = { public = ["loyaltyCard"], profile = ["email"] }, output = { loyalty = ["tier"], public = ["utm_source"] } }"#;
+
+/// One call the fake app received.
+#[derive(Clone, Debug)]
+struct Recorded {
+    path: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// How the fake app answers.
+#[derive(Clone, Debug)]
+enum Behaviour {
+    /// Status and body, at once.
+    Answer(u16, String),
+    /// Sleeps, then answers 200 with the body.
+    Slow(Duration, String),
+}
+
+/// The fake app server.
+#[derive(Clone)]
+struct Fake {
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<Recorded>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
+impl Fake {
+    async fn spawn(behaviour: Behaviour) -> Fake {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = Fake {
+            addr: listener.local_addr().unwrap(),
+            log: Arc::default(),
+            behaviour: Arc::new(Mutex::new(behaviour)),
+        };
+        let state = fake.clone();
+        let router =
+            axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+                let state = state.clone();
+                async move {
+                    state.log.lock().unwrap().push(Recorded {
+                        path: uri.path().to_owned(),
+                        headers,
+                        body: body.to_vec(),
+                    });
+                    let behaviour = state.behaviour.lock().unwrap().clone();
+                    let (status, body) = match behaviour {
+                        Behaviour::Answer(status, body) => (status, body),
+                        Behaviour::Slow(delay, body) => {
+                            tokio::time::sleep(delay).await;
+                            (200, body)
+                        }
+                    };
+                    (
+                        AxumStatus::from_u16(status).unwrap(),
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
+            });
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        fake
+    }
+
+    fn set(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    fn calls(&self) -> Vec<Recorded> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}{TRANSFORM_PATH}", self.addr)
+    }
+}
+
+/// The demo configuration plus the `loyalty` app (appended to the demo account, the last
+/// `[[accounts]]` of the demo file).
+fn config_with(url: &str, timeout_ms: u64, declaration: &str) -> String {
+    format!(
+        "{}\n[[accounts.apps]]\nname = \"loyalty\"\nurl = \"{url}\"\nsecret = \"s3cret\"\n\
+         timeout_ms = {timeout_ms}\n{declaration}\n",
+        sessiond::config::DEMO_CONFIG
+    )
+}
+
+fn text<'a>(s: &'a Value, ns: &str, key: &str) -> Option<&'a str> {
+    value_of(s, ns, key).map(|v| v.as_str().expect("a text value"))
+}
+
+/// A visitor: the session token kept by hand, plus `_ga=1` and optional identity cookies.
+struct Visitor<'a> {
+    app: &'a TestApp,
+    session: Option<String>,
+    extra: Vec<String>,
+}
+
+impl<'a> Visitor<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        Visitor {
+            app,
+            session: None,
+            extra: vec!["_ga=1".into()],
+        }
+    }
+
+    async fn send(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut cookies = self.extra.clone();
+        if let Some(t) = &self.session {
+            cookies.insert(0, format!("vtex_session={t}"));
+        }
+        let mut req = plain()
+            .request(method, self.app.url(path))
+            .header("cookie", cookies.join("; "));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        if status.is_success() {
+            if let Some(t) = cookie_value(r.headers(), "vtex_session") {
+                self.session = Some(t);
+            }
+        }
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// PATCH `/api/sessions?items=*` with `{"public": public}`.
+    async fn patch(&mut self, public: Value) -> (StatusCode, Value) {
+        self.send(
+            reqwest::Method::PATCH,
+            "/api/sessions?items=*",
+            Some(json!({ "public": public })),
+        )
+        .await
+    }
+
+    async fn edit(&mut self, public: Value) -> Value {
+        let (status, s) = self.patch(public).await;
+        assert!(status.is_success(), "{status}: {s}");
+        s
+    }
+
+    async fn get(&mut self) -> Value {
+        let (status, s) = self
+            .send(reqwest::Method::GET, "/api/sessions?items=*", None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        s
+    }
+}
+
+fn alice_token() -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .env_remove("SESSIOND_CONFIG")
+        .args([
+            "auth-token",
+            "--account",
+            "demo",
+            "--email",
+            "alice@example.com",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Checks the headers of a call and returns its body as JSON.
+fn checked(call: &Recorded) -> Value {
+    assert_eq!(call.path, TRANSFORM_PATH);
+    assert_eq!(call.headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(call.headers["x-vtex-account"], "demo");
+    assert_eq!(
+        call.headers["x-sessiond-signature"].to_str().unwrap(),
+        signature(SECRET, &call.body),
+        "HMAC of the exact body"
+    );
+    serde_json::from_slice(&call.body).unwrap()
+}
+
+/// The main scenario, for any way of declaring the app.
+async fn exercise(app: &TestApp, fake: &Fake) {
+    let mut v = Visitor::new(app);
+    let (status, _) = v.patch(json!({"color": {"value": "red"}})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(fake.calls().is_empty(), "not runOnCreate, no input set");
+
+    let s = v
+        .edit(json!({
+            "loyaltyCard": {"value": "card-1"},
+            "utm_campaign": {"value": "black friday"},
+            "color": {"value": "blue"}
+        }))
+        .await;
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 1, "called once");
+    assert_eq!(
+        String::from_utf8(calls[0].body.clone()).unwrap(),
+        r#"{"public":{"loyaltyCard":{"value":"card-1"}}}"#,
+        "only the declared inputs that are set"
+    );
+    checked(&calls[0]);
+    assert_eq!(text(&s, "loyalty", "tier"), Some("gold"));
+    assert_eq!(
+        s["namespaces"].get("other"),
+        None,
+        "undeclared output dropped"
+    );
+    assert_eq!(text(&s, "public", "utm_source"), Some("google"));
+    assert_eq!(
+        text(&s, "rnb", "campaigns"),
+        Some("bf-google"),
+        "the app's write triggers vtex.rnb-session in the next round"
+    );
+    let seg: Value = plain()
+        .get(app.url("/api/segments"))
+        .header(
+            "cookie",
+            format!("vtex_session={}", v.session.clone().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seg["campaigns"], "bf-google");
+    assert_eq!(seg["utm_source"], "google");
+
+    // A change to no input of the app does not call it.
+    v.edit(json!({"color": {"value": "green"}})).await;
+    assert_eq!(fake.calls().len(), 1);
+
+    // Logging in sets profile.email: the app gets every declared input that is set.
+    v.extra
+        .push(format!("VtexIdclientAutCookie_demo={}", alice_token()));
+    let s = v.edit(json!({})).await;
+    assert_eq!(text(&s, "profile", "email"), Some("alice@example.com"));
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(
+        checked(&calls[1]),
+        json!({"profile": {"email": {"value": "alice@example.com"}},
+               "public": {"loyaltyCard": {"value": "card-1"}}})
+    );
+    for call in &calls {
+        let body = String::from_utf8(call.body.clone()).unwrap();
+        assert!(!body.contains("VtexIdclientAutCookie"), "{body}");
+        assert!(!body.contains("authentication"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn an_appended_app_belongs_to_the_demo_account() {
+    let text = config_with("http://127.0.0.1:1/x", 2000, INLINE);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let settings =
+        sessiond::config::Settings::load(Some(&path), sessiond::config::Overrides::default())
+            .unwrap();
+    assert_eq!(settings.accounts.len(), 1);
+    assert_eq!(settings.accounts[0].name, "demo");
+    let names: Vec<&str> = settings.accounts[0]
+        .apps
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(names.len(), 7);
+    assert_eq!(names.last(), Some(&"loyalty"));
+    assert_eq!(settings.accounts[0].campaigns.len(), 3);
+}
+
+#[tokio::test]
+async fn an_http_app_gets_its_inputs_signed_and_its_outputs_feed_the_cycle() {
+    let fake = Fake::spawn(Behaviour::Answer(200, GOLD.into())).await;
+    let app = spawn_with(Some(&config_with(&fake.url(), 2000, INLINE))).await;
+    exercise(&app, &fake).await;
+}
+
+#[tokio::test]
+async fn an_http_app_declared_by_vtex_configuration_json() {
+    let fake = Fake::spawn(Behaviour::Answer(200, GOLD.into())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("configuration.json");
+    std::fs::write(
+        &file,
+        r#"{"loyalty": {"input": {"public": ["loyaltyCard"], "profile": ["email"]},
+                        "output": {"loyalty": ["tier"], "public": ["utm_source"]}}}"#,
+    )
+    .unwrap();
+    let declaration = format!("configuration_file = {:?}", file.to_str().unwrap());
+    let app = spawn_with(Some(&config_with(&fake.url(), 2000, &declaration))).await;
+    exercise(&app, &fake).await;
+}
+
+#[tokio::test]
+async fn a_base_url_gets_the_default_transform_path() {
+    let fake = Fake::spawn(Behaviour::Answer(200, GOLD.into())).await;
+    let base = format!("http://{}", fake.addr);
+    let app = spawn_with(Some(&config_with(&base, 2000, INLINE))).await;
+    let mut v = Visitor::new(&app);
+    let s = v.edit(json!({"loyaltyCard": {"value": "card-1"}})).await;
+    assert_eq!(text(&s, "loyalty", "tier"), Some("gold"));
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].path, TRANSFORM_PATH);
+}
+
+#[tokio::test]
+async fn a_failing_app_leaves_its_outputs_and_the_request_succeeds() {
+    let fake = Fake::spawn(Behaviour::Answer(200, GOLD.into())).await;
+    let app = spawn_with(Some(&config_with(&fake.url(), 200, INLINE))).await;
+    let mut v = Visitor::new(&app);
+    let s = v.edit(json!({"loyaltyCard": {"value": "card-0"}})).await;
+    assert_eq!(text(&s, "loyalty", "tier"), Some("gold"));
+    let platinum = r#"{"loyalty":{"tier":{"value":"platinum"}}}"#;
+    let failures = [
+        ("500", Behaviour::Answer(500, platinum.into())),
+        ("invalid JSON", Behaviour::Answer(200, "{not json".into())),
+        (
+            "wrong shape",
+            Behaviour::Answer(200, r#"{"loyalty":{"tier":"platinum"}}"#.into()),
+        ),
+        (
+            "403 without a reason",
+            Behaviour::Answer(403, "go away".into()),
+        ),
+        (
+            "past its timeout",
+            Behaviour::Slow(Duration::from_secs(2), platinum.into()),
+        ),
+    ];
+    for (i, (what, behaviour)) in failures.into_iter().enumerate() {
+        fake.set(behaviour);
+        let before = fake.calls().len();
+        let card = format!("card-{}", i + 1);
+        let started = Instant::now();
+        let (status, s) = v.patch(json!({"loyaltyCard": {"value": card}})).await;
+        assert_eq!(status, StatusCode::OK, "{what}: {s}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{what}: the app's timeout bounds the request ({:?})",
+            started.elapsed()
+        );
+        assert_eq!(fake.calls().len(), before + 1, "{what}: the app was called");
+        assert_eq!(text(&s, "loyalty", "tier"), Some("gold"), "{what}");
+        assert_eq!(
+            text(&s, "public", "loyaltyCard"),
+            Some(card.as_str()),
+            "{what}"
+        );
+        let stored = v.get().await;
+        assert_eq!(text(&stored, "loyalty", "tier"), Some("gold"), "{what}");
+        assert_eq!(
+            text(&stored, "public", "loyaltyCard"),
+            Some(card.as_str()),
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_app_rejection_fails_the_request_and_stores_nothing() {
+    let fake = Fake::spawn(Behaviour::Answer(200, GOLD.into())).await;
+    let app = spawn_with(Some(&config_with(&fake.url(), 2000, INLINE))).await;
+    let mut v = Visitor::new(&app);
+    v.edit(json!({"loyaltyCard": {"value": "card-1"}})).await;
+    let before = v.get().await;
+    assert_eq!(text(&before, "loyalty", "tier"), Some("gold"));
+    for (status, body) in [
+        (403, json!({"type": "Forbidden", "message": "no loyalty"})),
+        (
+            401,
+            json!({"type": "Unauthorized", "message": "log in first"}),
+        ),
+    ] {
+        fake.set(Behaviour::Answer(status, body.to_string()));
+        let (got, answer) = v
+            .patch(json!({"loyaltyCard": {"value": "card-2"}, "color": {"value": "red"}}))
+            .await;
+        assert_eq!(got.as_u16(), status, "{answer}");
+        assert_eq!(answer, body, "the app's own error");
+        let after = v.get().await;
+        assert_eq!(after["id"], before["id"]);
+        assert_eq!(after["version"], before["version"], "nothing stored");
+        assert_eq!(after["namespaces"], before["namespaces"]);
+    }
+    // On creation too.
+    fake.set(Behaviour::Answer(
+        403,
+        json!({"type": "Forbidden", "message": "no loyalty"}).to_string(),
+    ));
+    let mut fresh = Visitor::new(&app);
+    let (status, answer) = fresh.patch(json!({"loyaltyCard": {"value": "x"}})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        answer,
+        json!({"type": "Forbidden", "message": "no loyalty"})
+    );
+}
