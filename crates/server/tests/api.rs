@@ -762,3 +762,121 @@ async fn concurrent_patches_lose_no_update() {
     }
     assert_eq!(s["version"], 51);
 }
+
+#[tokio::test]
+async fn big_numbers_round_trip_exactly() {
+    let app = spawn_app().await;
+    let b = app.browser();
+    let r = b
+        .post(app.url("/api/sessions?items=public.n"))
+        .header("content-type", "application/json")
+        .body(r#"{"public": {"n": {"value": 123456789012345678901234567890.5}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        r.text()
+            .await
+            .unwrap()
+            .split("\"namespaces\":")
+            .nth(1)
+            .unwrap()
+            .split(",\"version\"")
+            .next()
+            .unwrap(),
+        r#"{"public":{"n":{"value":123456789012345678901234567890.5}}}"#
+    );
+}
+
+#[tokio::test]
+async fn the_first_valid_of_several_session_cookies_is_used() {
+    let app = spawn_app().await;
+    let pair: Value = post(
+        &plain(),
+        &app.url("/api/sessions"),
+        json!({"public": {"a": {"value": "1"}}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let token = pair["sessionToken"].as_str().unwrap();
+    let s: Value = plain()
+        .get(app.url("/api/sessions?items=public.a"))
+        .header(
+            "cookie",
+            format!("vtex_session=stale.junk.token; vtex_session={token}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["id"], jwt_part(token, 1)["id"]);
+    assert_eq!(value_of(&s, "public", "a"), Some(&json!("1")));
+}
+
+#[tokio::test]
+async fn head_never_creates_a_session() {
+    let app = spawn_app().await;
+    let r = plain().head(app.url("/api/sessions")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(set_cookies(r.headers()).is_empty());
+}
+
+#[tokio::test]
+async fn public_may_not_grow_past_its_limit_across_requests() {
+    let app = spawn_app().await;
+    let b = app.browser();
+    let batch = |from: usize| {
+        let entries: serde_json::Map<String, Value> = (from..from + 200)
+            .map(|i| (format!("k{i}"), json!({"value": "1"})))
+            .collect();
+        json!({ "public": entries })
+    };
+    assert_eq!(
+        post(&b, &app.url("/api/sessions"), batch(0)).await.status(),
+        StatusCode::CREATED
+    );
+    let before = get_all(&b, &app).await;
+    let r = post(&b, &app.url("/api/sessions"), batch(200)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("max_public_keys"));
+    assert_eq!(get_all(&b, &app).await, before);
+    // Rewriting existing keys is fine, and the same key in query and body counts once.
+    let r = b
+        .post(app.url("/api/sessions?k1=q"))
+        .json(&batch(0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn decoding_a_segment_token_applies_overrides_and_sets_the_cookie() {
+    use base64::Engine;
+    let app = spawn_app().await;
+    let token = base64::engine::general_purpose::STANDARD_NO_PAD
+        .encode(r#"{"channel":"1","utm_source":null,"cultureInfo":"pt-BR"}"#);
+    let r = plain()
+        .get(app.url(&format!(
+            "/api/segments/{token}?utm_source=x&cultureInfo=en-US&an=demo"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        cookie_value(r.headers(), "vtex_segment").as_deref(),
+        Some(token.as_str())
+    );
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"channel":"1","utm_source":"x","cultureInfo":"en-US"}"#
+    );
+    let r = plain().get(app.url("/api/segments/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
