@@ -129,3 +129,57 @@ fn flags_beat_environment_beats_file() {
         .env("SESSIOND_STORE", "memory");
     assert!(first_line(cmd).unwrap_err().contains("postgres://x"));
 }
+
+#[test]
+fn check_warns_about_overlaps_unwritten_inputs_and_cycles() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("apps.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[accounts]]
+name = "shop"
+[[accounts.apps]]
+name = "ping"
+url = "http://127.0.0.1:9/"
+configuration = { input = { public = ["a"] }, output = { n = ["b"] } }
+[[accounts.apps]]
+name = "pong"
+url = "http://127.0.0.1:9/"
+configuration = { input = { n = ["b"], ghost = ["x"] }, output = { public = ["a"], n = ["c"] } }
+[[accounts.apps]]
+name = "copycat"
+url = "http://127.0.0.1:9/"
+configuration = { input = { public = ["z"] }, output = { n = ["b"] } }
+"#,
+    )
+    .unwrap();
+    let out = sessiond()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("1. ping -> pong"), "{text}");
+    assert!(text.contains("2. pong -> ping"), "{text}");
+    assert!(
+        text.contains("warning: ping and copycat both write n.b; copycat (installed later) wins"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "warning: pong watches ghost.{x} but no installed app writes namespace `ghost`"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: input/output cycle: ping -> pong -> ping"),
+        "{text}"
+    );
+}
