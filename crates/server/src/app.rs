@@ -41,6 +41,11 @@ impl Application {
     /// Opens the store, loads the keys, builds the accounts and binds the listen address.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let tenancy = Tenancy::new(&settings.accounts, &settings.default_account)?;
+        for account in tenancy.accounts() {
+            for warning in crate::cli::app_warnings(account.apps.index().apps()) {
+                tracing::warn!(account = %account.name, "{warning}");
+            }
+        }
         let keys = Keyring::load(
             settings.signing_key_pem.as_deref(),
             &settings.verification_keys_pem,

@@ -122,19 +122,7 @@ pub fn check_report(settings: &Settings) -> Result<String, crate::config::Config
     for account in accounts {
         let _ = writeln!(out, "account {} ({})", account.name, account.id);
         let apps = account.apps.index().apps();
-        let feeds: Vec<Vec<usize>> = apps
-            .iter()
-            .map(|app| {
-                (0..apps.len())
-                    .filter(|&j| {
-                        app.output.iter().any(|(ns, keys)| {
-                            keys.iter()
-                                .any(|k| apps[j].watches(&Key::new(ns.as_str(), k.as_str())))
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
+        let feeds = feeds(apps);
         for (i, app) in apps.iter().enumerate() {
             let names: Vec<&str> = feeds[i].iter().map(|&j| apps[j].name.as_str()).collect();
             let _ = writeln!(
@@ -159,6 +147,27 @@ pub fn check_report(settings: &Settings) -> Result<String, crate::config::Config
         }
     }
     Ok(out)
+}
+
+/// For each app, the apps that watch one of its outputs.
+fn feeds(apps: &[sessiond_core::AppSpec]) -> Vec<Vec<usize>> {
+    apps.iter()
+        .map(|app| {
+            (0..apps.len())
+                .filter(|&j| {
+                    app.output.iter().any(|(ns, keys)| {
+                        keys.iter()
+                            .any(|k| apps[j].watches(&Key::new(ns.as_str(), k.as_str())))
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The warnings `check` prints for an account's apps (also logged when the server starts).
+pub fn app_warnings(apps: &[sessiond_core::AppSpec]) -> Vec<String> {
+    warnings(apps, &feeds(apps))
 }
 
 /// Overlapping outputs, inputs in namespaces nothing writes, and feedback cycles.
@@ -203,8 +212,9 @@ fn warnings(apps: &[sessiond_core::AppSpec], feeds: &[Vec<usize>]) -> Vec<String
     out
 }
 
-/// The feedback cycles of the app graph: one per strongly connected component with more than
-/// one app, or with an app feeding itself (listed in a walk from its first app).
+/// The feedback cycles of the app graph: one per strongly connected component of two or more
+/// apps (listed from its first app). An app watching its own output is not listed: that is a
+/// common, self-settling pattern, visible in the graph itself.
 fn cycles(feeds: &[Vec<usize>]) -> Vec<Vec<usize>> {
     let n = feeds.len();
     let reaches = |from: usize, to: usize| {
@@ -235,7 +245,9 @@ fn cycles(feeds: &[Vec<usize>]) -> Vec<Vec<usize>> {
         for &j in &component {
             assigned[j] = true;
         }
-        out.push(component);
+        if component.len() > 1 {
+            out.push(component);
+        }
     }
     out
 }
