@@ -246,6 +246,11 @@ impl SessionService {
                 ));
             }
         };
+        for call in trace.rounds.iter().flat_map(|r| &r.calls) {
+            if let Some(error) = &call.error {
+                tracing::warn!(account = %account.name, app = %call.app, %error, "session app failed; its outputs are unchanged");
+            }
+        }
         if trace.loop_warning {
             tracing::warn!(
                 account = %account.name,
