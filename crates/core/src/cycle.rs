@@ -232,6 +232,7 @@ pub async fn run(
                 output: Vec::new(),
                 dropped: Vec::new(),
                 error: None,
+                rejected: false,
                 micros: elapsed.as_micros() as u64,
             };
             match result {
@@ -255,6 +256,7 @@ pub async fn run(
                     message,
                 }) => {
                     call.error = Some(format!("rejected with {status}: {kind}: {message}"));
+                    call.rejected = true;
                     rejected.insert(i, (status, kind, message));
                 }
                 Err(e) => call.error = Some(e.to_string()),

@@ -40,8 +40,10 @@ pub struct AppCall {
     /// Keys it answered but did not declare (not applied).
     #[serde(serialize_with = "keys")]
     pub dropped: Vec<Key>,
-    /// Why it produced nothing, if it failed.
+    /// Why it produced nothing, if it failed or rejected the request.
     pub error: Option<String>,
+    /// Whether the app rejected the request (401/403) rather than failed.
+    pub rejected: bool,
     /// Duration of the call, microseconds.
     pub micros: u64,
 }

@@ -247,7 +247,7 @@ impl SessionService {
             }
         };
         for call in trace.rounds.iter().flat_map(|r| &r.calls) {
-            if let Some(error) = &call.error {
+            if let Some(error) = call.error.as_ref().filter(|_| !call.rejected) {
                 tracing::warn!(account = %account.name, app = %call.app, %error, "session app failed; its outputs are unchanged");
             }
         }
