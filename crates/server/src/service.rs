@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sessiond_core::cycle::{self, identity_changed};
-use sessiond_core::{Changes, Delta, Key, Session, SessionId, Trace, Value};
+use sessiond_core::{Changes, Delta, Key, Session, SessionId, Value};
 use sessiond_store::{SessionStore, StoreError};
 
 use crate::config::Limits;
@@ -104,10 +104,9 @@ pub struct Outcome {
     pub session: Session,
     /// Whether the session was created by this request.
     pub created: bool,
-    /// The session token to answer with.
+    /// The session token to answer with (the request's own, unless it was renewed or the
+    /// session is new or got a new id).
     pub token: String,
-    /// Whether `token` is new (so the cookie must be set).
-    pub token_issued: bool,
 }
 
 /// Loads, edits and saves sessions.
@@ -167,9 +166,9 @@ impl SessionService {
             })
     }
 
-    /// The live session a token names, for this account; `None` for any bad token.
-    /// The first of `tokens` that is valid (a browser may hold stale `vtex_session` cookies
-    /// from other paths or domains next to the current one).
+    /// The live session of this account named by the first valid one of `tokens` (a browser
+    /// may hold stale `vtex_session` cookies from other paths or domains next to the current
+    /// one); `None` when no token is valid.
     async fn load<'t>(
         &self,
         account: &Account,
@@ -225,7 +224,7 @@ impl SessionService {
         session: &mut Session,
         delta: Delta,
         created: bool,
-    ) -> Result<Trace, ApiError> {
+    ) -> Result<(), ApiError> {
         let result = cycle::run(
             &account.apps,
             &account.name,
@@ -262,7 +261,7 @@ impl SessionService {
         if !trace.rounds.is_empty() {
             tracing::debug!(session = %session.id, trace = %serde_json::to_string(&trace).unwrap_or_default(), "transform cycle");
         }
-        Ok(trace)
+        Ok(())
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -287,11 +286,11 @@ impl SessionService {
         session: &Session,
         token: &str,
         verified: &Verified,
-    ) -> (String, bool) {
+    ) -> String {
         if verified.needs_renewal(now_ms() / 1000) {
-            (self.issue(account, session), true)
+            self.issue(account, session)
         } else {
-            (token.to_owned(), false)
+            token.to_owned()
         }
     }
 
@@ -303,7 +302,6 @@ impl SessionService {
             session,
             created: true,
             token,
-            token_issued: true,
         })
     }
 
@@ -317,12 +315,11 @@ impl SessionService {
     ) -> Result<Outcome, ApiError> {
         match self.load(account, tokens).await? {
             Some((session, verified, token)) => {
-                let (token, token_issued) = self.keep_or_renew(account, &session, token, &verified);
+                let token = self.keep_or_renew(account, &session, token, &verified);
                 Ok(Outcome {
                     session,
                     created: false,
                     token,
-                    token_issued,
                 })
             }
             None => self.create(account, edit).await,
@@ -346,12 +343,11 @@ impl SessionService {
             self.check_public_size(&loaded, &session)?;
             self.settle(account, &mut session, delta, false).await?;
             if session.namespaces == loaded.namespaces {
-                let (token, token_issued) = self.keep_or_renew(account, &session, token, &verified);
+                let token = self.keep_or_renew(account, &session, token, &verified);
                 return Ok(Outcome {
                     session,
                     created: false,
                     token,
-                    token_issued,
                 });
             }
             let now = now_ms();
@@ -366,13 +362,11 @@ impl SessionService {
                     .await
                 {
                     Ok(()) => {
-                        let (token, token_issued) =
-                            self.keep_or_renew(account, &session, token, &verified);
+                        let token = self.keep_or_renew(account, &session, token, &verified);
                         Some(Outcome {
                             session,
                             created: false,
                             token,
-                            token_issued,
                         })
                     }
                     Err(StoreError::Conflict) => None,
@@ -408,7 +402,6 @@ impl SessionService {
                     session,
                     created: false,
                     token,
-                    token_issued: true,
                 }))
             }
             Err(StoreError::Conflict) => {
