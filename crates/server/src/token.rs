@@ -4,13 +4,16 @@
 //! creation and reset, and re-issued when less than half of its lifetime is left. Anything
 //! that is not a token we signed, for this account, and still valid is "no token".
 //!
-//! Verifying ES256 costs tens of microseconds, so verified tokens are remembered (by their
-//! exact text) in a bounded map; expiry and account are still checked on every use.
+//! Verifying ES256 costs tens of microseconds, so tokens are remembered once verified, and the
+//! tokens this process signs are remembered from the start (a token we just signed needs no
+//! check). The memory is a bounded map keyed by the SHA-256 of the exact token text (a
+//! different text never finds another token's entry); expiry and account are still checked on
+//! every use.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -24,8 +27,8 @@ use sha2::{Digest, Sha256};
 /// The file, in the data directory, holding the generated signing key.
 pub const KEY_FILE: &str = "session-signing-key.pem";
 
-/// Most verified tokens remembered before the memory is cleared.
-const CACHE_LIMIT: usize = 100_000;
+/// Most tokens remembered before the memory is cleared (about 100 bytes each).
+const CACHE_LIMIT: usize = 1 << 20;
 
 /// Why the signing keys could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -102,11 +105,11 @@ pub struct Keyring {
     signing: SigningKey,
     kid: String,
     verifiers: HashMap<String, VerifyingKey>,
-    verified: RwLock<HashMap<Box<str>, CachedToken>>,
+    verified: RwLock<HashMap<[u8; 32], CachedToken>>,
 }
 
 /// A verified token as remembered: what it names and the account it was issued for.
-type CachedToken = (Verified, Box<str>);
+type CachedToken = (Verified, Arc<str>);
 
 fn kid_of(key: &VerifyingKey) -> String {
     let digest = Sha256::digest(key.to_encoded_point(false).as_bytes());
@@ -187,28 +190,40 @@ impl Keyring {
         let signature: Signature = self.signing.sign(token.as_bytes());
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+        let verified = Verified {
+            id,
+            exp: claims.exp,
+            iat: claims.iat,
+        };
+        self.remember(&token, verified, claims.account.into());
         token
+    }
+
+    fn remember(&self, token: &str, verified: Verified, account: Arc<str>) {
+        let mut cache = self.verified.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(Sha256::digest(token.as_bytes()).into(), (verified, account));
     }
 
     /// The session a token names, if the token is ours, unexpired at `now` (seconds) and
     /// issued for `account`. Anything else is `None`: the caller treats it as no token.
     pub fn verify(&self, token: &str, account: &str, now: u64) -> Option<Verified> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let cached = self
             .verified
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(token)
+            .get(&digest)
             .cloned();
         let (verified, token_account) = match cached {
             Some(hit) => hit,
             None => {
                 let (verified, token_account) = self.verify_signature(token)?;
-                let mut cache = self.verified.write().unwrap_or_else(|p| p.into_inner());
-                if cache.len() >= CACHE_LIMIT {
-                    cache.clear();
-                }
-                cache.insert(token.into(), (verified, token_account.clone().into()));
-                (verified, token_account.into())
+                let token_account: Arc<str> = token_account.into();
+                self.remember(token, verified, token_account.clone());
+                (verified, token_account)
             }
         };
         (verified.exp > now && token_account.eq_ignore_ascii_case(account)).then_some(verified)

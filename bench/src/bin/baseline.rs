@@ -1,0 +1,48 @@
+//! The baseline: bare hyper answering a fixed JSON body the size of a session answer, with the
+//! same two `Set-Cookie` lines sessiond sends. Whatever sessiond does beyond this is its cost.
+//!
+//! Usage: `baseline [ADDR]` (default 127.0.0.1:0); prints `listening on http://ADDR`.
+
+use std::convert::Infallible;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// A session answer of the demo account (`GET /api/sessions?items=*`), about 800 bytes.
+const BODY: &str = r#"{"id":"3b3f2a4e-8f0e-4f7e-9a59-1b2c3d4e5f60","namespaces":{"account":{"accountName":{"value":"demo"},"id":{"value":"6c1f7c3e-8a5b-4d1e-9f20-3b7a2c9d4e51","keepAlive":true}},"public":{"k":{"value":"v"}},"store":{"channel":{"value":"1"},"channelPrivacy":{"value":"public"},"countryCode":{"value":"BRA"},"cultureInfo":{"value":"pt-BR"},"currencyCode":{"value":"BRL"},"currencySymbol":{"value":"R$"}}},"version":2,"active":true,"debug":false}"#;
+
+const SESSION_COOKIE: &str = "vtex_session=eyJhbGciOiJFUzI1NiIsImtpZCI6IjAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAiLCJ0eXAiOiJKV1QifQ.eyJpZCI6IjNiM2YyYTRlLThmMGUtNGY3ZS05YTU5LTFiMmMzZDRlNWY2MCIsImFjY291bnQiOiJkZW1vIiwiYWNjb3VudC5pZCI6IjZjMWY3YzNlLThhNWItNGQxZS05ZjIwLTNiN2EyYzlkNGU1MSIsInZlcnNpb24iOjEsInN1YiI6InNlc3Npb24iLCJpc3MiOiJzZXNzaW9uZCIsImlhdCI6MTc5NTQwNDI5OCwiZXhwIjoxNzk1ODM2Mjk4LCJqdGkiOiI3Mjg5MDRlZS0xOTk4LTQzMjktOWE0MC0zZTI5OTNmYjQ1M2UifQ.SZzSephTF-_wb99sUCbIa4X8wgb2_XvwEjh4PqJOiuaheXYqNAp0BTdcCPaMlp4WnLmLWkIZrfhMd1xJDtBPgg; Path=/; Max-Age=432000; HttpOnly; SameSite=Lax";
+const SEGMENT_COOKIE: &str = "vtex_segment=eyJjYW1wYWlnbnMiOm51bGwsImNoYW5uZWwiOiIxIiwicHJpY2VUYWJsZXMiOm51bGwsInJlZ2lvbklkIjpudWxsLCJ1dG1fY2FtcGFpZ24iOm51bGwsInV0bV9zb3VyY2UiOm51bGwsInV0bWlfY2FtcGFpZ24iOm51bGwsImN1cnJlbmN5Q29kZSI6IkJSTCIsImN1cnJlbmN5U3ltYm9sIjoiUiQiLCJjb3VudHJ5Q29kZSI6IkJSQSIsImN1bHR1cmVJbmZvIjoicHQtQlIiLCJjaGFubmVsUHJpdmFjeSI6InB1YmxpYyJ9; Path=/; Max-Age=432000; HttpOnly; SameSite=Lax";
+
+async fn answer(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .header("set-cookie", SESSION_COOKIE)
+        .header("set-cookie", SEGMENT_COOKIE)
+        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+        .expect("a valid response"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:0".into());
+    let listener = TcpListener::bind(&addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        tokio::spawn(async move {
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service_fn(answer))
+                .await;
+        });
+    }
+}
