@@ -17,9 +17,12 @@ use std::sync::{Arc, RwLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use p256::ecdsa::signature::{Signer, Verifier};
-use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p256::ecdsa::{SigningKey, VerifyingKey};
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, LineEnding};
+use ring::rand::SystemRandom;
+use ring::signature::{
+    EcdsaKeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
+};
 use serde::{Deserialize, Serialize};
 use sessiond_core::SessionId;
 use sha2::{Digest, Sha256};
@@ -101,10 +104,14 @@ impl Verified {
 }
 
 /// The signing key and every accepted verification key, by `kid`.
+///
+/// Key files are read and written with `p256` (PKCS#8/SEC1 PEM); signing and verifying use
+/// `ring`, whose assembly P-256 is several times faster: a token is signed at every creation.
 pub struct Keyring {
-    signing: SigningKey,
+    signing: EcdsaKeyPair,
+    rng: SystemRandom,
     kid: String,
-    verifiers: HashMap<String, VerifyingKey>,
+    verifiers: HashMap<String, UnparsedPublicKey<Vec<u8>>>,
     verified: RwLock<HashMap<[u8; 32], CachedToken>>,
 }
 
@@ -138,6 +145,13 @@ impl Keyring {
             None => load_or_generate(data_dir)?,
         };
         let mut verifiers = HashMap::new();
+        let mut accept = |key: &VerifyingKey| {
+            let point = key.to_encoded_point(false).as_bytes().to_vec();
+            verifiers.insert(
+                kid_of(key),
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point),
+            );
+        };
         for pem in extra {
             let key = VerifyingKey::from_public_key_pem(pem)
                 .or_else(|_| parse_signing(pem).map(|k| *k.verifying_key()))
@@ -145,12 +159,24 @@ impl Keyring {
                     what: "verification key (a P-256 public key PEM)",
                     reason: "not a P-256 public or private key".into(),
                 })?;
-            verifiers.insert(kid_of(&key), key);
+            accept(&key);
         }
+        accept(signing.verifying_key());
         let kid = kid_of(signing.verifying_key());
-        verifiers.insert(kid.clone(), *signing.verifying_key());
+        let rng = SystemRandom::new();
+        let der = signing.to_pkcs8_der().map_err(|e| KeyError::Pem {
+            what: "session signing key",
+            reason: e.to_string(),
+        })?;
+        let signing =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_bytes(), &rng)
+                .map_err(|e| KeyError::Pem {
+                    what: "session signing key",
+                    reason: e.to_string(),
+                })?;
         Ok(Keyring {
             signing,
+            rng,
             kid,
             verifiers,
             verified: RwLock::new(HashMap::new()),
@@ -187,9 +213,12 @@ impl Keyring {
         let mut token = URL_SAFE_NO_PAD.encode(header);
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(payload));
-        let signature: Signature = self.signing.sign(token.as_bytes());
+        let signature = self
+            .signing
+            .sign(&self.rng, token.as_bytes())
+            .expect("signing with a valid P-256 key and the system RNG does not fail");
         token.push('.');
-        token.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature.as_ref()));
         let verified = Verified {
             id,
             exp: claims.exp,
@@ -243,7 +272,7 @@ impl Keyring {
             return None;
         }
         let key = self.verifiers.get(header.kid.as_deref()?)?;
-        let signature = Signature::from_slice(&URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
+        let signature = URL_SAFE_NO_PAD.decode(s).ok()?;
         key.verify(&token.as_bytes()[..h.len() + 1 + p.len()], &signature)
             .ok()?;
         let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).ok()?).ok()?;
