@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::items::{REDACTED, SECRET_NAMESPACE};
 use crate::session::{Key, Namespaces, Value};
 
 /// The trace of one cycle.
@@ -49,6 +50,26 @@ pub struct AppCall {
 }
 
 impl Trace {
+    /// The trace with the values of the secret namespace (identity cookies) replaced by
+    /// `"[redacted]"`, for logs and operators.
+    pub fn redacted(&self) -> Trace {
+        let mut trace = self.clone();
+        let secret = |key: &Key| key.namespace == SECRET_NAMESPACE;
+        for call in trace.rounds.iter_mut().flat_map(|r| r.calls.iter_mut()) {
+            if let Some(values) = call.input.get_mut(SECRET_NAMESPACE) {
+                for v in values.values_mut() {
+                    v.value = serde_json::Value::String(REDACTED.to_owned());
+                }
+            }
+            for (key, value) in call.output.iter_mut() {
+                if let (true, Some(v)) = (secret(key), value.as_mut()) {
+                    v.value = serde_json::Value::String(REDACTED.to_owned());
+                }
+            }
+        }
+        trace
+    }
+
     /// The names of the apps called in each round (for tests and logs).
     pub fn calls_by_round(&self) -> Vec<Vec<&str>> {
         self.rounds

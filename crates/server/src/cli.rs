@@ -98,7 +98,12 @@ pub fn auth_token(
         .to_string()
     });
     let now = crate::service::now_ms() / 1000;
-    sessiond_apps::builtin::mint_identity_token(
+    let mint = if admin {
+        sessiond_apps::builtin::mint_admin_token
+    } else {
+        sessiond_apps::builtin::mint_identity_token
+    };
+    mint(
         &acct.identity,
         &acct.name,
         email,

@@ -237,7 +237,7 @@ impl SessionService {
         let trace = match result {
             Ok(trace) => trace,
             Err(rejection) => {
-                tracing::debug!(app = %rejection.app, status = rejection.status, trace = ?rejection.trace, "an app rejected the request");
+                tracing::debug!(app = %rejection.app, status = rejection.status, trace = %serde_json::to_string(&rejection.trace.redacted()).unwrap_or_default(), "an app rejected the request");
                 return Err(ApiError::rejected(
                     rejection.status,
                     rejection.kind,
@@ -259,7 +259,7 @@ impl SessionService {
             );
         }
         if !trace.rounds.is_empty() {
-            tracing::debug!(session = %session.id, trace = %serde_json::to_string(&trace).unwrap_or_default(), "transform cycle");
+            tracing::debug!(session = %session.id, trace = %serde_json::to_string(&trace.redacted()).unwrap_or_default(), "transform cycle");
         }
         Ok(())
     }

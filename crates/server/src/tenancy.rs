@@ -14,6 +14,9 @@ use crate::config::{AccountConfig, AppConfig, ConfigError};
 /// Per-call timeout of an app without `timeout_ms`.
 pub const DEFAULT_APP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Longest `timeout_ms` accepted: a cycle may wait `max_rounds` times this per attempt.
+pub const MAX_APP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Namespace of the account ids derived from account names (stable across restarts).
 const ACCOUNT_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x5e55_10d0_4c1e_4b7a_9d0e_61c0_a1d5_e55d);
@@ -78,10 +81,11 @@ impl Account {
                 .timeout_ms
                 .map(Duration::from_millis)
                 .unwrap_or(DEFAULT_APP_TIMEOUT);
-            if timeout.is_zero() {
+            if timeout.is_zero() || timeout > MAX_APP_TIMEOUT {
                 return Err(ConfigError::Invalid(format!(
-                    "account `{name}`, app `{}`: timeout_ms must be more than 0",
-                    app.name
+                    "account `{name}`, app `{}`: timeout_ms must be between 1 and {}",
+                    app.name,
+                    MAX_APP_TIMEOUT.as_millis()
                 )));
             }
             installed.push((spec, transformer, timeout));
@@ -181,8 +185,11 @@ impl Tenancy {
     pub fn new(configs: &[AccountConfig], default_account: &str) -> Result<Self, ConfigError> {
         // One pooled client for every HTTP app of every account. The cycle bounds each call;
         // the connect timeout only keeps a dead host from holding a pool slot.
+        // Redirects are not followed: an app's inputs (identity cookies among them) go to the
+        // configured URL only; a 3xx is a failure of that app.
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
+            .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
             .map_err(|e| ConfigError::Invalid(format!("cannot build the HTTP app client: {e}")))?;

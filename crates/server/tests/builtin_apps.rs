@@ -974,3 +974,44 @@ async fn identity_tokens_are_never_returned() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_bare_store_user_email_does_not_open_a_private_channel() {
+    let app = spawn_app().await;
+    let mut v = Visitor::new(&app);
+    v.edit(json!({})).await;
+    let a = v
+        .patch(
+            "",
+            json!({"sc": {"value": "3"}, "storeUserEmail": {"value": "alice@example.com"}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+    assert_eq!(a.json["type"], "Unauthorized");
+    assert_eq!(text(&v.get().await, "store", "channel"), Some("1"));
+}
+
+#[tokio::test]
+async fn numbers_and_padded_text_are_read_as_text_by_the_built_ins() {
+    let app = spawn_app().await;
+    let mut v = Visitor::new(&app);
+    let s = v.edit(json!({"sc": {"value": 2}})).await;
+    assert_eq!(text(&s, "store", "channel"), Some("2"));
+    let s = v
+        .edit(json!({"country": {"value": "BRA"}, "postalCode": {"value": " 01310100 "}}))
+        .await;
+    assert!(text(&s, "checkout", "regionId").is_some(), "{s}");
+}
+
+#[tokio::test]
+async fn a_store_token_in_the_admin_cookie_is_no_admin() {
+    let app = spawn_app().await;
+    let mut v = Visitor::new(&app);
+    v.set_cookie("VtexIdclientAutCookie", &store_token("alice@example.com"));
+    let s = v.edit(json!({})).await;
+    assert_eq!(ns(&s, "authentication").get("adminUserEmail"), None, "{s}");
+    v.drop_cookie("VtexIdclientAutCookie");
+    v.set_cookie(STORE_COOKIE, &admin_token("admin@example.com"));
+    let s = v.edit(json!({})).await;
+    assert_eq!(ns(&s, "authentication").get("storeUserEmail"), None, "{s}");
+}

@@ -17,6 +17,10 @@ use crate::commerce::Identity;
 
 /// The admin's identity cookie.
 const ADMIN_COOKIE: &str = "VtexIdclientAutCookie";
+/// The `aud` claim of admin tokens.
+const ADMIN_AUDIENCE: &str = "admin";
+/// The `aud` claim of store-user tokens minted here.
+const STORE_AUDIENCE: &str = "store";
 /// The prefix of the store user's identity cookie (followed by the account name).
 const STORE_COOKIE_PREFIX: &str = "VtexIdclientAutCookie_";
 
@@ -30,6 +34,9 @@ struct Claims {
     user_id: String,
     /// The account the token was issued for.
     account: String,
+    /// `admin` for admin tokens; store-user tokens say `store` or nothing.
+    #[serde(default)]
+    aud: Option<String>,
     /// Expiry, seconds since the Unix epoch (checked by the validation, without leeway).
     #[allow(dead_code)]
     exp: u64,
@@ -66,14 +73,20 @@ impl Authentication {
         })
     }
 
-    /// The `(userId, email)` of `token` when it verifies and was issued for `account`.
-    fn verify(&self, token: &str, account: &str) -> Option<(String, String)> {
+    /// The `(userId, email)` of `token` when it verifies, was issued for `account`, and is of
+    /// the kind the cookie carries: the admin cookie takes only `aud: "admin"` tokens, the store
+    /// cookie never does (a shopper's token must not make them an admin, nor the reverse).
+    fn verify(&self, token: &str, account: &str, admin: bool) -> Option<(String, String)> {
         let (key, validation) = self.verifier.as_ref()?;
         let claims = jsonwebtoken::decode::<Claims>(token.trim(), key, validation)
             .ok()?
             .claims;
-        (same_ci(&claims.account, account) && !claims.user_id.is_empty() && !claims.sub.is_empty())
-            .then_some((claims.user_id, claims.sub))
+        let is_admin = claims.aud.as_deref() == Some(ADMIN_AUDIENCE);
+        (is_admin == admin
+            && same_ci(&claims.account, account)
+            && !claims.user_id.is_empty()
+            && !claims.sub.is_empty())
+        .then_some((claims.user_id, claims.sub))
     }
 }
 
@@ -113,8 +126,8 @@ fn public_key(pem: &str) -> Result<(DecodingKey, Algorithm), String> {
 
 impl App for Authentication {
     fn answer(&self, call: &Call<'_>) -> Result<Changes, AppError> {
-        let admin =
-            text(call, "cookie", ADMIN_COOKIE).and_then(|token| self.verify(token, call.account));
+        let admin = text(call, "cookie", ADMIN_COOKIE)
+            .and_then(|token| self.verify(token, call.account, true));
         let store = call.input.get("cookie").and_then(|cookies| {
             cookies
                 .iter()
@@ -123,7 +136,7 @@ impl App for Authentication {
                         .is_some_and(|suffix| same_ci(suffix, call.account))
                 })
                 .filter_map(|(_, value)| value.as_str())
-                .find_map(|token| self.verify(token, call.account))
+                .find_map(|token| self.verify(token, call.account, false))
         });
         let mut out = Outputs::new("authentication");
         out.put("adminUserId", admin.as_ref().map(|(id, _)| id.as_str()));
@@ -147,19 +160,62 @@ struct MintedClaims<'a> {
     #[serde(rename = "userId")]
     user_id: &'a str,
     account: &'a str,
+    aud: &'a str,
     iat: u64,
     exp: u64,
 }
 
-/// Signs an identity token (a `VtexIdclientAutCookie*` value) for `email`/`user_id` of `account`,
-/// valid from `now_secs` for `ttl_secs`: HS256 with the account's `hs256_secret`, claims `sub`
-/// (email), `userId`, `account`, `iat`, `exp`. It is what `sessiond auth-token` prints, so demos
-/// and tests can log in without an identity provider. Errs when the account has no secret.
+/// Signs a store-user identity token (a `VtexIdclientAutCookie_<account>` value) for
+/// `email`/`user_id` of `account`, valid from `now_secs` for `ttl_secs`: HS256 with the account's
+/// `hs256_secret`, claims `sub` (email), `userId`, `account`, `aud: "store"`, `iat`, `exp`. It is
+/// what `sessiond auth-token` prints, so demos and tests can log in without an identity
+/// provider. Errs when the account has no secret.
 pub fn mint_identity_token(
     identity: &Identity,
     account: &str,
     email: &str,
     user_id: &str,
+    now_secs: u64,
+    ttl_secs: u64,
+) -> Result<String, String> {
+    mint(
+        identity,
+        account,
+        email,
+        user_id,
+        STORE_AUDIENCE,
+        now_secs,
+        ttl_secs,
+    )
+}
+
+/// Like [`mint_identity_token`], for an admin (`aud: "admin"`, the `VtexIdclientAutCookie`
+/// value): `sessiond auth-token --admin`.
+pub fn mint_admin_token(
+    identity: &Identity,
+    account: &str,
+    email: &str,
+    user_id: &str,
+    now_secs: u64,
+    ttl_secs: u64,
+) -> Result<String, String> {
+    mint(
+        identity,
+        account,
+        email,
+        user_id,
+        ADMIN_AUDIENCE,
+        now_secs,
+        ttl_secs,
+    )
+}
+
+fn mint(
+    identity: &Identity,
+    account: &str,
+    email: &str,
+    user_id: &str,
+    aud: &str,
     now_secs: u64,
     ttl_secs: u64,
 ) -> Result<String, String> {
@@ -174,6 +230,7 @@ pub fn mint_identity_token(
         sub: email,
         user_id,
         account,
+        aud,
         iat: now_secs,
         exp: now_secs.saturating_add(ttl_secs),
     };
@@ -316,7 +373,7 @@ bCvQ4za4Dm+chhZ3zekcTKs=
     async fn a_valid_admin_token_logs_the_admin_in() {
         let id = "a0a80101-0000-4000-8000-000000000001";
         let token =
-            mint_identity_token(&identity(), "DEMO", "admin@example.com", id, now(), 60).unwrap();
+            mint_admin_token(&identity(), "DEMO", "admin@example.com", id, now(), 60).unwrap();
         let a = run(APP, &[(ADMIN, &token)], &[ADMIN]).await.unwrap();
         assert_eq!(written(&a, "authentication.adminUserId"), Some(id));
         assert_eq!(
@@ -491,9 +548,34 @@ bCvQ4za4Dm+chhZ3zekcTKs=
             .claims;
         assert_eq!(
             claims,
-            serde_json::json!({"sub": "a@b.c", "userId": "u", "account": "demo", "iat": 1000, "exp": 1060})
+            serde_json::json!({"sub": "a@b.c", "userId": "u", "account": "demo", "aud": "store", "iat": 1000, "exp": 1060})
         );
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, Algorithm::HS256);
+    }
+
+    #[tokio::test]
+    async fn store_and_admin_tokens_only_work_in_their_own_cookie() {
+        let store =
+            mint_identity_token(&identity(), ACCOUNT, "alice@example.com", ALICE, now(), 60)
+                .unwrap();
+        let admin =
+            mint_admin_token(&identity(), ACCOUNT, "admin@example.com", "a1", now(), 60).unwrap();
+        let swapped = run_with(
+            &identity(),
+            &[
+                ("cookie.VtexIdclientAutCookie", store.as_str()),
+                ("cookie.VtexIdclientAutCookie_demo", admin.as_str()),
+            ],
+        )
+        .await;
+        for key in [
+            "adminUserId",
+            "adminUserEmail",
+            "storeUserId",
+            "storeUserEmail",
+        ] {
+            assert!(removed(&swapped, &format!("authentication.{key}")), "{key}");
+        }
     }
 }

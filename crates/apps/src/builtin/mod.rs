@@ -30,7 +30,7 @@ mod store;
 #[cfg(test)]
 mod testing;
 
-pub use auth::mint_identity_token;
+pub use auth::{mint_admin_token, mint_identity_token};
 
 /// The names of the built-in apps, in their default installation order.
 pub const NAMES: [&str; 6] = [
@@ -118,8 +118,24 @@ trait App: Send + Sync {
 struct Builtin<A>(A);
 
 impl<A: App> Transformer for Builtin<A> {
-    fn transform<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Changes, AppError>> {
+    fn transform<'a>(&'a self, mut call: Call<'a>) -> BoxFuture<'a, Result<Changes, AppError>> {
+        as_text_inputs(&mut call.input);
         Box::pin(futures::future::ready(self.0.answer(&call)))
+    }
+}
+
+/// Built-in rules read text: numbers and booleans become their decimal/`true` text (`"sc": 2` is
+/// channel "2") and surrounding white space is dropped, so a value's JSON type never silently
+/// changes a rule's outcome.
+fn as_text_inputs(input: &mut sessiond_core::Namespaces) {
+    for value in input.values_mut().flat_map(|keys| keys.values_mut()) {
+        let text = match &value.value {
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            serde_json::Value::String(s) if s.trim().len() != s.len() => s.trim().to_owned(),
+            _ => continue,
+        };
+        value.value = serde_json::Value::String(text);
     }
 }
 

@@ -35,11 +35,15 @@ impl Store {
 }
 
 /// Whether the visitor of `call` may use `channel`: public channels are open to all; a restricted
-/// one needs the visitor's email in its allowed emails or one of their price tables in its allowed
-/// price tables.
+/// one needs an authenticated visitor (price tables loaded from a bare `public.storeUserEmail`
+/// prove nothing) whose email is in its allowed emails or one of whose price tables is in its
+/// allowed price tables.
 fn may_use(channel: &SalesChannel, call: &Call<'_>) -> bool {
     if !channel.restricted {
         return true;
+    }
+    if text(call, "profile", "isAuthenticated") != Some("true") {
+        return false;
     }
     let by_email = text(call, "profile", "email")
         .is_some_and(|email| channel.allowed_emails.iter().any(|a| same_ci(a, email)));
