@@ -185,6 +185,10 @@ pub struct Session {
     pub updated_at: u64,
     /// When the session stops existing, milliseconds since the Unix epoch.
     pub expires_at: u64,
+    /// The session that took over when the visitor's identity changed (set on the inactive
+    /// old session, so requests racing with a log-in can find where their changes belong).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<SessionId>,
 }
 
 impl Session {
@@ -200,6 +204,7 @@ impl Session {
             created_at: now_ms,
             updated_at: now_ms,
             expires_at: now_ms.saturating_add(ttl_ms),
+            replaced_by: None,
         }
     }
 

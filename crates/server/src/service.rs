@@ -26,6 +26,16 @@ use crate::token::{Keyring, Verified};
 /// Most compare-and-swap attempts of one request before it answers 409.
 pub const MAX_ATTEMPTS: usize = 16;
 
+/// How long after a log-in or log-out a request with the old token and the new cookies is still
+/// led to the new session (requests a page fired in parallel with the log-in).
+pub const SUCCESSION_GRACE: Duration = Duration::from_secs(60);
+
+/// A loaded session and the token that named it (`None`: it must get a new token).
+struct Loaded<'t> {
+    session: Session,
+    token: Option<(&'t str, Verified)>,
+}
+
 /// Most cookies recorded from one request (key patterns could otherwise admit any number).
 pub const MAX_RECORDED_COOKIES: usize = 32;
 
@@ -73,6 +83,18 @@ impl Edit {
             watched_cookies,
             sync_cookies: !cookies.only_session_token(),
         }
+    }
+
+    /// Whether this request sends exactly the cookies `session` has recorded (and at least one).
+    fn same_browser(&self, session: &Session) -> bool {
+        let Some(recorded) = session.namespaces.get("cookie") else {
+            return false;
+        };
+        recorded.len() == self.watched_cookies.len()
+            && self
+                .watched_cookies
+                .iter()
+                .all(|(n, v)| recorded.get(n).and_then(|r| r.as_str()) == Some(v.as_str()))
     }
 
     /// The writes of this edit against `session` (cookie removals depend on what it holds).
@@ -169,19 +191,44 @@ impl SessionService {
     /// The live session of this account named by the first valid one of `tokens` (a browser
     /// may hold stale `vtex_session` cookies from other paths or domains next to the current
     /// one); `None` when no token is valid.
+    ///
+    /// A token whose session was replaced at a log-in or log-out less than [`SUCCESSION_GRACE`]
+    /// ago leads to the successor, but only for a request carrying exactly the successor's
+    /// recorded cookies (the same browser, racing with its own log-in). A token planted before
+    /// log-in, sent without the victim's identity cookie, never does.
     async fn load<'t>(
         &self,
         account: &Account,
         tokens: &[&'t str],
-    ) -> Result<Option<(Session, Verified, &'t str)>, ApiError> {
+        edit: &Edit,
+    ) -> Result<Option<Loaded<'t>>, ApiError> {
         let now = now_ms();
         for &token in tokens {
             let Some(verified) = self.keys.verify(token, &account.name, now / 1000) else {
                 continue;
             };
-            let session = self.timed(self.store.get(verified.id, now)).await?;
-            if let Some(s) = session.filter(|s| s.active && s.account == account.name) {
-                return Ok(Some((s, verified, token)));
+            let Some(s) = self.timed(self.store.get(verified.id, now)).await? else {
+                continue;
+            };
+            if s.account != account.name {
+                continue;
+            }
+            if s.active {
+                return Ok(Some(Loaded {
+                    session: s,
+                    token: Some((token, verified)),
+                }));
+            }
+            let Some(next) = s.replaced_by else { continue };
+            if now.saturating_sub(s.updated_at) > SUCCESSION_GRACE.as_millis() as u64 {
+                continue;
+            }
+            let successor = self.timed(self.store.get(next, now)).await?;
+            if let Some(successor) = successor.filter(|n| n.active && edit.same_browser(n)) {
+                return Ok(Some(Loaded {
+                    session: successor,
+                    token: None,
+                }));
             }
         }
         Ok(None)
@@ -278,19 +325,17 @@ impl SessionService {
         )
     }
 
-    /// The token to answer with for an existing session: the same one, unless it has less
-    /// than half of its lifetime left.
-    fn keep_or_renew(
+    /// The token to answer with for a loaded session: the request's own, unless it has less
+    /// than half of its lifetime left or named the session's predecessor.
+    fn token_for(
         &self,
         account: &Account,
         session: &Session,
-        token: &str,
-        verified: &Verified,
+        token: Option<(&str, Verified)>,
     ) -> String {
-        if verified.needs_renewal(now_ms() / 1000) {
-            self.issue(account, session)
-        } else {
-            token.to_owned()
+        match token {
+            Some((token, verified)) if !verified.needs_renewal(now_ms() / 1000) => token.to_owned(),
+            _ => self.issue(account, session),
         }
     }
 
@@ -313,9 +358,9 @@ impl SessionService {
         tokens: &[&str],
         edit: &Edit,
     ) -> Result<Outcome, ApiError> {
-        match self.load(account, tokens).await? {
-            Some((session, verified, token)) => {
-                let token = self.keep_or_renew(account, &session, token, &verified);
+        match self.load(account, tokens, edit).await? {
+            Some(Loaded { session, token }) => {
+                let token = self.token_for(account, &session, token);
                 Ok(Outcome {
                     session,
                     created: false,
@@ -335,7 +380,11 @@ impl SessionService {
         edit: &Edit,
     ) -> Result<Outcome, ApiError> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some((loaded, verified, token)) = self.load(account, tokens).await? else {
+            let Some(Loaded {
+                session: loaded,
+                token,
+            }) = self.load(account, tokens, edit).await?
+            else {
                 return self.create(account, edit).await;
             };
             let mut session = loaded.clone();
@@ -343,7 +392,7 @@ impl SessionService {
             self.check_public_size(&loaded, &session)?;
             self.settle(account, &mut session, delta, false).await?;
             if session.namespaces == loaded.namespaces {
-                let token = self.keep_or_renew(account, &session, token, &verified);
+                let token = self.token_for(account, &session, token);
                 return Ok(Outcome {
                     session,
                     created: false,
@@ -362,7 +411,7 @@ impl SessionService {
                     .await
                 {
                     Ok(()) => {
-                        let token = self.keep_or_renew(account, &session, token, &verified);
+                        let token = self.token_for(account, &session, token);
                         Some(Outcome {
                             session,
                             created: false,
@@ -393,6 +442,7 @@ impl SessionService {
         let mut old = loaded;
         let base_version = old.version;
         old.active = false;
+        old.replaced_by = Some(session.id);
         old.version = base_version + 1;
         old.updated_at = session.updated_at;
         match self.timed(self.store.put(&old, Some(base_version))).await {
@@ -420,7 +470,9 @@ impl SessionService {
         let mut carry = Edit::default();
         let mut ended = false;
         for _ in 0..MAX_ATTEMPTS {
-            let Some((mut session, _, _)) = self.load(account, tokens).await? else {
+            let Some(Loaded { mut session, .. }) =
+                self.load(account, tokens, &Edit::default()).await?
+            else {
                 ended = true;
                 break;
             };
@@ -455,8 +507,8 @@ impl SessionService {
         tokens: &[&str],
         edit: &Edit,
     ) -> Result<Session, ApiError> {
-        Ok(match self.load(account, tokens).await? {
-            Some((session, _, _)) => session,
+        Ok(match self.load(account, tokens, edit).await? {
+            Some(Loaded { session, .. }) => session,
             None => self.build(account, edit).await?,
         })
     }

@@ -1015,3 +1015,74 @@ async fn a_store_token_in_the_admin_cookie_is_no_admin() {
     let s = v.edit(json!({})).await;
     assert_eq!(ns(&s, "authentication").get("storeUserEmail"), None, "{s}");
 }
+
+#[tokio::test]
+async fn requests_racing_with_a_log_in_land_in_the_logged_in_session() {
+    let app = spawn_app().await;
+    let mut v = Visitor::new(&app);
+    v.edit(json!({"before": {"value": "1"}})).await;
+    let old = v.session.clone().unwrap();
+    let identity = store_token("alice@example.com");
+    let cookie = format!("vtex_session={old}; _ga=1; {STORE_COOKIE}={identity}");
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let (url, cookie) = (app.url("/api/sessions?items=*"), cookie.clone());
+            tokio::spawn(async move {
+                let r = plain()
+                    .patch(url)
+                    .header("cookie", cookie)
+                    .json(&json!({"public": {format!("k{i}"): {"value": i.to_string()}}}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status();
+                let token = cookie_value(r.headers(), "vtex_session").unwrap();
+                (status, token)
+            })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut last = String::new();
+    for t in futures::future::join_all(tasks).await {
+        let (status, token) = t.unwrap();
+        assert_eq!(status, StatusCode::OK, "no request starts a new session");
+        ids.insert(token_id(&token));
+        last = token;
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "every request ends in the one logged-in session"
+    );
+    assert!(!ids.contains(&token_id(&old)), "the id changed at log-in");
+    let s: Value = plain()
+        .get(app.url("/api/sessions?items=*"))
+        .header("cookie", format!("vtex_session={last}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(text(&s, "public", "before"), Some("1"));
+    for i in 0..10 {
+        assert_eq!(
+            text(&s, "public", &format!("k{i}")),
+            Some(i.to_string().as_str()),
+            "{s}"
+        );
+    }
+    assert_eq!(text(&s, "profile", "isAuthenticated"), Some("true"));
+    // The old token alone (a planted one) still reads nothing of it.
+    let planted: Value = plain()
+        .get(app.url("/api/sessions?items=*"))
+        .header("cookie", format!("vtex_session={old}; _ga=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(planted["id"], s["id"]);
+    assert_eq!(text(&planted, "public", "before"), None);
+}
