@@ -77,15 +77,12 @@ async fn post_creates_with_token_pair_and_cookies() {
         assert!(claims[c].as_str().is_some(), "{c}");
     }
     // The new session holds the manager's own values and the body.
-    let s: Value = plain()
-        .get(app.url("/api/sessions?items=*"))
-        .header("cookie", format!("vtex_session={token}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = get_json(
+        &app,
+        "/api/sessions?items=*",
+        format!("vtex_session={token}"),
+    )
+    .await;
     assert_eq!(
         keys(&s),
         vec!["active", "debug", "id", "namespaces", "version"]
@@ -500,15 +497,12 @@ async fn reset_ends_the_session_and_keeps_only_keep_alive_values() {
         Some(&json!("6c1f7c3e-8a5b-4d1e-9f20-3b7a2c9d4e51"))
     );
     // The old token is dead: it reads a brand-new session, not the old one.
-    let via_old: Value = plain()
-        .get(app.url("/api/sessions?items=*"))
-        .header("cookie", format!("vtex_session={old_token}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let via_old: Value = get_json(
+        &app,
+        "/api/sessions?items=*",
+        format!("vtex_session={old_token}"),
+    )
+    .await;
     assert_ne!(via_old["id"], old["id"]);
     assert_ne!(via_old["id"], fresh["id"]);
     assert_eq!(value_of(&via_old, "public", "gone"), None);
@@ -534,14 +528,7 @@ async fn token_in_the_path_reads_and_edits_that_session() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let s: Value = plain()
-        .get(app.url(&format!("/api/sessions/{token}?items=public.*")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = get_json(&app, &format!("/api/sessions/{token}?items=public.*"), "").await;
     assert_eq!(
         s["namespaces"],
         json!({"public": {"a": {"value": "1"}, "b": {"value": "2"}}})
@@ -554,14 +541,7 @@ async fn token_in_the_path_reads_and_edits_that_session() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let other: Value = plain()
-        .get(app.url("/api/sessions/invalidToken?items=*"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other: Value = get_json(&app, "/api/sessions/invalidToken?items=*", "").await;
     assert_ne!(other["id"], s["id"]);
 }
 
@@ -602,14 +582,7 @@ async fn segments_derive_override_and_decode() {
     assert_eq!(value_of(&s, "public", "utm_source"), Some(&json!("google")));
     assert_eq!(s["version"], 1, "a segment read stores nothing");
     // Decoding the cookie gives the same segment.
-    let decoded: Value = plain()
-        .get(app.url(&format!("/api/segments/{cookie}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let decoded: Value = get_json(&app, &format!("/api/segments/{cookie}"), "").await;
     assert_eq!(decoded, seg);
     // Without a session: the segment a new session would have, and its cookie.
     let r = plain().get(app.url("/api/segments")).send().await.unwrap();

@@ -112,6 +112,15 @@ pub fn jwt_part(token: &str, index: usize) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }
 
+/// GET `path` with the `Cookie` header `cookie` (none when empty); the JSON answer.
+pub async fn get_json(app: &TestApp, path: &str, cookie: impl AsRef<str>) -> Value {
+    let mut request = plain().get(app.url(path));
+    if !cookie.as_ref().is_empty() {
+        request = request.header("cookie", cookie.as_ref());
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// The value at `namespaces.ns.key.value` of a session answer.
 pub fn value_of<'a>(session: &'a Value, ns: &str, key: &str) -> Option<&'a Value> {
     session["namespaces"].get(ns)?.get(key)?.get("value")
