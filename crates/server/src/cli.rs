@@ -71,6 +71,9 @@ pub fn auth_token(
     email: &str,
     admin: bool,
 ) -> Result<String, String> {
+    if email.trim().is_empty() || !email.contains('@') {
+        return Err(format!("`{email}` is not an email address"));
+    }
     let tenancy =
         Tenancy::new(&settings.accounts, &settings.default_account).map_err(|e| e.to_string())?;
     let acct = tenancy

@@ -63,7 +63,7 @@ impl Account {
             let transformer: Arc<dyn Transformer> = match &app.url {
                 Some(url) => Arc::new(HttpApp::new(
                     client.clone(),
-                    transform_url(url, &app.name),
+                    checked_url(&name, &app.name, &transform_url(url, &app.name))?,
                     app.secret.as_deref(),
                 )),
                 None => builtin::transformer(&app.name, &name, commerce.clone(), &identity)
@@ -115,6 +115,22 @@ fn transform_url(url: &str, name: &str) -> String {
         Some(i) if after_scheme[i..] != *"/" => url.to_owned(),
         _ => format!("{}/_v/{name}/session/transform", url.trim_end_matches('/')),
     }
+}
+
+/// `url` when it is an absolute `http://` URL (this build speaks plain HTTP to apps).
+fn checked_url(account: &str, app: &str, url: &str) -> Result<String, ConfigError> {
+    let invalid = |why: String| {
+        ConfigError::Invalid(format!(
+            "account `{account}`, app `{app}`: url `{url}` {why}"
+        ))
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(format!("is not a URL: {e}")))?;
+    if parsed.scheme() != "http" || parsed.host_str().is_none() {
+        return Err(invalid(
+            "must be an http://HOST[:PORT]/… URL (https apps go through a local TLS proxy)".into(),
+        ));
+    }
+    Ok(url.to_owned())
 }
 
 /// The declaration of one installed app: a built-in's own, or the configured one.
@@ -306,6 +322,8 @@ mod tests {
             "name = \"x\"\n[[apps]]\nname = \"vtex.nope\"",
             "name = \"x\"\n[[apps]]\nname = \"loyalty\"\nurl = \"http://127.0.0.1:1/\"",
             "name = \"x\"\n[[apps]]\nname = \"l\"\nconfiguration = { input = { public = [\"((\"] } }\nurl = \"http://x/\"",
+            "name = \"x\"\n[[apps]]\nname = \"l\"\nconfiguration = { input = { public = [\"a\"] } }\nurl = \"https://x/\"",
+            "name = \"x\"\n[[apps]]\nname = \"l\"\nconfiguration = { input = { public = [\"a\"] } }\nurl = \"not a url\"",
         ] {
             let cfg: AccountConfig = toml::from_str(body).unwrap();
             assert!(Account::from_config(&cfg, &reqwest::Client::new()).is_err(), "{body}");

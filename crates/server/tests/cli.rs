@@ -183,3 +183,19 @@ configuration = { input = { public = ["z"] }, output = { n = ["b"] } }
         "{text}"
     );
 }
+
+#[test]
+fn auth_token_refuses_what_is_not_an_email() {
+    let out = sessiond()
+        .args(["auth-token", "--account", "demo", "--email", ""])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an email address"));
+    let out = sessiond()
+        .args(["auth-token", "--account", "nope", "--email", "a@b.c"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no account named `nope`"));
+}
