@@ -1055,15 +1055,12 @@ async fn requests_racing_with_a_log_in_land_in_the_logged_in_session() {
         "every request ends in the one logged-in session"
     );
     assert!(!ids.contains(&token_id(&old)), "the id changed at log-in");
-    let s: Value = plain()
-        .get(app.url("/api/sessions?items=*"))
-        .header("cookie", format!("vtex_session={last}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = get_json(
+        &app,
+        "/api/sessions?items=*",
+        format!("vtex_session={last}"),
+    )
+    .await;
     assert_eq!(text(&s, "public", "before"), Some("1"));
     for i in 0..10 {
         assert_eq!(
@@ -1074,15 +1071,12 @@ async fn requests_racing_with_a_log_in_land_in_the_logged_in_session() {
     }
     assert_eq!(text(&s, "profile", "isAuthenticated"), Some("true"));
     // The old token alone (a planted one) still reads nothing of it.
-    let planted: Value = plain()
-        .get(app.url("/api/sessions?items=*"))
-        .header("cookie", format!("vtex_session={old}; _ga=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let planted: Value = get_json(
+        &app,
+        "/api/sessions?items=*",
+        format!("vtex_session={old}; _ga=1"),
+    )
+    .await;
     assert_ne!(planted["id"], s["id"]);
     assert_eq!(text(&planted, "public", "before"), None);
 }
