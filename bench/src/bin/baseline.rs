@@ -13,6 +13,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+/// The allocator sessiond uses, so the ratio measures sessiond's work, not the allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A session answer of the demo account (`GET /api/sessions?items=*`), about 800 bytes.
 const BODY: &str = r#"{"id":"3b3f2a4e-8f0e-4f7e-9a59-1b2c3d4e5f60","namespaces":{"account":{"accountName":{"value":"demo"},"id":{"value":"6c1f7c3e-8a5b-4d1e-9f20-3b7a2c9d4e51","keepAlive":true}},"public":{"k":{"value":"v"}},"store":{"channel":{"value":"1"},"channelPrivacy":{"value":"public"},"countryCode":{"value":"BRA"},"cultureInfo":{"value":"pt-BR"},"currencyCode":{"value":"BRL"},"currencySymbol":{"value":"R$"}}},"version":2,"active":true,"debug":false}"#;
 

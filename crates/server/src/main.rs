@@ -4,6 +4,11 @@ use clap::Parser;
 use sessiond::cli::{auth_token, check_report, Cli, Command};
 use sessiond::Application;
 
+/// mimalloc instead of the system allocator: a request allocates many small short-lived
+/// buffers, and the store's memtables churn; see BENCHMARKS.md for what it bought.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
