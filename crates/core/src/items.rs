@@ -63,6 +63,33 @@ impl Items {
         !self.all && self.whole.is_empty() && self.keys.is_empty()
     }
 
+    /// Whether the filter selects every value (`*`).
+    pub fn selects_all(&self) -> bool {
+        self.all
+    }
+
+    /// The selected values of `namespaces` as a borrowed view that serializes like
+    /// [`Items::select`]'s result, without copying any value.
+    pub fn view<'a>(&'a self, namespaces: &'a Namespaces) -> Selection<'a> {
+        Selection {
+            items: self,
+            namespaces,
+        }
+    }
+
+    /// The keys of `values` (namespace `ns`) this filter picks.
+    fn picks<'a>(
+        &'a self,
+        ns: &str,
+        values: &'a Namespace,
+    ) -> impl Iterator<Item = (&'a String, &'a Value)> + 'a {
+        let whole = self.all || self.whole.contains(ns);
+        let wanted = if whole { None } else { self.keys.get(ns) };
+        let all = whole.then(|| values.iter());
+        let some = wanted.map(|w| w.iter().filter_map(|k| values.get_key_value(k)));
+        all.into_iter().flatten().chain(some.into_iter().flatten())
+    }
+
     /// The selected values of `namespaces`, with secret values redacted.
     pub fn select(&self, namespaces: &Namespaces) -> Namespaces {
         let mut out = Namespaces::new();
@@ -91,6 +118,67 @@ impl Items {
             out.insert(ns.clone(), picked);
         }
         out
+    }
+}
+
+/// A filter applied to a session's namespaces, serialized without copies (see [`Items::view`]).
+pub struct Selection<'a> {
+    items: &'a Items,
+    namespaces: &'a Namespaces,
+}
+
+/// One namespace of a [`Selection`].
+struct Picked<'a> {
+    items: &'a Items,
+    ns: &'a str,
+    values: &'a Namespace,
+}
+
+/// A secret value as shown: `"[redacted]"`, its `keepAlive` kept.
+#[derive(serde::Serialize)]
+struct Redacted {
+    value: &'static str,
+    #[serde(rename = "keepAlive", skip_serializing_if = "std::ops::Not::not")]
+    keep_alive: bool,
+}
+
+impl serde::Serialize for Selection<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        if !self.items.is_empty() {
+            for (ns, values) in self.namespaces {
+                if self.items.picks(ns, values).next().is_none() {
+                    continue;
+                }
+                let picked = Picked {
+                    items: self.items,
+                    ns,
+                    values,
+                };
+                map.serialize_entry(ns, &picked)?;
+            }
+        }
+        map.end()
+    }
+}
+
+impl serde::Serialize for Picked<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.items.picks(self.ns, self.values) {
+            if self.ns == SECRET_NAMESPACE {
+                let shown = Redacted {
+                    value: REDACTED,
+                    keep_alive: value.keep_alive,
+                };
+                map.serialize_entry(key, &shown)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
     }
 }
 
@@ -160,6 +248,32 @@ mod tests {
             got["cookie"]["VtexIdclientAutCookie"].value,
             serde_json::json!(REDACTED)
         );
+    }
+
+    #[test]
+    fn the_view_serializes_as_the_selection() {
+        let mut n = sample();
+        n.get_mut("cookie")
+            .unwrap()
+            .insert("kept".into(), Value::kept("x"));
+        for filter in [
+            "*",
+            "public.a,store.missing,nope.x,bad",
+            "public.*,public.b",
+            "cookie.*",
+            "cookie.kept,store.channel",
+            "",
+            "public.zz",
+        ] {
+            let items = Items::parse(filter);
+            assert_eq!(
+                serde_json::to_string(&items.view(&n)).unwrap(),
+                serde_json::to_string(&items.select(&n)).unwrap(),
+                "filter {filter:?}"
+            );
+        }
+        assert!(Items::parse("public.a,*").selects_all());
+        assert!(!Items::parse("public.*").selects_all());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::config::{Settings, StoreSpec};
 use crate::routes::{router, AppState};
 use crate::service::SessionService;
+use crate::snapshot::CookieStyle;
 use crate::tenancy::Tenancy;
 use crate::token::Keyring;
 
@@ -58,12 +59,16 @@ impl Application {
             settings.session_ttl,
             settings.store_timeout,
             settings.limits.max_public_keys,
+            settings.cache_sessions,
         );
         let state = Arc::new(AppState {
             tenancy,
             service,
             limits: settings.limits.clone(),
-            secure_cookies: settings.secure_cookies,
+            cookies: CookieStyle {
+                max_age: settings.session_ttl.as_secs(),
+                secure: settings.secure_cookies,
+            },
         });
         let listener = TcpListener::bind(settings.listen)
             .await

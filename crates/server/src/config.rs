@@ -13,6 +13,9 @@ use sessiond_apps::commerce::{
 /// The demo configuration, used when no `--config` is given.
 pub const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
 
+/// Default of `cache_sessions`.
+pub const DEFAULT_CACHE_SESSIONS: usize = 200_000;
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -52,6 +55,8 @@ pub struct FileConfig {
     pub admin_token: Option<String>,
     /// Bound on every store call, humantime (`1s`).
     pub store_timeout: Option<String>,
+    /// Most sessions kept decoded in memory (embedded and memory stores; 0: none).
+    pub cache_sessions: Option<usize>,
     /// PEM of the ES256 private key signing session tokens (else generated in `data_dir`).
     pub signing_key_pem: Option<String>,
     /// File holding that PEM.
@@ -218,6 +223,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// Bound on every store call.
     pub store_timeout: Duration,
+    /// Most sessions kept decoded in memory.
+    pub cache_sessions: usize,
     /// Signing key PEM, when configured.
     pub signing_key_pem: Option<String>,
     /// Extra verification keys (PEM).
@@ -323,6 +330,7 @@ impl Settings {
             session_ttl,
             admin_token: file.admin_token,
             store_timeout,
+            cache_sessions: file.cache_sessions.unwrap_or(DEFAULT_CACHE_SESSIONS),
             signing_key_pem,
             verification_keys_pem: file.verification_keys_pem,
             limits,

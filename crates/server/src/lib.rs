@@ -6,6 +6,8 @@
 //! - [`token`]: ES256 session tokens (`vtex_session`) and the signing keys.
 //! - [`request`]: cookies, query string and body of a request → session changes.
 //! - [`service`]: load → apply → compare-and-swap save, with retry on conflict.
+//! - [`snapshot`]: sessions shared by `Arc` with their answer parts computed once, and the
+//!   cache of recently used ones.
 //! - [`routes`]: the HTTP handlers; [`error`]: the `{"type","message"}` error answers.
 //! - [`app`]: building and running the server ([`app::Application`]).
 //! - [`cli`]: the `sessiond` command line.
@@ -17,6 +19,7 @@ pub mod error;
 pub mod request;
 pub mod routes;
 pub mod service;
+pub mod snapshot;
 pub mod tenancy;
 pub mod token;
 

@@ -10,8 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde::Serialize;
-use sessiond_core::{Items, Namespaces, Segment};
+use sessiond_core::{Items, Segment};
 
 use crate::config::Limits;
 use crate::error::ApiError;
@@ -19,6 +18,7 @@ use crate::request::{
     body_changes, query_changes, set_cookie, Query, RequestCookies, SEGMENT_COOKIE, SESSION_COOKIE,
 };
 use crate::service::{Edit, Outcome, SessionService};
+use crate::snapshot::CookieStyle;
 use crate::tenancy::{Account, Tenancy};
 
 /// Everything the handlers share.
@@ -29,8 +29,8 @@ pub struct AppState {
     pub service: SessionService,
     /// Request limits.
     pub limits: Limits,
-    /// Whether cookies carry `Secure`.
-    pub secure_cookies: bool,
+    /// The attributes of the token cookies.
+    pub cookies: CookieStyle,
 }
 
 /// The router of the public API, health probes and JSON fallbacks.
@@ -129,32 +129,14 @@ impl<'a> Context<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct SessionAnswer {
-    id: String,
-    namespaces: Namespaces,
-    version: u64,
-    active: bool,
-    debug: bool,
+/// The session answer for an `items` filter (none: no values).
+fn session_json(outcome: &Outcome, items: Option<&str>) -> Body {
+    let items = items.map(Items::parse).unwrap_or_default();
+    Body::from(outcome.snapshot.answer(&items))
 }
 
-fn session_json(outcome: &Outcome, items: Option<&str>) -> Vec<u8> {
-    let s = &outcome.session;
-    let answer = SessionAnswer {
-        id: s.id.to_string(),
-        namespaces: items
-            .map(Items::parse)
-            .unwrap_or_default()
-            .select(&s.namespaces),
-        version: s.version,
-        active: s.active,
-        debug: s.debug,
-    };
-    serde_json::to_vec(&answer).expect("answers serialize")
-}
-
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut response = (status, body).into_response();
+fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut response = (status, body.into()).into_response();
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -164,22 +146,16 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     response
 }
 
-fn add_token_cookies(state: &AppState, response: &mut Response, outcome: &Outcome, segment: &str) {
-    let max_age = state.service.ttl().as_secs();
+/// Both token cookies, on every session answer, even unchanged: VTEX's own clients read the
+/// session token from the first `Set-Cookie` line of every session answer.
+fn add_token_cookies(state: &AppState, response: &mut Response, outcome: &Outcome) {
+    let snapshot = &outcome.snapshot;
     let h = response.headers_mut();
     h.append(
         header::SET_COOKIE,
-        set_cookie(
-            SESSION_COOKIE,
-            &outcome.token,
-            max_age,
-            state.secure_cookies,
-        ),
+        snapshot.session_cookie(&outcome.token, state.cookies),
     );
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(SEGMENT_COOKIE, segment, max_age, state.secure_cookies),
-    );
+    h.append(header::SET_COOKIE, snapshot.segment_cookie(state.cookies));
 }
 
 async fn get_session(
@@ -214,10 +190,7 @@ async fn read(state: &AppState, ctx: Context<'_>) -> Result<Response, ApiError> 
         StatusCode::OK,
         session_json(&outcome, ctx.query.items.as_deref()),
     );
-    // Both cookies on every answer, even unchanged: VTEX's own clients read the session token
-    // from the first `Set-Cookie` line of every session answer.
-    let segment = Segment::of(&outcome.session).encode();
-    add_token_cookies(state, &mut response, &outcome, &segment);
+    add_token_cookies(state, &mut response, &outcome);
     Ok(response)
 }
 
@@ -293,22 +266,28 @@ async fn edit(
     } else {
         StatusCode::OK
     };
-    let segment = Segment::of(&outcome.session).encode();
     let body = match ctx.query.items.as_deref() {
         Some(items) => session_json(&outcome, Some(items)),
-        None => token_pair(&outcome, &segment),
+        None => token_pair(state, &outcome),
     };
     let mut response = json_response(status, body);
-    add_token_cookies(state, &mut response, &outcome, &segment);
+    add_token_cookies(state, &mut response, &outcome);
     Ok(response)
 }
 
-fn token_pair(outcome: &Outcome, segment: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "sessionToken": outcome.token,
-        "segmentToken": segment,
-    }))
-    .expect("answers serialize")
+/// `{"sessionToken","segmentToken"}`.
+fn token_pair(state: &AppState, outcome: &Outcome) -> Body {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct TokenPair<'a> {
+        session_token: &'a str,
+        segment_token: &'a str,
+    }
+    let pair = TokenPair {
+        session_token: &outcome.token,
+        segment_token: outcome.snapshot.segment_token(state.cookies),
+    };
+    Body::from(serde_json::to_vec(&pair).expect("answers serialize"))
 }
 
 async fn reset_session(
@@ -318,9 +297,8 @@ async fn reset_session(
 ) -> Result<Response, ApiError> {
     let ctx = Context::new(&state, &headers, raw.as_deref());
     let outcome = state.service.reset(ctx.account, &ctx.tokens()).await?;
-    let segment = Segment::of(&outcome.session).encode();
-    let mut response = json_response(StatusCode::OK, token_pair(&outcome, &segment));
-    add_token_cookies(&state, &mut response, &outcome, &segment);
+    let mut response = json_response(StatusCode::OK, token_pair(&state, &outcome));
+    add_token_cookies(&state, &mut response, &outcome);
     Ok(response)
 }
 
@@ -331,18 +309,21 @@ async fn get_segment(
 ) -> Result<Response, ApiError> {
     let ctx = Context::new(&state, &headers, raw.as_deref());
     let edit = ctx.edit(&state, Default::default());
-    let session = state
+    let snapshot = state
         .service
         .preview(ctx.account, &ctx.tokens(), &edit)
         .await?;
-    let stored = Segment::of(&session);
-    let mut answer = stored.clone();
+    let mut answer = Segment::of(&snapshot.session);
     for (k, v) in &ctx.query.rest {
         if is_segment_override(k) {
             answer.override_field(k, v);
         }
     }
-    Ok(segment_response(&state, answer.to_json(), &stored.encode()))
+    let mut response = json_response(StatusCode::OK, answer.to_json());
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, snapshot.segment_cookie(state.cookies));
+    Ok(response)
 }
 
 /// Query keys that override a segment answer (never stored): `utm*`, `utmi*`, `cultureInfo`.
@@ -350,17 +331,13 @@ fn is_segment_override(key: &str) -> bool {
     key.starts_with("utm") || key == "cultureInfo"
 }
 
-/// A segment answer with the `vtex_segment` cookie.
-fn segment_response(state: &AppState, body: Vec<u8>, cookie: &str) -> Response {
+/// A decoded segment answer with the `vtex_segment` cookie of its canonical token.
+fn segment_response(state: &AppState, body: Vec<u8>, token: &str) -> Response {
     let mut response = json_response(StatusCode::OK, body);
+    let CookieStyle { max_age, secure } = state.cookies;
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(
-            SEGMENT_COOKIE,
-            cookie,
-            state.service.ttl().as_secs(),
-            state.secure_cookies,
-        ),
+        set_cookie(SEGMENT_COOKIE, token, max_age, secure),
     );
     response
 }

@@ -20,6 +20,7 @@ use sessiond_store::{SessionStore, StoreError};
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::request::RequestCookies;
+use crate::snapshot::{SessionCache, Snapshot};
 use crate::tenancy::Account;
 use crate::token::{Keyring, Verified};
 
@@ -32,7 +33,7 @@ pub const SUCCESSION_GRACE: Duration = Duration::from_secs(60);
 
 /// A loaded session and the token that named it (`None`: it must get a new token).
 struct Loaded<'t> {
-    session: Session,
+    snapshot: Arc<Snapshot>,
     token: Option<(&'t str, Verified)>,
 }
 
@@ -120,10 +121,9 @@ impl Edit {
 }
 
 /// What a request ends with: the session, whether it was created, and its token.
-#[derive(Debug)]
 pub struct Outcome {
-    /// The session as stored (or as it would be, for previews).
-    pub session: Session,
+    /// The session as stored.
+    pub snapshot: Arc<Snapshot>,
     /// Whether the session was created by this request.
     pub created: bool,
     /// The session token to answer with (the request's own, unless it was renewed or the
@@ -138,23 +138,73 @@ pub struct SessionService {
     ttl: Duration,
     store_timeout: Duration,
     max_public_keys: usize,
+    /// Recently used sessions; only when the store is this process's alone.
+    cache: Option<SessionCache>,
 }
 
 impl SessionService {
-    /// A service over `store`, signing with `keys`.
+    /// A service over `store`, signing with `keys`, keeping up to `cache_sessions` recently
+    /// used sessions in memory when the store is this process's alone.
     pub fn new(
         store: Arc<dyn SessionStore>,
         keys: Keyring,
         ttl: Duration,
         store_timeout: Duration,
         max_public_keys: usize,
+        cache_sessions: usize,
     ) -> Self {
+        let cache = if store.exclusive() {
+            SessionCache::new(cache_sessions)
+        } else {
+            None
+        };
         SessionService {
             store,
             keys,
             ttl,
             store_timeout,
             max_public_keys,
+            cache,
+        }
+    }
+
+    /// The live (unexpired) session `id`: from the cache, else from the store (then cached).
+    async fn fetch(&self, id: SessionId, now: u64) -> Result<Option<Arc<Snapshot>>, ApiError> {
+        if let Some(snapshot) = self.cache.as_ref().and_then(|c| c.get(&id, now)) {
+            return Ok(Some(snapshot));
+        }
+        let Some(session) = self.timed(self.store.get(id, now)).await? else {
+            return Ok(None);
+        };
+        let snapshot = Arc::new(Snapshot::new(session));
+        if let Some(cache) = &self.cache {
+            cache.insert(snapshot.clone());
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// Saves `session` if the stored version is `expected` (see [`SessionStore::put`]) and
+    /// caches it. A conflict means the cached copy is stale: it is dropped, so the retry reads
+    /// the store.
+    async fn save(
+        &self,
+        session: Session,
+        expected: Option<u64>,
+    ) -> Result<Arc<Snapshot>, StoreError> {
+        match self.timed(self.store.put(&session, expected)).await {
+            Ok(()) => {
+                let snapshot = Arc::new(Snapshot::new(session));
+                if let Some(cache) = &self.cache {
+                    cache.insert(snapshot.clone());
+                }
+                Ok(snapshot)
+            }
+            Err(e) => {
+                if let Some(cache) = &self.cache {
+                    cache.remove(&session.id);
+                }
+                Err(e)
+            }
         }
     }
 
@@ -207,15 +257,16 @@ impl SessionService {
             let Some(verified) = self.keys.verify(token, &account.name, now / 1000) else {
                 continue;
             };
-            let Some(s) = self.timed(self.store.get(verified.id, now)).await? else {
+            let Some(snapshot) = self.fetch(verified.id, now).await? else {
                 continue;
             };
+            let s = &snapshot.session;
             if s.account != account.name {
                 continue;
             }
             if s.active {
                 return Ok(Some(Loaded {
-                    session: s,
+                    snapshot,
                     token: Some((token, verified)),
                 }));
             }
@@ -223,10 +274,12 @@ impl SessionService {
             if now.saturating_sub(s.updated_at) > SUCCESSION_GRACE.as_millis() as u64 {
                 continue;
             }
-            let successor = self.timed(self.store.get(next, now)).await?;
-            if let Some(successor) = successor.filter(|n| n.active && edit.same_browser(n)) {
+            let successor = self.fetch(next, now).await?;
+            if let Some(successor) =
+                successor.filter(|n| n.session.active && edit.same_browser(&n.session))
+            {
                 return Ok(Some(Loaded {
-                    session: successor,
+                    snapshot: successor,
                     token: None,
                 }));
             }
@@ -341,10 +394,10 @@ impl SessionService {
 
     async fn create(&self, account: &Account, edit: &Edit) -> Result<Outcome, ApiError> {
         let session = self.build(account, edit).await?;
-        self.timed(self.store.put(&session, None)).await?;
-        let token = self.issue(account, &session);
+        let snapshot = self.save(session, None).await?;
+        let token = self.issue(account, &snapshot.session);
         Ok(Outcome {
-            session,
+            snapshot,
             created: true,
             token,
         })
@@ -359,10 +412,10 @@ impl SessionService {
         edit: &Edit,
     ) -> Result<Outcome, ApiError> {
         match self.load(account, tokens, edit).await? {
-            Some(Loaded { session, token }) => {
-                let token = self.token_for(account, &session, token);
+            Some(Loaded { snapshot, token }) => {
+                let token = self.token_for(account, &snapshot.session, token);
                 Ok(Outcome {
-                    session,
+                    snapshot,
                     created: false,
                     token,
                 })
@@ -381,39 +434,37 @@ impl SessionService {
     ) -> Result<Outcome, ApiError> {
         for _ in 0..MAX_ATTEMPTS {
             let Some(Loaded {
-                session: loaded,
+                snapshot: loaded,
                 token,
             }) = self.load(account, tokens, edit).await?
             else {
                 return self.create(account, edit).await;
             };
-            let mut session = loaded.clone();
+            let mut session = loaded.session.clone();
             let delta = session.apply(&edit.changes_for(&session));
-            self.check_public_size(&loaded, &session)?;
+            self.check_public_size(&loaded.session, &session)?;
             self.settle(account, &mut session, delta, false).await?;
-            if session.namespaces == loaded.namespaces {
+            if session.namespaces == loaded.session.namespaces {
                 let token = self.token_for(account, &session, token);
                 return Ok(Outcome {
-                    session,
+                    snapshot: loaded,
                     created: false,
                     token,
                 });
             }
+            let loaded = &loaded.session;
             let now = now_ms();
             session.version = loaded.version + 1;
             session.updated_at = now;
             session.expires_at = now.saturating_add(self.ttl_ms());
-            let saved = if identity_changed(&loaded, &session) {
+            let saved = if identity_changed(loaded, &session) {
                 self.rotate(account, loaded, session).await?
             } else {
-                match self
-                    .timed(self.store.put(&session, Some(loaded.version)))
-                    .await
-                {
-                    Ok(()) => {
-                        let token = self.token_for(account, &session, token);
+                match self.save(session, Some(loaded.version)).await {
+                    Ok(snapshot) => {
+                        let token = self.token_for(account, &snapshot.session, token);
                         Some(Outcome {
-                            session,
+                            snapshot,
                             created: false,
                             token,
                         })
@@ -434,29 +485,33 @@ impl SessionService {
     async fn rotate(
         &self,
         account: &Account,
-        loaded: Session,
+        loaded: &Session,
         mut session: Session,
     ) -> Result<Option<Outcome>, ApiError> {
         session.id = SessionId::random();
-        self.timed(self.store.put(&session, None)).await?;
-        let mut old = loaded;
+        let snapshot = self.save(session, None).await?;
+        let mut old = loaded.clone();
         let base_version = old.version;
         old.active = false;
-        old.replaced_by = Some(session.id);
+        old.replaced_by = Some(snapshot.session.id);
         old.version = base_version + 1;
-        old.updated_at = session.updated_at;
-        match self.timed(self.store.put(&old, Some(base_version))).await {
-            Ok(()) => {
-                let token = self.issue(account, &session);
+        old.updated_at = snapshot.session.updated_at;
+        match self.save(old, Some(base_version)).await {
+            Ok(_) => {
+                let token = self.issue(account, &snapshot.session);
                 Ok(Some(Outcome {
-                    session,
+                    snapshot,
                     created: false,
                     token,
                 }))
             }
             Err(StoreError::Conflict) => {
                 // Someone edited the old session first: drop the copy and start over.
-                self.timed(self.store.delete(session.id)).await?;
+                let copy = snapshot.session.id;
+                if let Some(cache) = &self.cache {
+                    cache.remove(&copy);
+                }
+                self.timed(self.store.delete(copy)).await?;
                 Ok(None)
             }
             Err(e) => Err(e.into()),
@@ -470,22 +525,20 @@ impl SessionService {
         let mut carry = Edit::default();
         let mut ended = false;
         for _ in 0..MAX_ATTEMPTS {
-            let Some(Loaded { mut session, .. }) =
+            let Some(Loaded { snapshot, .. }) =
                 self.load(account, tokens, &Edit::default()).await?
             else {
                 ended = true;
                 break;
             };
+            let mut session = snapshot.session.clone();
             carry.public = session.kept_alive();
             let base_version = session.version;
             session.active = false;
             session.version = base_version + 1;
             session.updated_at = now_ms();
-            match self
-                .timed(self.store.put(&session, Some(base_version)))
-                .await
-            {
-                Ok(()) => {
+            match self.save(session, Some(base_version)).await {
+                Ok(_) => {
                     ended = true;
                     break;
                 }
@@ -506,10 +559,10 @@ impl SessionService {
         account: &Account,
         tokens: &[&str],
         edit: &Edit,
-    ) -> Result<Session, ApiError> {
+    ) -> Result<Arc<Snapshot>, ApiError> {
         Ok(match self.load(account, tokens, edit).await? {
-            Some(Loaded { session, .. }) => session,
-            None => self.build(account, edit).await?,
+            Some(Loaded { snapshot, .. }) => snapshot,
+            None => Arc::new(Snapshot::new(self.build(account, edit).await?)),
         })
     }
 }

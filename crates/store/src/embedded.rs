@@ -375,6 +375,11 @@ fn apply_batch(
 
 #[async_trait]
 impl SessionStore for EmbeddedStore {
+    /// The data is this process's own (the embedded database is locked by its opener).
+    fn exclusive(&self) -> bool {
+        true
+    }
+
     async fn get(&self, id: SessionId, now_ms: u64) -> Result<Option<Session>, StoreError> {
         let Some(record) = self.sessions.get(id.as_bytes()).map_err(unavailable)? else {
             return Ok(None);

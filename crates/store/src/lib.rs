@@ -53,6 +53,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Removes every session expired at `now_ms`; returns how many.
     async fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError>;
 
+    /// Whether this process is the only writer of the stored data, so that a process-local
+    /// cache of what it read and wrote stays correct (false for shared backends such as Redis).
+    fn exclusive(&self) -> bool {
+        false
+    }
+
     /// Whether the backend answers (for readiness probes).
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())

@@ -36,6 +36,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
+    fn exclusive(&self) -> bool {
+        true
+    }
+
     async fn get(&self, id: SessionId, now_ms: u64) -> Result<Option<Session>, StoreError> {
         let inner = self.lock();
         Ok(inner

@@ -1,0 +1,280 @@
+//! Sessions as this process last saw them, shared by `Arc`, with the parts of their answers
+//! that depend only on the stored session computed once: the `?items=*` body, the segment
+//! token and the `Set-Cookie` lines.
+//!
+//! [`SessionCache`] keeps recently used snapshots by id. It is only correct when this process
+//! is the store's only writer (the embedded and memory stores), because every save goes through
+//! the service, which replaces the cached snapshot after the store accepted the write.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use axum::body::Bytes;
+use axum::http::HeaderValue;
+use indexmap::IndexMap;
+use serde::Serialize;
+use sessiond_core::items::Selection;
+use sessiond_core::{Items, Segment, Session, SessionId};
+
+use crate::request::{set_cookie, SEGMENT_COOKIE, SESSION_COOKIE};
+
+/// The attributes of the token cookies (the same for every answer of a process).
+#[derive(Clone, Copy, Debug)]
+pub struct CookieStyle {
+    /// `Max-Age`, seconds.
+    pub max_age: u64,
+    /// Whether cookies carry `Secure`.
+    pub secure: bool,
+}
+
+/// The JSON shape of a session answer.
+#[derive(Serialize)]
+struct SessionAnswer<'a> {
+    id: &'a SessionId,
+    namespaces: Selection<'a>,
+    version: u64,
+    active: bool,
+    debug: bool,
+}
+
+/// A stored session and what its answers are made of.
+pub struct Snapshot {
+    /// The session as stored.
+    pub session: Session,
+    all: OnceLock<Bytes>,
+    segment: OnceLock<(String, HeaderValue)>,
+    token: OnceLock<(String, HeaderValue)>,
+}
+
+impl Snapshot {
+    /// A snapshot of `session`; nothing is computed until asked for.
+    pub fn new(session: Session) -> Self {
+        Snapshot {
+            session,
+            all: OnceLock::new(),
+            segment: OnceLock::new(),
+            token: OnceLock::new(),
+        }
+    }
+
+    /// The session answer (`{"id","namespaces","version","active","debug"}`) for `items`.
+    pub fn answer(&self, items: &Items) -> Bytes {
+        if items.selects_all() {
+            return self.all.get_or_init(|| self.render(items)).clone();
+        }
+        self.render(items)
+    }
+
+    fn render(&self, items: &Items) -> Bytes {
+        let s = &self.session;
+        let answer = SessionAnswer {
+            id: &s.id,
+            namespaces: items.view(&s.namespaces),
+            version: s.version,
+            active: s.active,
+            debug: s.debug,
+        };
+        Bytes::from(serde_json::to_vec(&answer).expect("answers serialize"))
+    }
+
+    fn segment(&self, style: CookieStyle) -> &(String, HeaderValue) {
+        self.segment.get_or_init(|| {
+            let token = Segment::of(&self.session).encode();
+            let cookie = set_cookie(SEGMENT_COOKIE, &token, style.max_age, style.secure);
+            (token, cookie)
+        })
+    }
+
+    /// The segment token (`vtex_segment`) of the session.
+    pub fn segment_token(&self, style: CookieStyle) -> &str {
+        &self.segment(style).0
+    }
+
+    /// The `Set-Cookie` line of the segment token.
+    pub fn segment_cookie(&self, style: CookieStyle) -> HeaderValue {
+        self.segment(style).1.clone()
+    }
+
+    /// The `Set-Cookie` line of session token `token`. The line of the first token asked for is
+    /// kept (a session is nearly always named by one token at a time).
+    pub fn session_cookie(&self, token: &str, style: CookieStyle) -> HeaderValue {
+        let make = || set_cookie(SESSION_COOKIE, token, style.max_age, style.secure);
+        let (kept, line) = self.token.get_or_init(|| (token.to_owned(), make()));
+        if kept == token {
+            line.clone()
+        } else {
+            make()
+        }
+    }
+}
+
+/// Shards of the cache (each a mutex over its own map).
+const SHARDS: usize = 16;
+
+/// Recently used snapshots by session id, at most `capacity` of them. When a shard is full, a
+/// random entry of it makes room: no bookkeeping on the read path, and a hot session that is
+/// evicted comes back at its next read.
+pub struct SessionCache {
+    shards: Box<[Mutex<IndexMap<SessionId, Arc<Snapshot>>>]>,
+    per_shard: usize,
+    hasher: RandomState,
+    /// State of the generator that picks evictions (xorshift).
+    dice: AtomicU64,
+}
+
+impl SessionCache {
+    /// A cache of at most `capacity` sessions; `None` for 0 (no cache).
+    pub fn new(capacity: usize) -> Option<Self> {
+        if capacity == 0 {
+            return None;
+        }
+        let shards = (0..SHARDS)
+            .map(|_| Mutex::new(IndexMap::new()))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        let hasher = RandomState::new();
+        let seed = hasher.hash_one(0u8) | 1;
+        Some(SessionCache {
+            shards,
+            per_shard: capacity.div_ceil(SHARDS),
+            hasher,
+            dice: AtomicU64::new(seed),
+        })
+    }
+
+    fn shard(&self, id: &SessionId) -> MutexGuard<'_, IndexMap<SessionId, Arc<Snapshot>>> {
+        let i = (self.hasher.hash_one(id) as usize) % SHARDS;
+        // Each operation is one insert or remove: a panic cannot leave a shard half-written.
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn roll(&self) -> u64 {
+        let mut x = self.dice.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.dice.store(x, Ordering::Relaxed);
+        x
+    }
+
+    /// The cached snapshot of `id`, unless it has expired at `now_ms`.
+    pub fn get(&self, id: &SessionId, now_ms: u64) -> Option<Arc<Snapshot>> {
+        let mut shard = self.shard(id);
+        let snapshot = shard.get(id)?;
+        if snapshot.session.is_expired(now_ms) {
+            shard.swap_remove(id);
+            return None;
+        }
+        Some(snapshot.clone())
+    }
+
+    /// Caches `snapshot`, unless a newer version of the session is cached already.
+    pub fn insert(&self, snapshot: Arc<Snapshot>) {
+        let id = snapshot.session.id;
+        let mut shard = self.shard(&id);
+        if let Some(cached) = shard.get_mut(&id) {
+            if cached.session.version <= snapshot.session.version {
+                *cached = snapshot;
+            }
+            return;
+        }
+        if shard.len() >= self.per_shard {
+            let victim = (self.roll() % shard.len() as u64) as usize;
+            shard.swap_remove_index(victim);
+        }
+        shard.insert(id, snapshot);
+    }
+
+    /// Forgets `id` (its stored record changed behind the cache's back, or is gone).
+    pub fn remove(&self, id: &SessionId) {
+        self.shard(id).swap_remove(id);
+    }
+
+    /// How many snapshots are cached.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessiond_core::{Key, Value};
+
+    fn session(version: u64) -> Session {
+        let mut s = Session::new("demo", 1_000, 10_000);
+        s.version = version;
+        s.set(&Key::new("public", "k"), Value::new("v"));
+        s.set(&Key::new("cookie", "c"), Value::new("secret"));
+        s
+    }
+
+    #[test]
+    fn keeps_the_newest_version_and_forgets_on_remove() {
+        let cache = SessionCache::new(100).unwrap();
+        let old = session(1);
+        let id = old.id;
+        let mut new = old.clone();
+        new.version = 2;
+        cache.insert(Arc::new(Snapshot::new(new)));
+        cache.insert(Arc::new(Snapshot::new(old)));
+        assert_eq!(cache.get(&id, 2_000).unwrap().session.version, 2);
+        assert!(cache.get(&id, 11_000).is_none(), "expired");
+        cache.insert(Arc::new(Snapshot::new(session(3))));
+        assert_eq!(cache.len(), 1);
+        cache.remove(&id);
+        assert!(cache.get(&id, 2_000).is_none());
+    }
+
+    #[test]
+    fn stays_within_its_capacity() {
+        let cache = SessionCache::new(64).unwrap();
+        for _ in 0..1_000 {
+            cache.insert(Arc::new(Snapshot::new(session(1))));
+        }
+        assert!(cache.len() <= 64, "{} cached", cache.len());
+        assert!(cache.len() >= 32, "{} cached", cache.len());
+        assert!(SessionCache::new(0).is_none());
+    }
+
+    #[test]
+    fn answers_redact_cookies_and_cookie_lines_follow_the_token() {
+        let snapshot = Snapshot::new(session(1));
+        let all: serde_json::Value =
+            serde_json::from_slice(&snapshot.answer(&Items::all())).unwrap();
+        assert_eq!(all["namespaces"]["cookie"]["c"]["value"], "[redacted]");
+        assert_eq!(all["namespaces"]["public"]["k"]["value"], "v");
+        assert_eq!(all["version"], 1);
+        let some: serde_json::Value =
+            serde_json::from_slice(&snapshot.answer(&Items::parse("public.k"))).unwrap();
+        assert!(some["namespaces"].get("cookie").is_none());
+
+        let style = CookieStyle {
+            max_age: 60,
+            secure: true,
+        };
+        let a = snapshot.session_cookie("aaa", style);
+        assert_eq!(
+            a.to_str().unwrap(),
+            "vtex_session=aaa; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
+        );
+        let b = snapshot.session_cookie("bbb", style);
+        assert!(b.to_str().unwrap().starts_with("vtex_session=bbb;"));
+        let segment = snapshot.segment_token(style).to_owned();
+        assert!(snapshot
+            .segment_cookie(style)
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("vtex_segment={segment};")));
+    }
+}
