@@ -113,11 +113,14 @@ impl Snapshot {
 /// Shards of the cache (each a mutex over its own map).
 const SHARDS: usize = 16;
 
+/// One shard: snapshots by id, indexable for random eviction.
+type Shard = IndexMap<SessionId, Arc<Snapshot>>;
+
 /// Recently used snapshots by session id, at most `capacity` of them. When a shard is full, a
 /// random entry of it makes room: no bookkeeping on the read path, and a hot session that is
 /// evicted comes back at its next read.
 pub struct SessionCache {
-    shards: Box<[Mutex<IndexMap<SessionId, Arc<Snapshot>>>]>,
+    shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
     hasher: RandomState,
     /// State of the generator that picks evictions (xorshift).
@@ -144,7 +147,7 @@ impl SessionCache {
         })
     }
 
-    fn shard(&self, id: &SessionId) -> MutexGuard<'_, IndexMap<SessionId, Arc<Snapshot>>> {
+    fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
         let i = (self.hasher.hash_one(id) as usize) % SHARDS;
         // Each operation is one insert or remove: a panic cannot leave a shard half-written.
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
