@@ -204,6 +204,9 @@ fn writer_loop(engine: &Engine, rx: &mpsc::Receiver<Write>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Ok(first) = rx.recv() {
         batch.push(first);
+        // Let the threads that serve requests run first: on a busy machine they queue more
+        // writes meanwhile, so one fsync covers more of them.
+        thread::yield_now();
         while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(w) => batch.push(w),
