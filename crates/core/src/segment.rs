@@ -62,7 +62,32 @@ pub enum SegmentError {
     NotJsonObject,
 }
 
+/// The session keys a segment is derived from.
+const INPUTS: [(&str, &str); 13] = [
+    ("rnb", "campaigns"),
+    ("store", "channel"),
+    ("profile", "priceTables"),
+    ("checkout", "regionId"),
+    ("public", "utm_campaign"),
+    ("public", "utm_source"),
+    ("public", "utmi_campaign"),
+    ("store", "currencyCode"),
+    ("store", "currencySymbol"),
+    ("store", "countryCode"),
+    ("store", "cultureInfo"),
+    ("store", "channelPrivacy"),
+    ("search", "facets"),
+];
+
 impl Segment {
+    /// Whether `a` and `b` hold the same values for every key a segment is derived from (so
+    /// their segments are equal), without deriving either segment.
+    pub fn same_inputs(a: &Session, b: &Session) -> bool {
+        INPUTS
+            .iter()
+            .all(|(ns, key)| a.get(ns, key) == b.get(ns, key))
+    }
+
     /// Derives the segment of `session`.
     pub fn of(session: &Session) -> Self {
         let text = |ns: &str, key: &str| session.get(ns, key).and_then(|v| as_text(&v.value));
@@ -164,6 +189,23 @@ pub fn normalize_list(value: &serde_json::Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_inputs_means_the_same_segment() {
+        use crate::session::{Key, Value};
+        let mut a = Session::new("demo", 0, 1_000);
+        a.set(&Key::new("store", "channel"), Value::new("1"));
+        let mut b = a.clone();
+        b.set(&Key::new("public", "other"), Value::new("x"));
+        assert!(Segment::same_inputs(&a, &b));
+        assert_eq!(Segment::of(&a).encode(), Segment::of(&b).encode());
+        for (ns, key) in INPUTS {
+            let mut c = a.clone();
+            c.set(&Key::new(ns, key), Value::new("changed"));
+            assert!(!Segment::same_inputs(&a, &c), "{ns}.{key}");
+            assert_ne!(Segment::of(&a), Segment::of(&c), "{ns}.{key}");
+        }
+    }
     use crate::session::{Key, Value};
 
     #[test]

@@ -184,16 +184,20 @@ impl SessionService {
     }
 
     /// Saves `session` if the stored version is `expected` (see [`SessionStore::put`]) and
-    /// caches it. A conflict means the cached copy is stale: it is dropped, so the retry reads
-    /// the store.
+    /// caches it (as the successor of `previous`, the snapshot it was derived from). A conflict
+    /// means the cached copy is stale: it is dropped, so the retry reads the store.
     async fn save(
         &self,
         session: Session,
         expected: Option<u64>,
+        previous: Option<&Snapshot>,
     ) -> Result<Arc<Snapshot>, StoreError> {
         match self.timed(self.store.put(&session, expected)).await {
             Ok(()) => {
-                let snapshot = Arc::new(Snapshot::new(session));
+                let snapshot = Arc::new(match previous {
+                    Some(previous) => Snapshot::successor(session, previous),
+                    None => Snapshot::new(session),
+                });
                 if let Some(cache) = &self.cache {
                     cache.insert(snapshot.clone());
                 }
@@ -394,7 +398,7 @@ impl SessionService {
 
     async fn create(&self, account: &Account, edit: &Edit) -> Result<Outcome, ApiError> {
         let session = self.build(account, edit).await?;
-        let snapshot = self.save(session, None).await?;
+        let snapshot = self.save(session, None, None).await?;
         let token = self.issue(account, &snapshot.session);
         Ok(Outcome {
             snapshot,
@@ -452,15 +456,19 @@ impl SessionService {
                     token,
                 });
             }
-            let loaded = &loaded.session;
+            let previous = loaded;
+            let loaded = &previous.session;
             let now = now_ms();
             session.version = loaded.version + 1;
             session.updated_at = now;
             session.expires_at = now.saturating_add(self.ttl_ms());
             let saved = if identity_changed(loaded, &session) {
-                self.rotate(account, loaded, session).await?
+                self.rotate(account, &previous, session).await?
             } else {
-                match self.save(session, Some(loaded.version)).await {
+                match self
+                    .save(session, Some(loaded.version), Some(&previous))
+                    .await
+                {
                     Ok(snapshot) => {
                         let token = self.token_for(account, &snapshot.session, token);
                         Some(Outcome {
@@ -485,18 +493,18 @@ impl SessionService {
     async fn rotate(
         &self,
         account: &Account,
-        loaded: &Session,
+        loaded: &Snapshot,
         mut session: Session,
     ) -> Result<Option<Outcome>, ApiError> {
         session.id = SessionId::random();
-        let snapshot = self.save(session, None).await?;
-        let mut old = loaded.clone();
+        let snapshot = self.save(session, None, Some(loaded)).await?;
+        let mut old = loaded.session.clone();
         let base_version = old.version;
         old.active = false;
         old.replaced_by = Some(snapshot.session.id);
         old.version = base_version + 1;
         old.updated_at = snapshot.session.updated_at;
-        match self.save(old, Some(base_version)).await {
+        match self.save(old, Some(base_version), None).await {
             Ok(_) => {
                 let token = self.issue(account, &snapshot.session);
                 Ok(Some(Outcome {
@@ -537,7 +545,7 @@ impl SessionService {
             session.active = false;
             session.version = base_version + 1;
             session.updated_at = now_ms();
-            match self.save(session, Some(base_version)).await {
+            match self.save(session, Some(base_version), None).await {
                 Ok(_) => {
                     ended = true;
                     break;

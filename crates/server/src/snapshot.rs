@@ -59,6 +59,24 @@ impl Snapshot {
         }
     }
 
+    /// A snapshot of `session`, the next stored version of `previous`'s session: what does not
+    /// depend on the change (the segment, when its inputs are unchanged, and the session-token
+    /// cookie line) is carried over instead of computed again.
+    pub fn successor(session: Session, previous: &Snapshot) -> Self {
+        let next = Snapshot::new(session);
+        if let Some(segment) = previous.segment.get() {
+            if Segment::same_inputs(&previous.session, &next.session) {
+                let _ = next.segment.set(segment.clone());
+            }
+        }
+        if let Some(token) = previous.token.get() {
+            if previous.session.id == next.session.id {
+                let _ = next.token.set(token.clone());
+            }
+        }
+        next
+    }
+
     /// The session answer (`{"id","namespaces","version","active","debug"}`) for `items`.
     pub fn answer(&self, items: &Items) -> Bytes {
         if items.selects_all() {
@@ -248,6 +266,36 @@ mod tests {
         assert!(cache.len() <= 64, "{} cached", cache.len());
         assert!(cache.len() >= 32, "{} cached", cache.len());
         assert!(SessionCache::new(0).is_none());
+    }
+
+    #[test]
+    fn successors_carry_what_did_not_change() {
+        let style = CookieStyle {
+            max_age: 60,
+            secure: false,
+        };
+        let first = Snapshot::new(session(1));
+        let token_line = first.session_cookie("tok", style);
+        let segment = first.segment_token(style).to_owned();
+
+        let mut same = first.session.clone();
+        same.version = 2;
+        same.set(&Key::new("public", "other"), Value::new("x"));
+        let second = Snapshot::successor(same, &first);
+        assert_eq!(second.segment.get().unwrap().0, segment);
+        assert_eq!(second.token.get().unwrap().1, token_line);
+
+        let mut changed = second.session.clone();
+        changed.version = 3;
+        changed.set(&Key::new("public", "utm_source"), Value::new("google"));
+        let third = Snapshot::successor(changed, &second);
+        assert!(third.segment.get().is_none(), "recomputed when asked");
+        assert_ne!(third.segment_token(style), segment);
+
+        let mut moved = third.session.clone();
+        moved.id = SessionId::random();
+        let fourth = Snapshot::successor(moved, &third);
+        assert!(fourth.token.get().is_none(), "a new id has a new token");
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //!
 //! Record layout: `version (u64 BE) ‖ expires_at (u64 BE) ‖ session JSON`, so a compare-and-swap
 //! reads 16 bytes instead of decoding the session. The expiry keyspace maps
-//! `expires_at (u64 BE) ‖ id` to nothing, in deadline order, for the purge.
+//! `hour of expires_at (u64 BE) ‖ id` to nothing, in deadline order, for the purge: by the hour,
+//! so that the many writes a session gets within an hour touch its index entry once, not each
+//! time (the purge reads each due session's own deadline).
 //!
 //! The block cache is [`CACHE_BYTES`] (64 MiB): sessions are small and read by id, so the hot
 //! set of a busy node fits, while the memory bound stays modest next to the server's own.
@@ -35,7 +37,11 @@ use tokio::sync::oneshot;
 use crate::{decode, encode, SessionStore, StoreError};
 
 const SESSIONS: &str = "sessions";
-const EXPIRY: &str = "expiry";
+const EXPIRY: &str = "expiry-hours";
+/// The expiry index of earlier versions (by the millisecond); moved into [`EXPIRY`] at open.
+const EXPIRY_V1: &str = "expiry";
+/// The granularity of the expiry index, in milliseconds.
+const EXPIRY_BUCKET_MS: u64 = 3_600_000;
 const HEADER: usize = 16;
 
 /// Size of fjall's block cache, in bytes (64 MiB).
@@ -102,9 +108,19 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// The hour a deadline falls in.
+fn bucket(expires_at: u64) -> u64 {
+    expires_at / EXPIRY_BUCKET_MS
+}
+
+/// The expiry index entry of a session with this deadline.
 fn expiry_key(expires_at: u64, id: &SessionId) -> [u8; 24] {
+    bucket_key(bucket(expires_at), id)
+}
+
+fn bucket_key(bucket: u64, id: &SessionId) -> [u8; 24] {
     let mut k = [0u8; 24];
-    k[..8].copy_from_slice(&expires_at.to_be_bytes());
+    k[..8].copy_from_slice(&bucket.to_be_bytes());
     k[8..].copy_from_slice(id.as_bytes());
     k
 }
@@ -190,6 +206,9 @@ impl Engine {
         let expiry = db
             .keyspace(EXPIRY, KeyspaceCreateOptions::default)
             .map_err(cannot_open)?;
+        if db.keyspace_exists(EXPIRY_V1) {
+            migrate_expiry(&db, &expiry).map_err(cannot_open)?;
+        }
         Ok(Engine {
             db,
             sessions,
@@ -197,6 +216,27 @@ impl Engine {
             failed: Arc::new(AtomicBool::new(false)),
         })
     }
+}
+
+/// Moves the millisecond expiry index of earlier versions into the hourly one (durably), then
+/// drops it.
+fn migrate_expiry(db: &Database, expiry: &Keyspace) -> Result<(), fjall::Error> {
+    let old = db.keyspace(EXPIRY_V1, KeyspaceCreateOptions::default)?;
+    let mut writes = db.batch().durability(Some(PersistMode::SyncAll));
+    for entry in old.iter() {
+        let key = entry.key()?;
+        if key.len() == 24 {
+            let expires_at = u64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
+            let id = SessionId::from_bytes(key[8..].try_into().expect("16 bytes"));
+            writes.insert(
+                expiry,
+                expiry_key(expires_at, &id).as_slice(),
+                b"".as_slice(),
+            );
+        }
+    }
+    writes.commit()?;
+    db.delete_keyspace(old)
 }
 
 /// The writer thread: group commit until every sender is gone.
@@ -270,10 +310,13 @@ impl Pending<'_> {
             Ok(None) if put.expected.is_none() => None,
             Ok(_) => return Ok(Err(StoreError::Conflict)),
         };
-        if let Some(old) = old_expiry {
-            self.expiry.insert(expiry_key(old, &id), false);
+        // The index entry moves only when the deadline moves to another hour.
+        if old_expiry.map(bucket) != Some(bucket(put.expires_at)) {
+            if let Some(old) = old_expiry {
+                self.expiry.insert(expiry_key(old, &id), false);
+            }
+            self.expiry.insert(expiry_key(put.expires_at, &id), true);
         }
-        self.expiry.insert(expiry_key(put.expires_at, &id), true);
         self.sessions
             .insert(*id.as_bytes(), Some(std::mem::take(&mut put.record)));
         self.overlay.insert(id, Some((put.version, put.expires_at)));
@@ -297,7 +340,8 @@ impl Pending<'_> {
     }
 
     fn purge(&mut self, now: u64) -> Result<Result<Done, StoreError>, fjall::Error> {
-        let bound = expiry_key(now.saturating_add(1), &SessionId::min());
+        // Every entry of the hours up to now's; those of now's hour may not be due yet.
+        let bound = bucket_key(bucket(now) + 1, &SessionId::min());
         // Due entries: the stored ones this batch has not removed, plus the ones it added.
         let mut due = Vec::new();
         for entry in self.engine.expiry.range(..bound.as_slice()) {
@@ -320,16 +364,23 @@ impl Pending<'_> {
         due.dedup();
         let mut purged = 0;
         for key in due {
-            let expires_at = u64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
+            let hour = u64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
             let id = SessionId::from_bytes(key[8..].try_into().expect("16 bytes"));
-            self.expiry.insert(key, false);
-            // Remove the session only if this entry is its current deadline (or it is corrupt);
-            // otherwise the entry is a leftover and goes alone.
+            // Remove the session only if this entry is its current hour and its deadline has
+            // passed (or it is corrupt); an entry of another hour is a leftover and goes alone.
             match self.state(&id)? {
-                Ok(Some((_, exp))) if exp == expires_at => {}
+                Ok(Some((_, exp))) if bucket(exp) == hour => {
+                    if exp > now {
+                        continue;
+                    }
+                }
                 Err(_) => {}
-                Ok(_) => continue,
+                Ok(_) => {
+                    self.expiry.insert(key, false);
+                    continue;
+                }
             }
+            self.expiry.insert(key, false);
             self.remove_session(&id);
             purged += 1;
         }
@@ -576,6 +627,70 @@ mod tests {
         assert_eq!(stored_version(&engine, &old), None);
         assert_eq!(stored_version(&engine, &fresh), None);
         assert_eq!(engine.expiry.iter().count(), 1);
+    }
+
+    #[test]
+    fn writes_within_the_hour_keep_one_index_entry_and_the_purge_waits_for_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("db")).unwrap();
+        let start = bucket(NOW) * EXPIRY_BUCKET_MS; // the first millisecond of an hour
+        let mut s = session(TTL);
+        s.expires_at = start + 1_000;
+        one_batch(&engine, vec![put(&s, None)]);
+        let entries = |engine: &Engine| {
+            engine
+                .expiry
+                .iter()
+                .map(|g| g.key().unwrap().to_vec())
+                .collect::<Vec<_>>()
+        };
+        let first = entries(&engine);
+        for v in 2..=5 {
+            s.version = v;
+            s.expires_at += 1_000; // later, same hour
+            one_batch(&engine, vec![put(&s, Some(v - 1))]);
+        }
+        assert_eq!(entries(&engine), first, "same hour: the entry is untouched");
+        // Due hour, deadline not reached: kept, entry and all.
+        let results = one_batch(&engine, vec![Op::Purge(s.expires_at - 1)]);
+        assert!(matches!(results[0], Ok(Done::Purged(0))));
+        assert_eq!(stored_version(&engine, &s), Some(5));
+        assert_eq!(entries(&engine), first);
+        // Moved to the next hour: the entry moves with it.
+        s.version = 6;
+        s.expires_at = start + EXPIRY_BUCKET_MS + 5;
+        one_batch(&engine, vec![put(&s, Some(5))]);
+        assert_eq!(entries(&engine), [expiry_key(s.expires_at, &s.id).to_vec()]);
+        let results = one_batch(&engine, vec![Op::Purge(s.expires_at)]);
+        assert!(matches!(results[0], Ok(Done::Purged(1))));
+        assert!(entries(&engine).is_empty());
+    }
+
+    #[test]
+    fn the_millisecond_index_of_earlier_versions_is_carried_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let s = session(10);
+        {
+            let engine = Engine::open(&path).unwrap();
+            one_batch(&engine, vec![put(&s, None)]);
+            // As an earlier version left it: a millisecond entry, no hourly one.
+            let old = engine
+                .db
+                .keyspace(EXPIRY_V1, KeyspaceCreateOptions::default)
+                .unwrap();
+            let mut k = [0u8; 24];
+            k[..8].copy_from_slice(&s.expires_at.to_be_bytes());
+            k[8..].copy_from_slice(s.id.as_bytes());
+            let mut writes = engine.db.batch().durability(Some(PersistMode::SyncAll));
+            writes.insert(&old, k.as_slice(), b"".as_slice());
+            writes.remove(&engine.expiry, expiry_key(s.expires_at, &s.id).as_slice());
+            writes.commit().unwrap();
+        }
+        let engine = Engine::open(&path).unwrap();
+        assert!(!engine.db.keyspace_exists(EXPIRY_V1));
+        let results = one_batch(&engine, vec![Op::Purge(s.expires_at)]);
+        assert!(matches!(results[0], Ok(Done::Purged(1))));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
