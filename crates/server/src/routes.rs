@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use sessiond_core::{Items, Segment};
+use sessiond_core::Segment;
 
 use crate::config::Limits;
 use crate::error::ApiError;
@@ -131,8 +131,7 @@ impl<'a> Context<'a> {
 
 /// The session answer for an `items` filter (none: no values).
 fn session_json(outcome: &Outcome, items: Option<&str>) -> Body {
-    let items = items.map(Items::parse).unwrap_or_default();
-    Body::from(outcome.snapshot.answer(&items))
+    Body::from(outcome.snapshot.answer(items))
 }
 
 fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {

@@ -44,6 +44,9 @@ pub struct Snapshot {
     /// The session as stored.
     pub session: Session,
     all: OnceLock<Bytes>,
+    /// The answer to the first other `items` filter asked for (storefronts ask the same one on
+    /// every page view).
+    filtered: OnceLock<(Box<str>, Bytes)>,
     segment: OnceLock<(String, HeaderValue)>,
     token: OnceLock<(String, HeaderValue)>,
 }
@@ -54,6 +57,7 @@ impl Snapshot {
         Snapshot {
             session,
             all: OnceLock::new(),
+            filtered: OnceLock::new(),
             segment: OnceLock::new(),
             token: OnceLock::new(),
         }
@@ -77,12 +81,29 @@ impl Snapshot {
         next
     }
 
-    /// The session answer (`{"id","namespaces","version","active","debug"}`) for `items`.
-    pub fn answer(&self, items: &Items) -> Bytes {
-        if items.selects_all() {
-            return self.all.get_or_init(|| self.render(items)).clone();
+    /// The session answer (`{"id","namespaces","version","active","debug"}`) for the raw
+    /// `items` filter (`None`: no values).
+    pub fn answer(&self, raw_items: Option<&str>) -> Bytes {
+        let Some(raw) = raw_items else {
+            return self.render(&Items::default());
+        };
+        if let Some((kept, answer)) = self.filtered.get() {
+            if **kept == *raw {
+                return answer.clone();
+            }
         }
-        self.render(items)
+        let items = Items::parse(raw);
+        if items.selects_all() {
+            return self.all.get_or_init(|| self.render(&items)).clone();
+        }
+        let (kept, answer) = self
+            .filtered
+            .get_or_init(|| (raw.into(), self.render(&items)));
+        if **kept == *raw {
+            answer.clone()
+        } else {
+            self.render(&items)
+        }
     }
 
     fn render(&self, items: &Items) -> Bytes {
@@ -301,14 +322,22 @@ mod tests {
     #[test]
     fn answers_redact_cookies_and_cookie_lines_follow_the_token() {
         let snapshot = Snapshot::new(session(1));
-        let all: serde_json::Value =
-            serde_json::from_slice(&snapshot.answer(&Items::all())).unwrap();
+        let all: serde_json::Value = serde_json::from_slice(&snapshot.answer(Some("*"))).unwrap();
         assert_eq!(all["namespaces"]["cookie"]["c"]["value"], "[redacted]");
         assert_eq!(all["namespaces"]["public"]["k"]["value"], "v");
         assert_eq!(all["version"], 1);
-        let some: serde_json::Value =
-            serde_json::from_slice(&snapshot.answer(&Items::parse("public.k"))).unwrap();
-        assert!(some["namespaces"].get("cookie").is_none());
+        for _ in 0..2 {
+            let some: serde_json::Value =
+                serde_json::from_slice(&snapshot.answer(Some("public.k"))).unwrap();
+            assert!(some["namespaces"].get("cookie").is_none());
+            assert_eq!(some["namespaces"]["public"]["k"]["value"], "v");
+            let other: serde_json::Value =
+                serde_json::from_slice(&snapshot.answer(Some("cookie.c"))).unwrap();
+            assert_eq!(other["namespaces"]["cookie"]["c"]["value"], "[redacted]");
+            assert!(other["namespaces"].get("public").is_none());
+        }
+        let none: serde_json::Value = serde_json::from_slice(&snapshot.answer(None)).unwrap();
+        assert_eq!(none["namespaces"], serde_json::json!({}));
 
         let style = CookieStyle {
             max_age: 60,
