@@ -269,7 +269,19 @@ impl AppIndex {
 
     /// Whether any installed app watches the request cookie `name` (`cookie` namespace input).
     pub fn watches_cookie(&self, name: &str) -> bool {
-        !self.watchers(&Key::new("cookie", name)).is_empty()
+        self.watches("cookie", name)
+    }
+
+    /// Whether any app watches `namespace.name` (no allocation: asked for every cookie of
+    /// every request).
+    pub fn watches(&self, namespace: &str, name: &str) -> bool {
+        self.exact
+            .get(namespace)
+            .is_some_and(|m| m.contains_key(name))
+            || self
+                .patterns
+                .get(namespace)
+                .is_some_and(|ps| ps.iter().any(|(p, _)| p.matches(name)))
     }
 }
 

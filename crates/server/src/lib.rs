@@ -9,6 +9,7 @@
 //! - [`snapshot`]: sessions shared by `Arc` with their answer parts computed once, and the
 //!   cache of recently used ones.
 //! - [`routes`]: the HTTP handlers; [`error`]: the `{"type","message"}` error answers.
+//! - [`prehashed`]: the hasher of maps keyed by random ids and digests.
 //! - [`app`]: building and running the server ([`app::Application`]).
 //! - [`cli`]: the `sessiond` command line.
 
@@ -16,6 +17,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod prehashed;
 pub mod request;
 pub mod routes;
 pub mod service;

@@ -18,6 +18,7 @@ use serde::Serialize;
 use sessiond_core::items::Selection;
 use sessiond_core::{Items, Segment, Session, SessionId};
 
+use crate::prehashed::RandomKeys;
 use crate::request::{set_cookie, SEGMENT_COOKIE, SESSION_COOKIE};
 
 /// The attributes of the token cookies (the same for every answer of a process).
@@ -153,7 +154,7 @@ impl Snapshot {
 const SHARDS: usize = 16;
 
 /// One shard: snapshots by id, indexable for random eviction.
-type Shard = IndexMap<SessionId, Arc<Snapshot>>;
+type Shard = IndexMap<SessionId, Arc<Snapshot>, RandomKeys>;
 
 /// Recently used snapshots by session id, at most `capacity` of them. When a shard is full, a
 /// random entry of it makes room: no bookkeeping on the read path, and a hot session that is
@@ -161,7 +162,7 @@ type Shard = IndexMap<SessionId, Arc<Snapshot>>;
 pub struct SessionCache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
-    hasher: RandomState,
+    hasher: RandomKeys,
     /// State of the generator that picks evictions (xorshift).
     dice: AtomicU64,
 }
@@ -173,21 +174,21 @@ impl SessionCache {
             return None;
         }
         let shards = (0..SHARDS)
-            .map(|_| Mutex::new(IndexMap::new()))
+            .map(|_| Mutex::new(IndexMap::default()))
             .collect::<Vec<_>>()
             .into_boxed_slice();
-        let hasher = RandomState::new();
-        let seed = hasher.hash_one(0u8) | 1;
+        let seed = RandomState::new().hash_one(0u8) | 1;
         Some(SessionCache {
             shards,
             per_shard: capacity.div_ceil(SHARDS),
-            hasher,
+            hasher: RandomKeys::default(),
             dice: AtomicU64::new(seed),
         })
     }
 
     fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
-        let i = (self.hasher.hash_one(id) as usize) % SHARDS;
+        // The top bits pick the shard; the map inside uses the low ones.
+        let i = (self.hasher.hash_one(id) >> 60) as usize % SHARDS;
         // Each operation is one insert or remove: a panic cannot leave a shard half-written.
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }

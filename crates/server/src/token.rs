@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use sessiond_core::SessionId;
 use sha2::{Digest, Sha256};
 
+use crate::prehashed::RandomKeys;
+
 /// The file, in the data directory, holding the generated signing key.
 pub const KEY_FILE: &str = "session-signing-key.pem";
 
@@ -112,7 +114,7 @@ pub struct Keyring {
     rng: SystemRandom,
     kid: String,
     verifiers: HashMap<String, UnparsedPublicKey<Vec<u8>>>,
-    verified: RwLock<HashMap<[u8; 32], CachedToken>>,
+    verified: RwLock<HashMap<[u8; 32], CachedToken, RandomKeys>>,
 }
 
 /// A verified token as remembered: what it names and the account it was issued for.
@@ -179,7 +181,7 @@ impl Keyring {
             rng,
             kid,
             verifiers,
-            verified: RwLock::new(HashMap::new()),
+            verified: RwLock::new(HashMap::default()),
         })
     }
 
