@@ -184,18 +184,21 @@ impl SessionService {
     }
 
     /// Saves `session` if the stored version is `expected` (see [`SessionStore::put`]) and
-    /// caches it (as the successor of `previous`, the snapshot it was derived from). A conflict
+    /// caches it (as the successor of `previous`, the snapshot it was derived from by changing
+    /// the keys given with it). A conflict
     /// means the cached copy is stale: it is dropped, so the retry reads the store.
     async fn save(
         &self,
         session: Session,
         expected: Option<u64>,
-        previous: Option<&Snapshot>,
+        previous: Option<(&Snapshot, &Delta)>,
     ) -> Result<Arc<Snapshot>, StoreError> {
         match self.timed(self.store.put(&session, expected)).await {
             Ok(()) => {
                 let snapshot = Arc::new(match previous {
-                    Some(previous) => Snapshot::successor(session, previous),
+                    Some((previous, changed)) => {
+                        Snapshot::successor(session, previous, changed.iter())
+                    }
                     None => Snapshot::new(session),
                 });
                 if let Some(cache) = &self.cache {
@@ -321,14 +324,17 @@ impl SessionService {
         Ok(())
     }
 
-    /// Runs the transform cycle (the create cycle when `created`) on `session`.
+    /// Runs the transform cycle (the create cycle when `created`) on `session`, which the
+    /// request changed in the keys of `delta`. Returns every key changed by the request or the
+    /// cycle.
     async fn settle(
         &self,
         account: &Account,
         session: &mut Session,
         delta: Delta,
         created: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Delta, ApiError> {
+        let mut changed = delta.clone();
         let result = cycle::run(
             &account.apps,
             &account.name,
@@ -365,7 +371,10 @@ impl SessionService {
         if !trace.rounds.is_empty() {
             tracing::debug!(session = %session.id, trace = %serde_json::to_string(&trace.redacted()).unwrap_or_default(), "transform cycle");
         }
-        Ok(())
+        for round in trace.rounds {
+            changed.extend(round.changed);
+        }
+        Ok(changed)
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -447,7 +456,7 @@ impl SessionService {
             let mut session = loaded.session.clone();
             let delta = session.apply(&edit.changes_for(&session));
             self.check_public_size(&loaded.session, &session)?;
-            self.settle(account, &mut session, delta, false).await?;
+            let changed = self.settle(account, &mut session, delta, false).await?;
             if session.namespaces == loaded.session.namespaces {
                 let token = self.token_for(account, &session, token);
                 return Ok(Outcome {
@@ -463,10 +472,10 @@ impl SessionService {
             session.updated_at = now;
             session.expires_at = now.saturating_add(self.ttl_ms());
             let saved = if identity_changed(loaded, &session) {
-                self.rotate(account, &previous, session).await?
+                self.rotate(account, (&previous, &changed), session).await?
             } else {
                 match self
-                    .save(session, Some(loaded.version), Some(&previous))
+                    .save(session, Some(loaded.version), Some((&previous, &changed)))
                     .await
                 {
                     Ok(snapshot) => {
@@ -493,11 +502,11 @@ impl SessionService {
     async fn rotate(
         &self,
         account: &Account,
-        loaded: &Snapshot,
+        (loaded, changed): (&Snapshot, &Delta),
         mut session: Session,
     ) -> Result<Option<Outcome>, ApiError> {
         session.id = SessionId::random();
-        let snapshot = self.save(session, None, Some(loaded)).await?;
+        let snapshot = self.save(session, None, Some((loaded, changed))).await?;
         let mut old = loaded.session.clone();
         let base_version = old.version;
         old.active = false;

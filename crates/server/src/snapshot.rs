@@ -16,7 +16,7 @@ use axum::http::HeaderValue;
 use indexmap::IndexMap;
 use serde::Serialize;
 use sessiond_core::items::Selection;
-use sessiond_core::{Items, Segment, Session, SessionId};
+use sessiond_core::{Items, Key, Segment, Session, SessionId};
 
 use crate::prehashed::RandomKeys;
 use crate::request::{set_cookie, SEGMENT_COOKIE, SESSION_COOKIE};
@@ -64,13 +64,18 @@ impl Snapshot {
         }
     }
 
-    /// A snapshot of `session`, the next stored version of `previous`'s session: what does not
-    /// depend on the change (the segment, when its inputs are unchanged, and the session-token
-    /// cookie line) is carried over instead of computed again.
-    pub fn successor(session: Session, previous: &Snapshot) -> Self {
+    /// A snapshot of `session`, the next stored version of `previous`'s session, which differs
+    /// from it in the keys `changed` yields (or fewer): what does not depend on the change (the
+    /// segment, when none of its inputs changed, and the session-token cookie line) is carried
+    /// over instead of computed again.
+    pub fn successor<'k>(
+        session: Session,
+        previous: &Snapshot,
+        mut changed: impl Iterator<Item = &'k Key>,
+    ) -> Self {
         let next = Snapshot::new(session);
         if let Some(segment) = previous.segment.get() {
-            if Segment::same_inputs(&previous.session, &next.session) {
+            if !changed.any(Segment::reads) {
                 let _ = next.segment.set(segment.clone());
             }
         }
@@ -252,7 +257,7 @@ impl SessionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sessiond_core::{Key, Value};
+    use sessiond_core::Value;
 
     fn session(version: u64) -> Session {
         let mut s = Session::new("demo", 1_000, 10_000);
@@ -303,20 +308,22 @@ mod tests {
         let mut same = first.session.clone();
         same.version = 2;
         same.set(&Key::new("public", "other"), Value::new("x"));
-        let second = Snapshot::successor(same, &first);
+        let other = Key::new("public", "other");
+        let second = Snapshot::successor(same, &first, [&other].into_iter());
         assert_eq!(second.segment.get().unwrap().0, segment);
         assert_eq!(second.token.get().unwrap().1, token_line);
 
         let mut changed = second.session.clone();
         changed.version = 3;
-        changed.set(&Key::new("public", "utm_source"), Value::new("google"));
-        let third = Snapshot::successor(changed, &second);
+        let utm = Key::new("public", "utm_source");
+        changed.set(&utm, Value::new("google"));
+        let third = Snapshot::successor(changed, &second, [&other, &utm].into_iter());
         assert!(third.segment.get().is_none(), "recomputed when asked");
         assert_ne!(third.segment_token(style), segment);
 
         let mut moved = third.session.clone();
         moved.id = SessionId::random();
-        let fourth = Snapshot::successor(moved, &third);
+        let fourth = Snapshot::successor(moved, &third, std::iter::empty());
         assert!(fourth.token.get().is_none(), "a new id has a new token");
     }
 

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
 use async_trait::async_trait;
@@ -77,7 +77,13 @@ struct Engine {
     sessions: Keyspace,
     expiry: Keyspace,
     failed: Arc<AtomicBool>,
+    /// (version, expires_at) of recently written sessions as committed (`None`: removed), so a
+    /// compare-and-swap of a session written lately needs no lookup. Only the writer uses it.
+    known: Mutex<HashMap<SessionId, Option<(u64, u64)>>>,
 }
+
+/// Most entries of [`Engine::known`]; it starts over when full (about 12 MiB).
+const KNOWN_LIMIT: usize = 1 << 18;
 
 enum Op {
     Put(Put),
@@ -214,6 +220,7 @@ impl Engine {
             sessions,
             expiry,
             failed: Arc::new(AtomicBool::new(false)),
+            known: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -279,6 +286,8 @@ struct Pending<'a> {
     sessions: BTreeMap<[u8; 16], Option<Vec<u8>>>,
     /// Expiry key → whether it exists after the batch.
     expiry: BTreeMap<[u8; 24], bool>,
+    /// The engine's committed states of recently written sessions.
+    known: MutexGuard<'a, HashMap<SessionId, Option<(u64, u64)>>>,
 }
 
 impl Pending<'_> {
@@ -288,6 +297,9 @@ impl Pending<'_> {
         id: &SessionId,
     ) -> Result<Result<Option<(u64, u64)>, StoreError>, fjall::Error> {
         if let Some(s) = self.overlay.get(id) {
+            return Ok(Ok(*s));
+        }
+        if let Some(s) = self.known.get(id) {
             return Ok(Ok(*s));
         }
         Ok(match self.engine.sessions.get(id.as_bytes())? {
@@ -398,6 +410,8 @@ fn apply_batch(
         overlay: HashMap::new(),
         sessions: BTreeMap::new(),
         expiry: BTreeMap::new(),
+        // Only the writer takes it; a panic elsewhere cannot have left it half-updated.
+        known: engine.known.lock().unwrap_or_else(|p| p.into_inner()),
     };
     let mut results = Vec::with_capacity(batch.len());
     for w in batch {
@@ -423,7 +437,20 @@ fn apply_batch(
         }
     }
     // An empty batch (only conflicts or no-ops) commits nothing and needs no fsync.
-    writes.commit()?;
+    let committed = writes.commit();
+    let (mut known, overlay) = (pending.known, pending.overlay);
+    match committed {
+        Ok(()) => {
+            if known.len() + overlay.len() > KNOWN_LIMIT {
+                known.clear();
+            }
+            known.extend(overlay);
+        }
+        Err(e) => {
+            known.clear();
+            return Err(e);
+        }
+    }
     Ok(results)
 }
 
