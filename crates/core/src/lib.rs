@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`session`]: [`Session`], its namespaced [`Value`]s, [`Changes`] and the Δ they produce.
+//! - [`map`]: [`map::SortedMap`], the compact map of namespaces and values.
 //! - [`items`]: the `?items=` filter of answers (and redaction of secret values).
 //! - [`segment`]: the shareable [`Segment`] and its deterministic token.
 //! - [`app`]: session app declarations and the index of which app watches which key.
@@ -11,6 +12,7 @@
 pub mod app;
 pub mod cycle;
 pub mod items;
+pub mod map;
 pub mod segment;
 pub mod session;
 pub mod trace;

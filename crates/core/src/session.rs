@@ -7,6 +7,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::map::SortedMap;
+
 /// A session identifier: a random (v4) UUID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -84,11 +86,11 @@ impl Value {
     }
 }
 
-/// The keys of one namespace.
-pub type Namespace = BTreeMap<String, Value>;
+/// The keys of one namespace, in key order (a [`SortedMap`]).
+pub type Namespace = SortedMap<String, Value>;
 
-/// All namespaces of a session: `namespace → key → Value`.
-pub type Namespaces = BTreeMap<String, Namespace>;
+/// All namespaces of a session: `namespace → key → Value`, in namespace order.
+pub type Namespaces = SortedMap<String, Namespace>;
 
 /// A `(namespace, key)` pair naming one session value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
