@@ -228,7 +228,10 @@ mod tests {
         let got = one.select(&n);
         assert_eq!(got.len(), 1);
         assert_eq!(got.get("public").unwrap().len(), 1);
-        assert_eq!(got.get("public").unwrap().get("a").unwrap(), &Value::new("1"));
+        assert_eq!(
+            got.get("public").unwrap().get("a").unwrap(),
+            &Value::new("1")
+        );
 
         let ns = Items::parse("public.*");
         assert_eq!(ns.select(&n).get("public").unwrap().len(), 2);
@@ -243,12 +246,20 @@ mod tests {
         let n = sample();
         let got = Items::all().select(&n);
         assert_eq!(
-            got.get("cookie").unwrap().get("VtexIdclientAutCookie").unwrap().value,
+            got.get("cookie")
+                .unwrap()
+                .get("VtexIdclientAutCookie")
+                .unwrap()
+                .value,
             serde_json::json!(REDACTED)
         );
         let got = Items::parse("cookie.VtexIdclientAutCookie").select(&n);
         assert_eq!(
-            got.get("cookie").unwrap().get("VtexIdclientAutCookie").unwrap().value,
+            got.get("cookie")
+                .unwrap()
+                .get("VtexIdclientAutCookie")
+                .unwrap()
+                .value,
             serde_json::json!(REDACTED)
         );
     }
@@ -285,6 +296,13 @@ mod tests {
         n.entry("public".into())
             .or_default()
             .insert("a.b".into(), Value::new("1"));
-        assert_eq!(Items::parse("public.a.b").select(&n).get("public").unwrap().len(), 1);
+        assert_eq!(
+            Items::parse("public.a.b")
+                .select(&n)
+                .get("public")
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

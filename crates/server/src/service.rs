@@ -9,6 +9,7 @@
 //! impersonation), the session is saved under a new id with a new token, and the old id is
 //! deactivated, so a token planted before log-in never reads the logged-in session.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -140,6 +141,53 @@ pub struct SessionService {
     max_public_keys: usize,
     /// Recently used sessions; only when the store is this process's alone.
     cache: Option<SessionCache>,
+    /// Turns of the edits of one session that lost a compare-and-swap.
+    turns: Turns,
+}
+
+/// One queue (an async mutex) per session with contended edits, so that many parallel edits
+/// of one session (a page firing its requests at once) do not each retry until they run out
+/// of attempts: after losing once, they take turns. Uncontended edits never touch it.
+#[derive(Default)]
+struct Turns {
+    queues: std::sync::Mutex<HashMap<SessionId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A held turn; the session's queue is forgotten when nobody else waits in it.
+struct Turn<'a> {
+    turns: &'a Turns,
+    id: SessionId,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Turns {
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<tokio::sync::Mutex<()>>>> {
+        // Each operation is one insert or remove: a panic cannot leave the map half-written.
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for the turn of session `id`.
+    async fn wait(&self, id: SessionId) -> Turn<'_> {
+        let queue = self.queues().entry(id).or_default().clone();
+        Turn {
+            turns: self,
+            id,
+            guard: Some(queue.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut queues = self.turns.queues();
+        if queues
+            .get(&self.id)
+            .is_some_and(|q| Arc::strong_count(q) == 1)
+        {
+            queues.remove(&self.id);
+        }
+    }
 }
 
 impl SessionService {
@@ -165,6 +213,7 @@ impl SessionService {
             store_timeout,
             max_public_keys,
             cache,
+            turns: Turns::default(),
         }
     }
 
@@ -445,6 +494,9 @@ impl SessionService {
         tokens: &[&str],
         edit: &Edit,
     ) -> Result<Outcome, ApiError> {
+        // Taken after a first conflict: later attempts queue behind the other edits of the
+        // same session instead of racing them again.
+        let mut turn: Option<Turn<'_>> = None;
         for _ in 0..MAX_ATTEMPTS {
             let Some(Loaded {
                 snapshot: loaded,
@@ -492,6 +544,9 @@ impl SessionService {
             };
             if let Some(outcome) = saved {
                 return Ok(outcome);
+            }
+            if turn.is_none() {
+                turn = Some(self.turns.wait(previous.session.id).await);
             }
         }
         Err(StoreError::Conflict.into())

@@ -691,7 +691,20 @@ async fn watched_cookies_are_recorded_redacted_and_removed() {
 
 #[tokio::test]
 async fn concurrent_patches_lose_no_update() {
-    let app = spawn_app().await;
+    patches_lose_no_update(spawn_app().await).await;
+}
+
+/// Without the session cache every request reads the store; with a cache of one session,
+/// entries are evicted and read back all the time. Neither loses an update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_patches_lose_no_update_without_or_with_a_tiny_cache() {
+    for size in [0, 1] {
+        let config = format!("cache_sessions = {size}\n{}", sessiond::config::DEMO_CONFIG);
+        patches_lose_no_update(spawn_with(Some(&config)).await).await;
+    }
+}
+
+async fn patches_lose_no_update(app: TestApp) {
     let pair: Value = post(&plain(), &app.url("/api/sessions"), json!({}))
         .await
         .json()
