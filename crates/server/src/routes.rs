@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -157,23 +157,26 @@ fn add_token_cookies(state: &AppState, response: &mut Response, outcome: &Outcom
     h.append(header::SET_COOKIE, snapshot.segment_cookie(state.cookies));
 }
 
+// Handlers take the whole request and borrow its headers and query: extracting a `HeaderMap`
+// would copy every header of every request.
+
 async fn get_session(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    read(&state, Context::new(&state, &headers, raw.as_deref())).await
+    let (headers, query) = (request.headers(), request.uri().query());
+    read(&state, Context::new(&state, headers, query)).await
 }
 
 async fn get_session_by_path(
     State(state): State<Arc<AppState>>,
     token: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let (headers, query) = (request.headers(), request.uri().query());
     read(
         &state,
-        Context::new(&state, &headers, raw.as_deref()).with_path_token(token),
+        Context::new(&state, headers, query).with_path_token(token),
     )
     .await
 }
@@ -195,23 +198,21 @@ async fn read(state: &AppState, ctx: Context<'_>) -> Result<Response, ApiError> 
 
 async fn edit_session(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let ctx = Context::new(&state, &headers, raw.as_deref());
-    edit(&state, ctx, &headers, body).await
+    let (parts, body) = request.into_parts();
+    let ctx = Context::new(&state, &parts.headers, parts.uri.query());
+    edit(&state, ctx, &parts.headers, body).await
 }
 
 async fn edit_session_by_path(
     State(state): State<Arc<AppState>>,
     token: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let ctx = Context::new(&state, &headers, raw.as_deref()).with_path_token(token);
-    edit(&state, ctx, &headers, body).await
+    let (parts, body) = request.into_parts();
+    let ctx = Context::new(&state, &parts.headers, parts.uri.query()).with_path_token(token);
+    edit(&state, ctx, &parts.headers, body).await
 }
 
 async fn read_body(limits: &Limits, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
@@ -291,10 +292,9 @@ fn token_pair(state: &AppState, outcome: &Outcome) -> Body {
 
 async fn reset_session(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let ctx = Context::new(&state, &headers, raw.as_deref());
+    let ctx = Context::new(&state, request.headers(), request.uri().query());
     let outcome = state.service.reset(ctx.account, &ctx.tokens()).await?;
     let mut response = json_response(StatusCode::OK, token_pair(&state, &outcome));
     add_token_cookies(&state, &mut response, &outcome);
@@ -303,10 +303,9 @@ async fn reset_session(
 
 async fn get_segment(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let ctx = Context::new(&state, &headers, raw.as_deref());
+    let ctx = Context::new(&state, request.headers(), request.uri().query());
     let edit = ctx.edit(&state, Default::default());
     let snapshot = state
         .service
