@@ -27,13 +27,17 @@ use serde::{Deserialize, Serialize};
 use sessiond_core::SessionId;
 use sha2::{Digest, Sha256};
 
+use indexmap::IndexMap;
+
 use crate::prehashed::RandomKeys;
 
 /// The file, in the data directory, holding the generated signing key.
 pub const KEY_FILE: &str = "session-signing-key.pem";
 
-/// Most tokens remembered before the memory is cleared (about 100 bytes each).
-const CACHE_LIMIT: usize = 1 << 20;
+/// Most tokens remembered (about 100 bytes each); past it a random one is forgotten for each
+/// new one, so a full memory never forgets every token at once (each would then need a
+/// signature check again: 50 µs).
+const CACHE_LIMIT: usize = 1 << 21;
 
 /// Why the signing keys could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +118,9 @@ pub struct Keyring {
     rng: SystemRandom,
     kid: String,
     verifiers: HashMap<String, UnparsedPublicKey<Vec<u8>>>,
-    verified: RwLock<HashMap<[u8; 32], CachedToken, RandomKeys>>,
+    verified: RwLock<IndexMap<[u8; 32], CachedToken, RandomKeys>>,
+    /// Most tokens in `verified` ([`CACHE_LIMIT`]).
+    limit: usize,
 }
 
 /// A verified token as remembered: what it names and the account it was issued for.
@@ -181,7 +187,8 @@ impl Keyring {
             rng,
             kid,
             verifiers,
-            verified: RwLock::new(HashMap::default()),
+            verified: RwLock::new(IndexMap::default()),
+            limit: CACHE_LIMIT,
         })
     }
 
@@ -231,11 +238,15 @@ impl Keyring {
     }
 
     fn remember(&self, token: &str, verified: Verified, account: Arc<str>) {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut cache = self.verified.write().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
+        if cache.len() >= self.limit {
+            // The digest's bytes are as good as random: they pick the entry to forget.
+            let dice = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+            let victim = (dice % cache.len() as u64) as usize;
+            cache.swap_remove_index(victim);
         }
-        cache.insert(Sha256::digest(token.as_bytes()).into(), (verified, account));
+        cache.insert(digest, (verified, account));
     }
 
     /// The session a token names, if the token is ours, unexpired at `now` (seconds) and
@@ -339,6 +350,27 @@ mod tests {
 
     fn ring(dir: &Path) -> Keyring {
         Keyring::load(None, &[], dir).unwrap()
+    }
+
+    #[test]
+    fn a_full_token_memory_forgets_one_token_per_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut keys = ring(dir.path());
+        keys.limit = 4;
+        let tokens: Vec<_> = (0..10)
+            .map(|_| {
+                let id = SessionId::random();
+                (id, keys.issue(id, "demo", "uuid", 1000, 100))
+            })
+            .collect();
+        assert_eq!(keys.verified.read().unwrap().len(), 4);
+        let last: [u8; 32] = Sha256::digest(tokens[9].1.as_bytes()).into();
+        assert!(keys.verified.read().unwrap().contains_key(&last));
+        // A forgotten token is checked again (and remembered again).
+        for (id, token) in &tokens {
+            assert_eq!(keys.verify(token, "demo", 1000).map(|v| v.id), Some(*id));
+        }
+        assert_eq!(keys.verified.read().unwrap().len(), 4);
     }
 
     #[test]
