@@ -222,12 +222,13 @@ impl SessionService {
         if let Some(snapshot) = self.cache.as_ref().and_then(|c| c.get(&id, now)) {
             return Ok(Some(snapshot));
         }
+        let stamp = self.cache.as_ref().map(|c| c.stamp(&id));
         let Some(session) = self.timed(self.store.get(id, now)).await? else {
             return Ok(None);
         };
         let snapshot = Arc::new(Snapshot::new(session));
-        if let Some(cache) = &self.cache {
-            cache.insert(snapshot.clone());
+        if let (Some(cache), Some(stamp)) = (&self.cache, stamp) {
+            cache.insert_read(snapshot.clone(), stamp);
         }
         Ok(Some(snapshot))
     }

@@ -158,8 +158,17 @@ impl Snapshot {
 /// Shards of the cache (each a mutex over its own map).
 const SHARDS: usize = 16;
 
-/// One shard: snapshots by id, indexable for random eviction.
-type Shard = IndexMap<SessionId, Arc<Snapshot>, RandomKeys>;
+/// One shard: snapshots by id (indexable for random eviction), and how many times a save or a
+/// removal changed it.
+#[derive(Default)]
+struct Shard {
+    snapshots: IndexMap<SessionId, Arc<Snapshot>, RandomKeys>,
+    changes: u64,
+}
+
+/// Where a shard stood when a read of the store began (see [`SessionCache::stamp`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp(u64);
 
 /// Recently used snapshots by session id, at most `capacity` of them. When a shard is full, a
 /// random entry of it makes room: no bookkeeping on the read path, and a hot session that is
@@ -179,7 +188,7 @@ impl SessionCache {
             return None;
         }
         let shards = (0..SHARDS)
-            .map(|_| Mutex::new(IndexMap::default()))
+            .map(|_| Mutex::new(Shard::default()))
             .collect::<Vec<_>>()
             .into_boxed_slice();
         let seed = RandomState::new().hash_one(0u8) | 1;
@@ -210,41 +219,67 @@ impl SessionCache {
     /// The cached snapshot of `id`, unless it has expired at `now_ms`.
     pub fn get(&self, id: &SessionId, now_ms: u64) -> Option<Arc<Snapshot>> {
         let mut shard = self.shard(id);
-        let snapshot = shard.get(id)?;
+        let snapshot = shard.snapshots.get(id)?;
         if snapshot.session.is_expired(now_ms) {
-            shard.swap_remove(id);
+            shard.snapshots.swap_remove(id);
             return None;
         }
         Some(snapshot.clone())
     }
 
-    /// Caches `snapshot`, unless a newer version of the session is cached already.
+    /// Taken before reading `id` from the store; [`SessionCache::insert_read`] caches what was
+    /// read only if no save or removal touched the shard meanwhile (the read could otherwise be
+    /// older than a save that was cached and then evicted).
+    pub fn stamp(&self, id: &SessionId) -> Stamp {
+        Stamp(self.shard(id).changes)
+    }
+
+    /// Caches `snapshot`, read from the store after `stamp` was taken, unless the shard changed
+    /// since or the cache holds a version of the session already.
+    pub fn insert_read(&self, snapshot: Arc<Snapshot>, stamp: Stamp) {
+        let id = snapshot.session.id;
+        let mut shard = self.shard(&id);
+        if shard.changes == stamp.0 && !shard.snapshots.contains_key(&id) {
+            self.make_room(&mut shard);
+            shard.snapshots.insert(id, snapshot);
+        }
+    }
+
+    /// Caches `snapshot`, just saved, unless a newer version of the session is cached already.
     pub fn insert(&self, snapshot: Arc<Snapshot>) {
         let id = snapshot.session.id;
         let mut shard = self.shard(&id);
-        if let Some(cached) = shard.get_mut(&id) {
+        shard.changes += 1;
+        if let Some(cached) = shard.snapshots.get_mut(&id) {
             if cached.session.version <= snapshot.session.version {
                 *cached = snapshot;
             }
             return;
         }
-        if shard.len() >= self.per_shard {
-            let victim = (self.roll() % shard.len() as u64) as usize;
-            shard.swap_remove_index(victim);
+        self.make_room(&mut shard);
+        shard.snapshots.insert(id, snapshot);
+    }
+
+    fn make_room(&self, shard: &mut Shard) {
+        let len = shard.snapshots.len();
+        if len >= self.per_shard {
+            let victim = (self.roll() % len as u64) as usize;
+            shard.snapshots.swap_remove_index(victim);
         }
-        shard.insert(id, snapshot);
     }
 
     /// Forgets `id` (its stored record changed behind the cache's back, or is gone).
     pub fn remove(&self, id: &SessionId) {
-        self.shard(id).swap_remove(id);
+        let mut shard = self.shard(id);
+        shard.changes += 1;
+        shard.snapshots.swap_remove(id);
     }
 
     /// How many snapshots are cached.
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).snapshots.len())
             .sum()
     }
 
@@ -282,6 +317,28 @@ mod tests {
         assert_eq!(cache.len(), 1);
         cache.remove(&id);
         assert!(cache.get(&id, 2_000).is_none());
+    }
+
+    #[test]
+    fn a_read_older_than_a_save_is_not_cached() {
+        let cache = SessionCache::new(100).unwrap();
+        let old = session(1);
+        let id = old.id;
+        // A read of version 1 begins; meanwhile version 2 is saved, cached and evicted.
+        let stamp = cache.stamp(&id);
+        let mut new = old.clone();
+        new.version = 2;
+        cache.insert(Arc::new(Snapshot::new(new)));
+        cache.remove(&id);
+        cache.insert_read(Arc::new(Snapshot::new(old.clone())), stamp);
+        assert!(
+            cache.get(&id, 2_000).is_none(),
+            "the stale read was dropped"
+        );
+        // A read with nothing saved meanwhile is cached.
+        let stamp = cache.stamp(&id);
+        cache.insert_read(Arc::new(Snapshot::new(old)), stamp);
+        assert_eq!(cache.get(&id, 2_000).unwrap().session.version, 1);
     }
 
     #[test]
