@@ -21,6 +21,10 @@ use sessiond_core::{Items, Key, Segment, Session, SessionId};
 use crate::prehashed::RandomKeys;
 use crate::request::{set_cookie, SEGMENT_COOKIE, SESSION_COOKIE};
 
+/// Longest `items` filter whose answer is kept with a snapshot: a request cannot make every
+/// cached session hold a long string of its choosing.
+const MAX_KEPT_FILTER: usize = 256;
+
 /// The attributes of the token cookies (the same for every answer of a process).
 #[derive(Clone, Copy, Debug)]
 pub struct CookieStyle {
@@ -101,6 +105,9 @@ impl Snapshot {
         let items = Items::parse(raw);
         if items.selects_all() {
             return self.all.get_or_init(|| self.render(&items)).clone();
+        }
+        if raw.len() > MAX_KEPT_FILTER {
+            return self.render(&items);
         }
         let (kept, answer) = self
             .filtered
@@ -401,6 +408,13 @@ mod tests {
             assert_eq!(other["namespaces"]["cookie"]["c"]["value"], "[redacted]");
             assert!(other["namespaces"].get("public").is_none());
         }
+        let long = format!("public.k,{}", "x.y,".repeat(100));
+        let answer: serde_json::Value =
+            serde_json::from_slice(&snapshot.answer(Some(&long))).unwrap();
+        assert_eq!(answer["namespaces"]["public"]["k"]["value"], "v");
+        let fresh = Snapshot::new(session(1));
+        fresh.answer(Some(&long));
+        assert!(fresh.filtered.get().is_none(), "a long filter is not kept");
         let none: serde_json::Value = serde_json::from_slice(&snapshot.answer(None)).unwrap();
         assert_eq!(none["namespaces"], serde_json::json!({}));
 
