@@ -639,3 +639,30 @@ impl SessionService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn turns_are_taken_in_order_and_forgotten_when_done() {
+        let turns = Turns::default();
+        let id = SessionId::random();
+        let first = turns.wait(id).await;
+        // A second edit of the same session waits until the first turn ends.
+        let second = turns.wait(id);
+        tokio::pin!(second);
+        assert!(futures::poll!(second.as_mut()).is_pending());
+        // Another session is not held up.
+        let other = turns.wait(SessionId::random()).await;
+        drop(first);
+        let second = second.await;
+        assert_eq!(turns.queues().len(), 2);
+        drop(second);
+        drop(other);
+        assert!(
+            turns.queues().is_empty(),
+            "no queue is kept once nobody waits"
+        );
+    }
+}
