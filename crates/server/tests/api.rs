@@ -511,16 +511,7 @@ async fn reset_ends_the_session_and_keeps_only_keep_alive_values() {
 #[tokio::test]
 async fn token_in_the_path_reads_and_edits_that_session() {
     let app = spawn_app().await;
-    let pair: Value = post(
-        &plain(),
-        &app.url("/api/sessions"),
-        json!({"public": {"a": {"value": "1"}}}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let token = pair["sessionToken"].as_str().unwrap();
+    let token = &create_session(&app, json!({"public": {"a": {"value": "1"}}})).await;
     let r = plain()
         .post(app.url(&format!("/api/sessions/{token}")))
         .json(&json!({"public": {"b": {"value": "2"}}}))
@@ -705,12 +696,7 @@ async fn concurrent_patches_lose_no_update_without_or_with_a_tiny_cache() {
 }
 
 async fn patches_lose_no_update(app: TestApp) {
-    let pair: Value = post(&plain(), &app.url("/api/sessions"), json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let cookie = format!("vtex_session={}", pair["sessionToken"].as_str().unwrap());
+    let cookie = format!("vtex_session={}", create_session(&app, json!({})).await);
     let client = plain();
     let tasks: Vec<_> = (0..50)
         .map(|i| {
@@ -778,16 +764,7 @@ async fn big_numbers_round_trip_exactly() {
 #[tokio::test]
 async fn the_first_valid_of_several_session_cookies_is_used() {
     let app = spawn_app().await;
-    let pair: Value = post(
-        &plain(),
-        &app.url("/api/sessions"),
-        json!({"public": {"a": {"value": "1"}}}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let token = pair["sessionToken"].as_str().unwrap();
+    let token = &create_session(&app, json!({"public": {"a": {"value": "1"}}})).await;
     let s: Value = plain()
         .get(app.url("/api/sessions?items=public.a"))
         .header(

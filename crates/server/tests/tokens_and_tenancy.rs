@@ -53,16 +53,7 @@ async fn bad_tokens_never_reach_a_session() {
     .await;
     assert_eq!(status, StatusCode::CREATED);
     let victim_id = victim["id"].as_str().unwrap().parse().unwrap();
-    let pair: Value = plain()
-        .post(app.url("/api/sessions"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let attacker_token = pair["sessionToken"].as_str().unwrap().to_owned();
+    let attacker_token = create_session(&app, json!({})).await;
 
     let server_keys = Keyring::load(None, &[], &app.data_dir).unwrap();
     let other_dir = tempfile::tempdir().unwrap();

@@ -294,7 +294,8 @@ struct Pending<'a> {
 }
 
 impl Pending<'_> {
-    /// The session's (version, expires_at) as the batch sees it: its own writes first.
+    /// The session's (version, expires_at) as the batch sees it: its own writes first, then
+    /// the writer's memory of what it committed, then the keyspace.
     fn state(
         &self,
         id: &SessionId,

@@ -112,6 +112,20 @@ pub fn jwt_part(token: &str, index: usize) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }
 
+/// Creates a session with `POST /api/sessions` and `body` (no cookie); its session token.
+pub async fn create_session(app: &TestApp, body: Value) -> String {
+    let pair: Value = plain()
+        .post(app.url("/api/sessions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    pair["sessionToken"].as_str().unwrap().to_owned()
+}
+
 /// GET `path` with the `Cookie` header `cookie` (none when empty); the JSON answer.
 pub async fn get_json(app: &TestApp, path: &str, cookie: impl AsRef<str>) -> Value {
     let mut request = plain().get(app.url(path));
