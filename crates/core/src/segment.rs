@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::session::{Key, Session};
 
 /// The segment of a session, in the fixed field order of the token.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Segment {
     /// Campaign audiences (`rnb.campaigns`), sorted and comma-joined.
     pub campaigns: Option<String>,

@@ -1,6 +1,6 @@
 //! The session: its identity, its namespaced values, and the changes applied to it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -222,43 +222,71 @@ impl Session {
 
     /// Sets one value; returns whether anything changed.
     pub fn set(&mut self, key: &Key, value: Value) -> bool {
-        let ns = self.namespaces.entry(key.namespace.clone()).or_default();
-        match ns.get(&key.name) {
+        let ns = self.namespace_mut(&key.namespace);
+        match ns.get_mut(key.name.as_str()) {
             Some(old) if *old == value => false,
-            _ => {
+            Some(old) => {
+                *old = value;
+                true
+            }
+            None => {
                 ns.insert(key.name.clone(), value);
                 true
             }
         }
     }
 
+    /// The namespace `name`, created empty when missing (its name is copied only then).
+    fn namespace_mut(&mut self, name: &str) -> &mut Namespace {
+        if !self.namespaces.contains_key(name) {
+            self.namespaces.insert(name.to_owned(), Namespace::new());
+        }
+        self.namespaces
+            .get_mut(name)
+            .expect("the namespace was just ensured")
+    }
+
     /// Removes one value; returns whether it was there. Empty namespaces disappear.
     pub fn remove(&mut self, key: &Key) -> bool {
-        let Some(ns) = self.namespaces.get_mut(&key.namespace) else {
-            return false;
-        };
-        let removed = ns.remove(&key.name).is_some();
+        self.take(key).is_some()
+    }
+
+    /// Removes one value and returns it. Empty namespaces disappear.
+    fn take(&mut self, key: &Key) -> Option<Value> {
+        let ns = self.namespaces.get_mut(key.namespace.as_str())?;
+        let removed = ns.remove(key.name.as_str());
         if ns.is_empty() {
-            self.namespaces.remove(&key.namespace);
+            self.namespaces.remove(key.namespace.as_str());
         }
         removed
     }
 
+    /// Puts `value` at `key` (`None`: removes it) and returns the value it replaced.
+    fn swap(&mut self, key: &Key, value: Option<Value>) -> Option<Value> {
+        let Some(value) = value else {
+            return self.take(key);
+        };
+        let ns = self.namespace_mut(&key.namespace);
+        match ns.get_mut(key.name.as_str()) {
+            Some(old) => Some(std::mem::replace(old, value)),
+            None => {
+                ns.insert(key.name.clone(), value);
+                None
+            }
+        }
+    }
+
     /// Applies `changes` in order and returns the keys whose value ended up different.
     pub fn apply(&mut self, changes: &Changes) -> Delta {
-        let mut before: BTreeMap<&Key, Option<Value>> = BTreeMap::new();
-        for (key, _) in changes.iter() {
-            before
-                .entry(key)
-                .or_insert_with(|| self.get(&key.namespace, &key.name).cloned());
-        }
-        for (key, value) in changes.iter() {
-            match value {
-                Some(v) => self.set(key, v.clone()),
-                None => self.remove(key),
-            };
-        }
-        before
+        // What each write replaced; the first write of a key replaced its original value.
+        let mut replaced: Vec<(&Key, Option<Value>)> = changes
+            .iter()
+            .map(|(key, value)| (key, self.swap(key, value.clone())))
+            .collect();
+        // Stable: among the writes of one key, the first stays first.
+        replaced.sort_by(|a, b| a.0.cmp(b.0));
+        replaced.dedup_by(|later, first| later.0 == first.0);
+        replaced
             .into_iter()
             .filter(|(key, old)| self.get(&key.namespace, &key.name) != old.as_ref())
             .map(|(key, _)| key.clone())

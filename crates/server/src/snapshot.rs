@@ -7,9 +7,10 @@
 //! the service, which replaces the cached snapshot after the store accepted the write.
 
 use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock};
 
 use axum::body::Bytes;
 use axum::http::HeaderValue;
@@ -26,7 +27,7 @@ use crate::request::{set_cookie, SEGMENT_COOKIE, SESSION_COOKIE};
 const MAX_KEPT_FILTER: usize = 256;
 
 /// The attributes of the token cookies (the same for every answer of a process).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CookieStyle {
     /// `Max-Age`, seconds.
     pub max_age: u64,
@@ -44,6 +45,50 @@ struct SessionAnswer<'a> {
     debug: bool,
 }
 
+/// A segment token and its `Set-Cookie` line.
+#[derive(Debug)]
+struct SegmentLines {
+    token: String,
+    cookie: HeaderValue,
+}
+
+/// Most segments whose lines are shared (see [`shared_segment`]); past that the table starts
+/// over, so requests that make up many distinct segments cannot grow it without bound.
+const MAX_SHARED_SEGMENTS: usize = 4096;
+
+/// The lines of every segment seen lately, by content and cookie style. A store's sessions
+/// share a handful of segments (that is what makes the token a cache key), so snapshots hold
+/// one `Arc` each instead of their own copy of about 700 bytes.
+static SEGMENTS: LazyLock<Mutex<SegmentTable>> = LazyLock::new(Mutex::default);
+
+type SegmentTable = HashMap<(CookieStyle, Segment), Arc<SegmentLines>>;
+
+/// The shared lines of `segment` in `style`, made if not known.
+fn shared_segment(segment: Segment, style: CookieStyle) -> Arc<SegmentLines> {
+    // Each operation is one lookup or insert: a panic cannot leave the table half-written.
+    let mut table = SEGMENTS.lock().unwrap_or_else(|p| p.into_inner());
+    let key = (style, segment);
+    if let Some(lines) = table.get(&key) {
+        return lines.clone();
+    }
+    let token = key.1.encode();
+    let cookie = set_cookie(SEGMENT_COOKIE, &token, style.max_age, style.secure);
+    let lines = Arc::new(SegmentLines { token, cookie });
+    if table.len() >= MAX_SHARED_SEGMENTS {
+        table.clear();
+    }
+    table.insert(key, lines.clone());
+    lines
+}
+
+/// The part of a `vtex_session` cookie line that names the token.
+fn token_of(line: &HeaderValue) -> &[u8] {
+    let bytes = line.as_bytes();
+    let start = SESSION_COOKIE.len() + 1;
+    let end = bytes.iter().position(|&b| b == b';').unwrap_or(bytes.len());
+    bytes.get(start..end).unwrap_or_default()
+}
+
 /// A stored session and what its answers are made of.
 pub struct Snapshot {
     /// The session as stored.
@@ -52,8 +97,9 @@ pub struct Snapshot {
     /// The answer to the first other `items` filter asked for (storefronts ask the same one on
     /// every page view).
     filtered: OnceLock<(Box<str>, Bytes)>,
-    segment: OnceLock<(String, HeaderValue)>,
-    token: OnceLock<(String, HeaderValue)>,
+    segment: OnceLock<Arc<SegmentLines>>,
+    /// The `Set-Cookie` line of the first session token asked for.
+    token: OnceLock<HeaderValue>,
 }
 
 impl Snapshot {
@@ -131,30 +177,27 @@ impl Snapshot {
         Bytes::from(serde_json::to_vec(&answer).expect("answers serialize"))
     }
 
-    fn segment(&self, style: CookieStyle) -> &(String, HeaderValue) {
-        self.segment.get_or_init(|| {
-            let token = Segment::of(&self.session).encode();
-            let cookie = set_cookie(SEGMENT_COOKIE, &token, style.max_age, style.secure);
-            (token, cookie)
-        })
+    fn segment(&self, style: CookieStyle) -> &SegmentLines {
+        self.segment
+            .get_or_init(|| shared_segment(Segment::of(&self.session), style))
     }
 
     /// The segment token (`vtex_segment`) of the session.
     pub fn segment_token(&self, style: CookieStyle) -> &str {
-        &self.segment(style).0
+        &self.segment(style).token
     }
 
     /// The `Set-Cookie` line of the segment token.
     pub fn segment_cookie(&self, style: CookieStyle) -> HeaderValue {
-        self.segment(style).1.clone()
+        self.segment(style).cookie.clone()
     }
 
     /// The `Set-Cookie` line of session token `token`. The line of the first token asked for is
     /// kept (a session is nearly always named by one token at a time).
     pub fn session_cookie(&self, token: &str, style: CookieStyle) -> HeaderValue {
         let make = || set_cookie(SESSION_COOKIE, token, style.max_age, style.secure);
-        let (kept, line) = self.token.get_or_init(|| (token.to_owned(), make()));
-        if kept == token {
+        let line = self.token.get_or_init(make);
+        if token_of(line) == token.as_bytes() {
             line.clone()
         } else {
             make()
@@ -374,8 +417,8 @@ mod tests {
         same.set(&Key::new("public", "other"), Value::new("x"));
         let other = Key::new("public", "other");
         let second = Snapshot::successor(same, &first, [&other].into_iter());
-        assert_eq!(second.segment.get().unwrap().0, segment);
-        assert_eq!(second.token.get().unwrap().1, token_line);
+        assert_eq!(second.segment.get().unwrap().token, segment);
+        assert_eq!(*second.token.get().unwrap(), token_line);
 
         let mut changed = second.session.clone();
         changed.version = 3;
@@ -389,6 +432,46 @@ mod tests {
         moved.id = SessionId::random();
         let fourth = Snapshot::successor(moved, &third, std::iter::empty());
         assert!(fourth.token.get().is_none(), "a new id has a new token");
+    }
+
+    #[test]
+    fn equal_segments_share_their_lines_and_the_table_is_bounded() {
+        let style = CookieStyle {
+            max_age: 61,
+            secure: false,
+        };
+        let a = Snapshot::new(session(1));
+        let b = Snapshot::new(session(2));
+        assert_eq!(a.segment_token(style), b.segment_token(style));
+        assert!(Arc::ptr_eq(
+            a.segment.get().unwrap(),
+            b.segment.get().unwrap()
+        ));
+        let secure = CookieStyle {
+            secure: true,
+            ..style
+        };
+        let c = Snapshot::new(session(1));
+        assert!(c
+            .segment_cookie(secure)
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure"));
+        assert!(!a
+            .segment_cookie(style)
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure"));
+        // Made-up segments (one per request, say) do not grow the table without bound.
+        for i in 0..MAX_SHARED_SEGMENTS + 10 {
+            let segment = Segment {
+                utm_source: Some(format!("source-{i}")),
+                ..Segment::default()
+            };
+            let lines = shared_segment(segment, style);
+            assert!(lines.cookie.to_str().unwrap().starts_with("vtex_segment="));
+        }
+        assert!(SEGMENTS.lock().unwrap().len() <= MAX_SHARED_SEGMENTS);
     }
 
     #[test]
