@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::items::{Items, Selection};
 use crate::map::SortedMap;
 
 /// A session identifier: a random (v4) UUID.
@@ -310,6 +311,29 @@ impl Session {
     pub fn is_expired(&self, now_ms: u64) -> bool {
         self.expires_at <= now_ms
     }
+
+    /// The public API's answer for this session under the `items` filter:
+    /// `{"id","namespaces","version","active","debug"}`, secret values redacted.
+    pub fn answer(&self, items: &Items) -> Vec<u8> {
+        let answer = Answer {
+            id: &self.id,
+            namespaces: items.view(&self.namespaces),
+            version: self.version,
+            active: self.active,
+            debug: self.debug,
+        };
+        serde_json::to_vec(&answer).expect("answers serialize")
+    }
+}
+
+/// The JSON shape of a session answer.
+#[derive(Serialize)]
+struct Answer<'a> {
+    id: &'a SessionId,
+    namespaces: Selection<'a>,
+    version: u64,
+    active: bool,
+    debug: bool,
 }
 
 #[cfg(test)]

@@ -130,8 +130,8 @@ impl<'a> Context<'a> {
 }
 
 /// The session answer for an `items` filter (none: no values).
-fn session_json(outcome: &Outcome, items: Option<&str>) -> Body {
-    Body::from(outcome.snapshot.answer(items))
+fn session_json(outcome: &Outcome, items: Option<&str>) -> Result<Body, ApiError> {
+    Ok(Body::from(outcome.snapshot.answer(items)?))
 }
 
 fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
@@ -190,7 +190,7 @@ async fn read(state: &AppState, ctx: Context<'_>) -> Result<Response, ApiError> 
         .await?;
     let mut response = json_response(
         StatusCode::OK,
-        session_json(&outcome, ctx.query.items.as_deref()),
+        session_json(&outcome, ctx.query.items.as_deref())?,
     );
     add_token_cookies(state, &mut response, &outcome);
     Ok(response)
@@ -267,8 +267,8 @@ async fn edit(
         StatusCode::OK
     };
     let body = match ctx.query.items.as_deref() {
-        Some(items) => session_json(&outcome, Some(items)),
-        None => token_pair(state, &outcome),
+        Some(items) => session_json(&outcome, Some(items))?,
+        None => token_pair(&outcome),
     };
     let mut response = json_response(status, body);
     add_token_cookies(state, &mut response, &outcome);
@@ -276,7 +276,7 @@ async fn edit(
 }
 
 /// `{"sessionToken","segmentToken"}`.
-fn token_pair(state: &AppState, outcome: &Outcome) -> Body {
+fn token_pair(outcome: &Outcome) -> Body {
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
     struct TokenPair<'a> {
@@ -285,7 +285,7 @@ fn token_pair(state: &AppState, outcome: &Outcome) -> Body {
     }
     let pair = TokenPair {
         session_token: &outcome.token,
-        segment_token: outcome.snapshot.segment_token(state.cookies),
+        segment_token: outcome.snapshot.segment_token(),
     };
     Body::from(serde_json::to_vec(&pair).expect("answers serialize"))
 }
@@ -296,7 +296,7 @@ async fn reset_session(
 ) -> Result<Response, ApiError> {
     let ctx = Context::new(&state, request.headers(), request.uri().query());
     let outcome = state.service.reset(ctx.account, &ctx.tokens()).await?;
-    let mut response = json_response(StatusCode::OK, token_pair(&state, &outcome));
+    let mut response = json_response(StatusCode::OK, token_pair(&outcome));
     add_token_cookies(&state, &mut response, &outcome);
     Ok(response)
 }
@@ -311,7 +311,7 @@ async fn get_segment(
         .service
         .preview(ctx.account, &ctx.tokens(), &edit)
         .await?;
-    let mut answer = Segment::of(&snapshot.session);
+    let mut answer = Segment::of(snapshot.session()?);
     for (k, v) in &ctx.query.rest {
         if is_segment_override(k) {
             answer.override_field(k, v);

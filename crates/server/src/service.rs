@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sessiond_core::cycle::{self, identity_changed};
-use sessiond_core::{Changes, Delta, Key, Session, SessionId, Value};
+use sessiond_core::{Changes, Delta, Key, Record, Session, SessionId, Value};
 use sessiond_store::{SessionStore, StoreError};
 
 use crate::config::Limits;
@@ -223,10 +223,10 @@ impl SessionService {
             return Ok(Some(snapshot));
         }
         let stamp = self.cache.as_ref().map(|c| c.stamp(&id));
-        let Some(session) = self.timed(self.store.get(id, now)).await? else {
+        let Some(record) = self.timed(self.store.get_record(id, now)).await? else {
             return Ok(None);
         };
-        let snapshot = Arc::new(Snapshot::new(session));
+        let snapshot = Arc::new(Snapshot::read(record));
         if let (Some(cache), Some(stamp)) = (&self.cache, stamp) {
             cache.insert_read(snapshot.clone(), stamp);
         }
@@ -243,13 +243,13 @@ impl SessionService {
         expected: Option<u64>,
         previous: Option<(&Snapshot, &Delta)>,
     ) -> Result<Arc<Snapshot>, StoreError> {
-        match self.timed(self.store.put(&session, expected)).await {
+        let segment = previous.and_then(|(p, changed)| p.segment_after(changed.iter()));
+        let record = Record::encode(&session, segment);
+        match self.timed(self.store.put_record(&record, expected)).await {
             Ok(()) => {
                 let snapshot = Arc::new(match previous {
-                    Some((previous, changed)) => {
-                        Snapshot::successor(session, previous, changed.iter())
-                    }
-                    None => Snapshot::new(session),
+                    Some((previous, _)) => Snapshot::successor(session, record, previous),
+                    None => Snapshot::saved(session, record),
                 });
                 if let Some(cache) = &self.cache {
                     cache.insert(snapshot.clone());
@@ -258,7 +258,7 @@ impl SessionService {
             }
             Err(e) => {
                 if let Some(cache) = &self.cache {
-                    cache.remove(&session.id);
+                    cache.remove(&record.id());
                 }
                 Err(e)
             }
@@ -317,24 +317,27 @@ impl SessionService {
             let Some(snapshot) = self.fetch(verified.id, now).await? else {
                 continue;
             };
-            let s = &snapshot.session;
-            if s.account != account.name {
+            let s = snapshot.record();
+            if s.account() != account.name {
                 continue;
             }
-            if s.active {
+            if s.active() {
                 return Ok(Some(Loaded {
                     snapshot,
                     token: Some((token, verified)),
                 }));
             }
-            let Some(next) = s.replaced_by else { continue };
-            if now.saturating_sub(s.updated_at) > SUCCESSION_GRACE.as_millis() as u64 {
+            let Some(next) = s.replaced_by() else {
+                continue;
+            };
+            if now.saturating_sub(s.updated_at()) > SUCCESSION_GRACE.as_millis() as u64 {
                 continue;
             }
-            let successor = self.fetch(next, now).await?;
-            if let Some(successor) =
-                successor.filter(|n| n.session.active && edit.same_browser(&n.session))
-            {
+            let successor = match self.fetch(next, now).await? {
+                Some(n) if n.record().active() && edit.same_browser(n.session()?) => Some(n),
+                _ => None,
+            };
+            if let Some(successor) = successor {
                 return Ok(Some(Loaded {
                     snapshot: successor,
                     token: None,
@@ -431,9 +434,9 @@ impl SessionService {
         self.ttl.as_millis() as u64
     }
 
-    fn issue(&self, account: &Account, session: &Session) -> String {
+    fn issue(&self, account: &Account, id: SessionId) -> String {
         self.keys.issue(
-            session.id,
+            id,
             &account.name,
             &account.id,
             now_ms() / 1000,
@@ -446,19 +449,19 @@ impl SessionService {
     fn token_for(
         &self,
         account: &Account,
-        session: &Session,
+        id: SessionId,
         token: Option<(&str, Verified)>,
     ) -> String {
         match token {
             Some((token, verified)) if !verified.needs_renewal(now_ms() / 1000) => token.to_owned(),
-            _ => self.issue(account, session),
+            _ => self.issue(account, id),
         }
     }
 
     async fn create(&self, account: &Account, edit: &Edit) -> Result<Outcome, ApiError> {
         let session = self.build(account, edit).await?;
         let snapshot = self.save(session, None, None).await?;
-        let token = self.issue(account, &snapshot.session);
+        let token = self.issue(account, snapshot.id());
         Ok(Outcome {
             snapshot,
             created: true,
@@ -476,7 +479,7 @@ impl SessionService {
     ) -> Result<Outcome, ApiError> {
         match self.load(account, tokens, edit).await? {
             Some(Loaded { snapshot, token }) => {
-                let token = self.token_for(account, &snapshot.session, token);
+                let token = self.token_for(account, snapshot.id(), token);
                 Ok(Outcome {
                     snapshot,
                     created: false,
@@ -506,12 +509,13 @@ impl SessionService {
             else {
                 return self.create(account, edit).await;
             };
-            let mut session = loaded.session.clone();
+            let before = loaded.session()?;
+            let mut session = before.clone();
             let delta = session.apply(&edit.changes_for(&session));
-            self.check_public_size(&loaded.session, &session)?;
+            self.check_public_size(before, &session)?;
             let changed = self.settle(account, &mut session, delta, false).await?;
-            if session.namespaces == loaded.session.namespaces {
-                let token = self.token_for(account, &session, token);
+            if session.namespaces == before.namespaces {
+                let token = self.token_for(account, session.id, token);
                 return Ok(Outcome {
                     snapshot: loaded,
                     created: false,
@@ -519,7 +523,7 @@ impl SessionService {
                 });
             }
             let previous = loaded;
-            let loaded = &previous.session;
+            let loaded = previous.session()?;
             let now = now_ms();
             session.version = loaded.version + 1;
             session.updated_at = now;
@@ -532,7 +536,7 @@ impl SessionService {
                     .await
                 {
                     Ok(snapshot) => {
-                        let token = self.token_for(account, &snapshot.session, token);
+                        let token = self.token_for(account, snapshot.id(), token);
                         Some(Outcome {
                             snapshot,
                             created: false,
@@ -547,7 +551,7 @@ impl SessionService {
                 return Ok(outcome);
             }
             if turn.is_none() {
-                turn = Some(self.turns.wait(previous.session.id).await);
+                turn = Some(self.turns.wait(previous.id()).await);
             }
         }
         Err(StoreError::Conflict.into())
@@ -562,16 +566,16 @@ impl SessionService {
         mut session: Session,
     ) -> Result<Option<Outcome>, ApiError> {
         session.id = SessionId::random();
+        let mut old = loaded.session()?.clone();
         let snapshot = self.save(session, None, Some((loaded, changed))).await?;
-        let mut old = loaded.session.clone();
         let base_version = old.version;
         old.active = false;
-        old.replaced_by = Some(snapshot.session.id);
+        old.replaced_by = Some(snapshot.id());
         old.version = base_version + 1;
-        old.updated_at = snapshot.session.updated_at;
+        old.updated_at = snapshot.record().updated_at();
         match self.save(old, Some(base_version), None).await {
             Ok(_) => {
-                let token = self.issue(account, &snapshot.session);
+                let token = self.issue(account, snapshot.id());
                 Ok(Some(Outcome {
                     snapshot,
                     created: false,
@@ -580,7 +584,7 @@ impl SessionService {
             }
             Err(StoreError::Conflict) => {
                 // Someone edited the old session first: drop the copy and start over.
-                let copy = snapshot.session.id;
+                let copy = snapshot.id();
                 if let Some(cache) = &self.cache {
                     cache.remove(&copy);
                 }
@@ -604,7 +608,7 @@ impl SessionService {
                 ended = true;
                 break;
             };
-            let mut session = snapshot.session.clone();
+            let mut session = snapshot.session()?.clone();
             carry.public = session.kept_alive();
             let base_version = session.version;
             session.active = false;

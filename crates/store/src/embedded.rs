@@ -13,8 +13,10 @@
 //! A fjall batch gives all its items one sequence number, so two items with the same key in one
 //! batch would collide; the writer therefore folds each batch into one final change per key.
 //!
-//! Record layout: `version (u64 BE) ‖ expires_at (u64 BE) ‖ session JSON`, so a compare-and-swap
-//! reads 16 bytes instead of decoding the session. The expiry keyspace maps
+//! Values are [`Record`]s as encoded (their first 17 bytes hold the version and deadline, so a
+//! compare-and-swap reads those instead of decoding the session). Records of the first format
+//! (`version (u64 BE) ‖ expires_at (u64 BE) ‖ session JSON`) are still read, and replaced by
+//! the next write of their session. The expiry keyspace maps
 //! `hour of expires_at (u64 BE) ‖ id` to nothing, in deadline order, for the purge: by the hour,
 //! so that the many writes a session gets within an hour touch its index entry once, not each
 //! time (the purge reads each due session's own deadline).
@@ -31,11 +33,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use sessiond_core::record::{self, Record};
 use sessiond_core::{Session, SessionId};
 use tokio::sync::oneshot;
 
-use crate::{decode, encode, SessionStore, StoreError};
+use crate::{SessionStore, StoreError};
 
 const SESSIONS: &str = "sessions";
 const EXPIRY: &str = "expiry-hours";
@@ -43,7 +47,8 @@ const EXPIRY: &str = "expiry-hours";
 const EXPIRY_V1: &str = "expiry";
 /// The granularity of the expiry index, in milliseconds.
 const EXPIRY_BUCKET_MS: u64 = 3_600_000;
-const HEADER: usize = 16;
+/// Header length of first-format records.
+const HEADER_V1: usize = 16;
 
 /// Size of fjall's block cache, in bytes (512 MiB; it fills only as data grows). Measured at
 /// 1,000,000 sessions (about 1 GB of records): GET of sessions not in the service's own cache
@@ -108,6 +113,18 @@ struct Put {
     expected: Option<u64>,
 }
 
+impl Put {
+    fn of(record: &Record, expected: Option<u64>) -> Put {
+        Put {
+            id: record.id(),
+            record: record.bytes().to_vec(),
+            version: record.version(),
+            expires_at: record.expires_at(),
+            expected,
+        }
+    }
+}
+
 struct Write {
     op: Op,
     reply: oneshot::Sender<Result<Done, StoreError>>,
@@ -134,13 +151,27 @@ fn bucket_key(bucket: u64, id: &SessionId) -> [u8; 24] {
     k
 }
 
-fn header(record: &[u8]) -> Result<(u64, u64), StoreError> {
-    if record.len() < HEADER {
+/// `(version, expires_at)` of a stored value, of either format.
+fn header(stored: &[u8]) -> Result<(u64, u64), StoreError> {
+    if let Some(h) = record::header(stored) {
+        return Ok(h);
+    }
+    if stored.len() < HEADER_V1 || stored[0] == record::TAG {
         return Err(StoreError::Corrupt("record shorter than its header".into()));
     }
-    let version = u64::from_be_bytes(record[..8].try_into().expect("8 bytes"));
-    let expires = u64::from_be_bytes(record[8..16].try_into().expect("8 bytes"));
+    let version = u64::from_be_bytes(stored[..8].try_into().expect("8 bytes"));
+    let expires = u64::from_be_bytes(stored[8..16].try_into().expect("8 bytes"));
     Ok((version, expires))
+}
+
+/// A stored value as a [`Record`]; a first-format one is decoded and encoded anew.
+fn to_record(stored: &[u8]) -> Result<Record, StoreError> {
+    if stored.first() == Some(&record::TAG) {
+        return Ok(Record::parse(Bytes::copy_from_slice(stored))?);
+    }
+    let session: Session = serde_json::from_slice(&stored[HEADER_V1..])
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Record::encode(&session, None))
 }
 
 impl EmbeddedStore {
@@ -465,32 +496,21 @@ impl SessionStore for EmbeddedStore {
         true
     }
 
-    async fn get(&self, id: SessionId, now_ms: u64) -> Result<Option<Session>, StoreError> {
-        let Some(record) = self.sessions.get(id.as_bytes()).map_err(unavailable)? else {
+    async fn get_record(&self, id: SessionId, now_ms: u64) -> Result<Option<Record>, StoreError> {
+        let Some(stored) = self.sessions.get(id.as_bytes()).map_err(unavailable)? else {
             return Ok(None);
         };
-        let (_, expires_at) = header(&record)?;
+        let (_, expires_at) = header(&stored)?;
         if expires_at <= now_ms {
             return Ok(None);
         }
-        decode(&record[HEADER..]).map(Some)
+        to_record(&stored).map(Some)
     }
 
-    async fn put(&self, session: &Session, expected: Option<u64>) -> Result<(), StoreError> {
-        let json = encode(session);
-        let mut record = Vec::with_capacity(HEADER + json.len());
-        record.extend_from_slice(&session.version.to_be_bytes());
-        record.extend_from_slice(&session.expires_at.to_be_bytes());
-        record.extend_from_slice(&json);
-        self.submit(Op::Put(Put {
-            id: session.id,
-            record,
-            version: session.version,
-            expires_at: session.expires_at,
-            expected,
-        }))
-        .await
-        .map(|_| ())
+    async fn put_record(&self, record: &Record, expected: Option<u64>) -> Result<(), StoreError> {
+        self.submit(Op::Put(Put::of(record, expected)))
+            .await
+            .map(|_| ())
     }
 
     async fn delete(&self, id: SessionId) -> Result<bool, StoreError> {
@@ -534,18 +554,7 @@ mod tests {
     }
 
     fn put(s: &Session, expected: Option<u64>) -> Op {
-        let json = encode(s);
-        let mut record = Vec::new();
-        record.extend_from_slice(&s.version.to_be_bytes());
-        record.extend_from_slice(&s.expires_at.to_be_bytes());
-        record.extend_from_slice(&json);
-        Op::Put(Put {
-            id: s.id,
-            record,
-            version: s.version,
-            expires_at: s.expires_at,
-            expected,
-        })
+        Op::Put(Put::of(&Record::encode(s, None), expected))
     }
 
     /// Runs `ops` as ONE batch on the engine; the outcome of each.
@@ -722,6 +731,40 @@ mod tests {
         assert!(!engine.db.keyspace_exists(EXPIRY_V1));
         let results = one_batch(&engine, vec![Op::Purge(s.expires_at)]);
         assert!(matches!(results[0], Ok(Done::Purged(1))));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_of_the_first_format_are_read_and_replaced_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = session(TTL);
+        {
+            // As the first format stored it: version ‖ expires_at ‖ session JSON.
+            let engine = Engine::open(&dir.path().join("sessions.fjall")).unwrap();
+            let mut stored = Vec::new();
+            stored.extend_from_slice(&s.version.to_be_bytes());
+            stored.extend_from_slice(&s.expires_at.to_be_bytes());
+            stored.extend_from_slice(&serde_json::to_vec(&s).unwrap());
+            let mut writes = engine.db.batch().durability(Some(PersistMode::SyncAll));
+            writes.insert(&engine.sessions, s.id.as_bytes().as_slice(), stored);
+            writes.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        let record = store.get_record(s.id, NOW).await.unwrap().unwrap();
+        assert_eq!(record.decode().unwrap(), s);
+        assert_eq!(record.version(), 1);
+        assert_eq!(*record.answer(), *s.answer(&sessiond_core::Items::all()));
+        assert_eq!(
+            store.get(s.id, s.expires_at).await.unwrap(),
+            None,
+            "expired"
+        );
+        let mut next = s.clone();
+        next.version = 2;
+        next.set(&Key::new("public", "n"), Value::new("2"));
+        store.put(&next, Some(1)).await.unwrap();
+        let stored = store.sessions.get(s.id.as_bytes()).unwrap().unwrap();
+        assert_eq!(stored[0], record::TAG);
+        assert_eq!(store.get(s.id, NOW).await.unwrap(), Some(next));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

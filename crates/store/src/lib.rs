@@ -14,7 +14,8 @@ pub mod embedded;
 pub mod memory;
 
 use async_trait::async_trait;
-use sessiond_core::{Session, SessionId};
+use sessiond_core::record::RecordError;
+use sessiond_core::{Record, Session, SessionId};
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use memory::MemoryStore;
@@ -33,19 +34,41 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl From<RecordError> for StoreError {
+    fn from(e: RecordError) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
 /// Session storage with optimistic concurrency.
 ///
-/// Every backend must pass [`conformance`]. The contract fits a single-node engine as well as
-/// Redis (a `WATCH`/Lua compare-and-swap on `version`, `PEXPIREAT` on `expires_at`).
+/// Backends keep [`Record`]s (a session with its answers ready, see
+/// [`sessiond_core::record`]) and must pass [`conformance`]. The contract fits a single-node
+/// engine as well as Redis (a `WATCH`/Lua compare-and-swap on `version`, `PEXPIREAT` on
+/// `expires_at`).
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// The session with this id, unless it is missing or expired at `now_ms`.
-    async fn get(&self, id: SessionId, now_ms: u64) -> Result<Option<Session>, StoreError>;
+    /// The record of session `id`, unless it is missing or expired at `now_ms`.
+    async fn get_record(&self, id: SessionId, now_ms: u64) -> Result<Option<Record>, StoreError>;
 
-    /// Saves `session` if the stored version equals `expected`; `None` means no record with
+    /// Saves `record` if the stored version equals `expected`; `None` means no record with
     /// this id may exist. Otherwise fails with [`StoreError::Conflict`] and changes nothing.
     /// When it returns `Ok`, the write is durable as far as the backend promises.
-    async fn put(&self, session: &Session, expected: Option<u64>) -> Result<(), StoreError>;
+    async fn put_record(&self, record: &Record, expected: Option<u64>) -> Result<(), StoreError>;
+
+    /// The session with this id, unless it is missing or expired at `now_ms`.
+    async fn get(&self, id: SessionId, now_ms: u64) -> Result<Option<Session>, StoreError> {
+        match self.get_record(id, now_ms).await? {
+            Some(record) => Ok(Some(record.decode()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Saves `session` (see [`SessionStore::put_record`]).
+    async fn put(&self, session: &Session, expected: Option<u64>) -> Result<(), StoreError> {
+        self.put_record(&Record::encode(session, None), expected)
+            .await
+    }
 
     /// Removes the session; returns whether it existed.
     async fn delete(&self, id: SessionId) -> Result<bool, StoreError>;
@@ -63,14 +86,4 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
-}
-
-/// Encodes a session as stored bytes.
-pub(crate) fn encode(session: &Session) -> Vec<u8> {
-    serde_json::to_vec(session).expect("a session always serializes")
-}
-
-/// Decodes stored bytes.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Session, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }

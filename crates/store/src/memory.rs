@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use sessiond_core::{Session, SessionId};
+use sessiond_core::{Record, SessionId};
 
 use crate::{SessionStore, StoreError};
 
@@ -16,7 +16,7 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<SessionId, Session>,
+    sessions: HashMap<SessionId, Record>,
     /// (expires_at, id): the purge walks this from the front.
     expiry: BTreeSet<(u64, SessionId)>,
 }
@@ -40,37 +40,38 @@ impl SessionStore for MemoryStore {
         true
     }
 
-    async fn get(&self, id: SessionId, now_ms: u64) -> Result<Option<Session>, StoreError> {
+    async fn get_record(&self, id: SessionId, now_ms: u64) -> Result<Option<Record>, StoreError> {
         let inner = self.lock();
         Ok(inner
             .sessions
             .get(&id)
-            .filter(|s| !s.is_expired(now_ms))
+            .filter(|r| !r.is_expired(now_ms))
             .cloned())
     }
 
-    async fn put(&self, session: &Session, expected: Option<u64>) -> Result<(), StoreError> {
+    async fn put_record(&self, record: &Record, expected: Option<u64>) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        let id = record.id();
         let current = inner
             .sessions
-            .get(&session.id)
-            .map(|s| (s.version, s.expires_at));
+            .get(&id)
+            .map(|r| (r.version(), r.expires_at()));
         if current.map(|(v, _)| v) != expected {
             return Err(StoreError::Conflict);
         }
         if let Some((_, old_expiry)) = current {
-            inner.expiry.remove(&(old_expiry, session.id));
+            inner.expiry.remove(&(old_expiry, id));
         }
-        inner.expiry.insert((session.expires_at, session.id));
-        inner.sessions.insert(session.id, session.clone());
+        inner.expiry.insert((record.expires_at(), id));
+        inner.sessions.insert(id, record.clone());
         Ok(())
     }
 
     async fn delete(&self, id: SessionId) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         match inner.sessions.remove(&id) {
-            Some(s) => {
-                inner.expiry.remove(&(s.expires_at, id));
+            Some(r) => {
+                inner.expiry.remove(&(r.expires_at(), id));
                 Ok(true)
             }
             None => Ok(false),

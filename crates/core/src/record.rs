@@ -1,0 +1,383 @@
+//! [`Record`]: the stored form of a session.
+//!
+//! A record begins with what the manager needs before it decodes anything (version, deadline,
+//! id, account, whether the session is active and which session replaced it), then carries the
+//! `?items=*` answer and the segment token ready to send, then the values of the secret
+//! namespace (which the answer shows redacted). The answer holds every other value as the
+//! session has it, so the session is decoded from the answer plus the secrets: nothing is
+//! stored twice. A read that only answers `?items=*` (most page views) slices the answer out
+//! of the stored bytes instead of decoding and rendering the session.
+//!
+//! Layout (integers big-endian):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0 | format tag [`TAG`] (records of the first format begin with their 8-byte version, whose top byte is 0) |
+//! | 1..9 | version |
+//! | 9..17 | `expires_at`, ms |
+//! | 17..25 | `updated_at`, ms |
+//! | 25..33 | `created_at`, ms |
+//! | 33..49 | id |
+//! | 49..65 | `replaced_by` (meaningful when flag 4 is set) |
+//! | 65 | flags: 1 active, 2 debug, 4 replaced |
+//! | 66..68 | length A of the account name, then A bytes |
+//! | 4 bytes | length N of the answer, then N bytes |
+//! | 4 bytes | length S of the segment token, then S bytes |
+//! | the rest | the secret namespace's values as JSON, or nothing when it is empty |
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use serde::Deserialize;
+
+use crate::items::{Items, SECRET_NAMESPACE};
+use crate::segment::Segment;
+use crate::session::{Namespace, Namespaces, Session, SessionId};
+
+/// First byte of a record of this format.
+pub const TAG: u8 = 0xB2;
+
+const VERSION: usize = 1;
+const EXPIRES: usize = 9;
+const UPDATED: usize = 17;
+const CREATED: usize = 25;
+const ID: usize = 33;
+const REPLACED_BY: usize = 49;
+const FLAGS: usize = 65;
+const ACCOUNT_LEN: usize = 66;
+const ACCOUNT: usize = 68;
+
+const ACTIVE: u8 = 1;
+const DEBUG: u8 = 2;
+const REPLACED: u8 = 4;
+
+/// Why stored bytes are not a record.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    /// The bytes end before a field they announce, or do not begin with [`TAG`].
+    #[error("malformed session record: {0}")]
+    Malformed(&'static str),
+    /// The answer or the secrets do not decode.
+    #[error("session record holds bad JSON: {0}")]
+    Json(String),
+}
+
+/// The part of an answer a session is decoded from (the rest is in the record's header).
+#[derive(Deserialize)]
+struct Answered {
+    namespaces: Namespaces,
+}
+
+/// A session as stored, with its header fields and ready-made answers at hand.
+#[derive(Clone, Debug)]
+pub struct Record {
+    bytes: Bytes,
+    account: Range<usize>,
+    answer: Range<usize>,
+    segment: Range<usize>,
+    secrets: usize,
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The `(version, expires_at)` of stored record bytes, reading only their first 17 bytes.
+pub fn header(bytes: &[u8]) -> Option<(u64, u64)> {
+    (bytes.len() > EXPIRES + 8 && bytes[0] == TAG)
+        .then(|| (u64_at(bytes, VERSION), u64_at(bytes, EXPIRES)))
+}
+
+/// Appends a length-prefixed field; `width` is the prefix's size in bytes (2 or 4).
+fn put_field(out: &mut Vec<u8>, field: &[u8], width: usize) -> Range<usize> {
+    let len = field.len() as u64;
+    out.extend_from_slice(&len.to_be_bytes()[8 - width..]);
+    let start = out.len();
+    out.extend_from_slice(field);
+    start..out.len()
+}
+
+/// Reads a length-prefixed field at `*at`, moving `*at` past it.
+fn take_field(bytes: &[u8], at: &mut usize, width: usize) -> Result<Range<usize>, RecordError> {
+    let prefix = bytes
+        .get(*at..*at + width)
+        .ok_or(RecordError::Malformed("a length is cut off"))?;
+    let len = prefix.iter().fold(0usize, |n, &b| (n << 8) | b as usize);
+    let start = *at + width;
+    let end = start
+        .checked_add(len)
+        .filter(|&end| end <= bytes.len())
+        .ok_or(RecordError::Malformed("a field is cut off"))?;
+    *at = end;
+    Ok(start..end)
+}
+
+impl Record {
+    /// The record of `session`. `segment` is its segment token when the caller knows it (an
+    /// edit that changed none of the segment's inputs keeps the previous one); otherwise it is
+    /// derived here.
+    pub fn encode(session: &Session, segment: Option<&str>) -> Record {
+        let derived;
+        let segment = match segment {
+            Some(token) => token,
+            None => {
+                derived = Segment::of(session).encode();
+                &derived
+            }
+        };
+        let answer = session.answer(&Items::all());
+        let mut out = Vec::with_capacity(ACCOUNT + 16 + answer.len() + segment.len() + 64);
+        out.push(TAG);
+        out.extend_from_slice(&session.version.to_be_bytes());
+        out.extend_from_slice(&session.expires_at.to_be_bytes());
+        out.extend_from_slice(&session.updated_at.to_be_bytes());
+        out.extend_from_slice(&session.created_at.to_be_bytes());
+        out.extend_from_slice(session.id.as_bytes());
+        let replaced_by = session.replaced_by.unwrap_or(SessionId::min());
+        out.extend_from_slice(replaced_by.as_bytes());
+        let mut flags = 0;
+        if session.active {
+            flags |= ACTIVE;
+        }
+        if session.debug {
+            flags |= DEBUG;
+        }
+        if session.replaced_by.is_some() {
+            flags |= REPLACED;
+        }
+        out.push(flags);
+        // Account names are short (configuration rejects long ones); cut at the prefix's reach.
+        let account = &session.account.as_bytes()[..session.account.len().min(u16::MAX as usize)];
+        let account = put_field(&mut out, account, 2);
+        let answer = put_field(&mut out, &answer, 4);
+        let segment = put_field(&mut out, segment.as_bytes(), 4);
+        let secrets = out.len();
+        if let Some(values) = session.namespaces.get(SECRET_NAMESPACE) {
+            serde_json::to_writer(&mut out, values).expect("values always serialize");
+        }
+        Record {
+            bytes: Bytes::from(out),
+            account,
+            answer,
+            segment,
+            secrets,
+        }
+    }
+
+    /// Reads stored bytes (checks the layout, not the JSON: see [`Record::decode`]).
+    pub fn parse(bytes: Bytes) -> Result<Record, RecordError> {
+        if bytes.len() < ACCOUNT || bytes[0] != TAG {
+            return Err(RecordError::Malformed("not a session record"));
+        }
+        let mut at = ACCOUNT_LEN;
+        let account = take_field(&bytes, &mut at, 2)?;
+        let answer = take_field(&bytes, &mut at, 4)?;
+        let segment = take_field(&bytes, &mut at, 4)?;
+        if std::str::from_utf8(&bytes[account.clone()]).is_err()
+            || std::str::from_utf8(&bytes[segment.clone()]).is_err()
+        {
+            return Err(RecordError::Malformed("a text field is not UTF-8"));
+        }
+        Ok(Record {
+            bytes,
+            account,
+            answer,
+            segment,
+            secrets: at,
+        })
+    }
+
+    /// The stored bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The session's version.
+    pub fn version(&self) -> u64 {
+        u64_at(&self.bytes, VERSION)
+    }
+
+    /// When the session stops existing, ms since the Unix epoch.
+    pub fn expires_at(&self) -> u64 {
+        u64_at(&self.bytes, EXPIRES)
+    }
+
+    /// Whether the session has expired at `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at() <= now_ms
+    }
+
+    /// Time of the session's last saved change, ms since the Unix epoch.
+    pub fn updated_at(&self) -> u64 {
+        u64_at(&self.bytes, UPDATED)
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        SessionId::from_bytes(self.bytes[ID..ID + 16].try_into().expect("16 bytes"))
+    }
+
+    /// The session that took over this one, if any.
+    pub fn replaced_by(&self) -> Option<SessionId> {
+        (self.flags() & REPLACED != 0).then(|| {
+            SessionId::from_bytes(
+                self.bytes[REPLACED_BY..REPLACED_BY + 16]
+                    .try_into()
+                    .expect("16 bytes"),
+            )
+        })
+    }
+
+    fn flags(&self) -> u8 {
+        self.bytes[FLAGS]
+    }
+
+    /// Whether the session is active.
+    pub fn active(&self) -> bool {
+        self.flags() & ACTIVE != 0
+    }
+
+    /// The account the session belongs to.
+    pub fn account(&self) -> &str {
+        std::str::from_utf8(&self.bytes[self.account.clone()]).expect("checked by parse")
+    }
+
+    /// The session's answer to `?items=*`, as sent.
+    pub fn answer(&self) -> Bytes {
+        self.bytes.slice(self.answer.clone())
+    }
+
+    /// The session's segment token (`vtex_segment`).
+    pub fn segment_token(&self) -> &str {
+        std::str::from_utf8(&self.bytes[self.segment.clone()]).expect("checked by parse")
+    }
+
+    /// The session itself.
+    pub fn decode(&self) -> Result<Session, RecordError> {
+        let json = |e: serde_json::Error| RecordError::Json(e.to_string());
+        let answered: Answered =
+            serde_json::from_slice(&self.bytes[self.answer.clone()]).map_err(json)?;
+        let mut namespaces = answered.namespaces;
+        let secrets = &self.bytes[self.secrets..];
+        if secrets.is_empty() {
+            namespaces.remove(SECRET_NAMESPACE);
+        } else {
+            let values: Namespace = serde_json::from_slice(secrets).map_err(json)?;
+            namespaces.insert(SECRET_NAMESPACE.to_owned(), values);
+        }
+        Ok(Session {
+            id: self.id(),
+            account: self.account().to_owned(),
+            namespaces,
+            version: self.version(),
+            active: self.active(),
+            debug: self.flags() & DEBUG != 0,
+            created_at: u64_at(&self.bytes, CREATED),
+            updated_at: self.updated_at(),
+            expires_at: self.expires_at(),
+            replaced_by: self.replaced_by(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Key, Value};
+
+    fn session() -> Session {
+        let mut s = Session::new("demo", 1_000, 10_000);
+        s.set(&Key::new("public", "utm_source"), Value::new("news"));
+        s.set(&Key::new("cookie", "c"), Value::new("secret"));
+        s.set(
+            &Key::new("profile", "x"),
+            Value::kept(serde_json::json!({"a": [1, 2.5]})),
+        );
+        s.version = 7;
+        s.updated_at = 2_000;
+        s
+    }
+
+    #[test]
+    fn round_trips_with_answer_and_segment_ready() {
+        let mut s = session();
+        let r = Record::encode(&s, None);
+        let parsed = Record::parse(r.bytes().clone()).unwrap();
+        assert_eq!(parsed.decode().unwrap(), s);
+        assert_eq!(parsed.id(), s.id);
+        assert_eq!(parsed.version(), 7);
+        assert_eq!(parsed.expires_at(), 11_000);
+        assert!(!parsed.is_expired(10_999) && parsed.is_expired(11_000));
+        assert_eq!(parsed.updated_at(), 2_000);
+        assert_eq!(parsed.account(), "demo");
+        assert!(parsed.active());
+        assert_eq!(parsed.replaced_by(), None);
+        assert_eq!(*parsed.answer(), *s.answer(&Items::all()));
+        let answer: serde_json::Value = serde_json::from_slice(&parsed.answer()).unwrap();
+        assert_eq!(answer["namespaces"]["cookie"]["c"]["value"], "[redacted]");
+        assert_eq!(parsed.segment_token(), Segment::of(&s).encode());
+        assert_eq!(header(r.bytes()), Some((7, 11_000)));
+
+        let next = SessionId::random();
+        s.active = false;
+        s.debug = true;
+        s.replaced_by = Some(next);
+        let r = Record::encode(&s, Some("given"));
+        assert!(!r.active());
+        assert_eq!(r.replaced_by(), Some(next));
+        assert_eq!(r.segment_token(), "given");
+        assert_eq!(r.decode().unwrap(), s);
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_record() {
+        let r = Record::encode(&session(), None);
+        let bytes = r.bytes();
+        for cut in [0, 1, 30, 67, 69, bytes.len() - r.secrets_len() - 1] {
+            assert!(
+                Record::parse(bytes.slice(..cut)).is_err(),
+                "cut at {cut} of {}",
+                bytes.len()
+            );
+        }
+        let mut other = bytes.to_vec();
+        other[0] = 0;
+        assert!(Record::parse(Bytes::from(other)).is_err());
+        assert_eq!(header(b"{\"id\":1}"), None);
+        let mut bad_json = bytes.to_vec();
+        bad_json.truncate(bytes.len() - 3);
+        let parsed = Record::parse(Bytes::from(bad_json)).unwrap();
+        assert!(matches!(parsed.decode(), Err(RecordError::Json(_))));
+    }
+
+    #[test]
+    fn nothing_is_stored_twice_and_secrets_come_back() {
+        let mut s = session();
+        s.namespaces.remove(SECRET_NAMESPACE);
+        let plain = Record::encode(&s, None);
+        assert_eq!(plain.secrets_len(), 0);
+        assert_eq!(plain.decode().unwrap(), s);
+        let json = serde_json::to_vec(&s).unwrap();
+        assert!(
+            plain.bytes().len() < json.len() + Segment::of(&s).encode().len() + 120,
+            "{} bytes for {} of JSON",
+            plain.bytes().len(),
+            json.len()
+        );
+        s.set(
+            &Key::new("cookie", "VtexIdclientAutCookie_demo"),
+            Value::kept("jwt"),
+        );
+        let r = Record::encode(&s, None);
+        assert!(r.secrets_len() > 0);
+        assert!(!String::from_utf8_lossy(&r.answer()).contains("jwt"));
+        assert_eq!(r.decode().unwrap(), s);
+    }
+
+    impl Record {
+        fn secrets_len(&self) -> usize {
+            self.bytes.len() - self.secrets
+        }
+    }
+}
