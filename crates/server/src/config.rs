@@ -13,8 +13,39 @@ use sessiond_apps::commerce::{
 /// The demo configuration, used when no `--config` is given.
 pub const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
 
-/// Default of `cache_sessions`.
+/// Default of `cache_sessions` where the machine's memory is unknown.
 pub const DEFAULT_CACHE_SESSIONS: usize = 200_000;
+
+/// Memory a cached session is budgeted at when sizing the default cache (a session of a dozen
+/// values takes about 3.5 KiB decoded with its record, 1.5 KiB when only read).
+const CACHED_SESSION_BYTES: u64 = 4096;
+
+/// The default `cache_sessions`: as many sessions as fit in a quarter of the memory this
+/// process may use (the machine's, or its control group's limit when lower), between 10,000
+/// and 4,000,000.
+pub fn default_cache_sessions() -> usize {
+    match usable_memory() {
+        Some(bytes) => (bytes / 4 / CACHED_SESSION_BYTES).clamp(10_000, 4_000_000) as usize,
+        None => DEFAULT_CACHE_SESSIONS,
+    }
+}
+
+/// The memory this process may use: the machine's (`/proc/meminfo`), or the control group's
+/// limit (`memory.max`, cgroup v2) when that is lower. `None` where neither can be read.
+fn usable_memory() -> Option<u64> {
+    let machine = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    let group = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|m| m.trim().parse::<u64>().ok());
+    match (machine, group) {
+        (Some(m), Some(g)) => Some(m.min(g)),
+        (m, g) => m.or(g),
+    }
+}
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +86,8 @@ pub struct FileConfig {
     pub admin_token: Option<String>,
     /// Bound on every store call, humantime (`1s`).
     pub store_timeout: Option<String>,
-    /// Most sessions kept decoded in memory (embedded and memory stores; 0: none).
+    /// Most sessions kept in memory (embedded and memory stores; 0: none; default: see
+    /// [`default_cache_sessions`]).
     pub cache_sessions: Option<usize>,
     /// PEM of the ES256 private key signing session tokens (else generated in `data_dir`).
     pub signing_key_pem: Option<String>,
@@ -330,7 +362,7 @@ impl Settings {
             session_ttl,
             admin_token: file.admin_token,
             store_timeout,
-            cache_sessions: file.cache_sessions.unwrap_or(DEFAULT_CACHE_SESSIONS),
+            cache_sessions: file.cache_sessions.unwrap_or_else(default_cache_sessions),
             signing_key_pem,
             verification_keys_pem: file.verification_keys_pem,
             limits,
@@ -382,6 +414,17 @@ mod tests {
             ..Overrides::default()
         };
         assert!(Settings::load(None, bad).is_err());
+    }
+
+    #[test]
+    fn the_default_cache_is_sized_from_memory() {
+        let s = Settings::load(None, Overrides::default()).unwrap();
+        assert_eq!(s.cache_sessions, default_cache_sessions());
+        assert!((10_000..=4_000_000).contains(&s.cache_sessions));
+        if let Some(bytes) = usable_memory() {
+            let expected = (bytes / 4 / CACHED_SESSION_BYTES).clamp(10_000, 4_000_000);
+            assert_eq!(s.cache_sessions as u64, expected);
+        }
     }
 
     #[test]

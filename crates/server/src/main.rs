@@ -44,11 +44,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: sessiond::config::Settings) -> anyhow::Result<()> {
+    let cache_sessions = settings.cache_sessions;
     let app = Application::build(settings).await?;
     let addr = app.local_addr()?;
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("sessiond listening on http://{addr}");
-    tracing::info!(%addr, "listening");
+    tracing::info!(%addr, cache_sessions, "listening");
     app.run_until(async {
         let _ = tokio::signal::ctrl_c().await;
     })

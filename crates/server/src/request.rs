@@ -1,6 +1,7 @@
 //! What a request asks for: its cookies, its query string and its JSON body, checked against
 //! the limits and turned into session [`Changes`].
 
+use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderValue};
 use sessiond_core::{Changes, Key, Value};
 
@@ -66,10 +67,20 @@ impl RequestCookies {
 
 /// A `Set-Cookie` value with the attributes storefronts forward verbatim.
 pub fn set_cookie(name: &str, value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
-    let text =
-        format!("{name}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}");
-    HeaderValue::from_str(&text).expect("token cookies are visible ASCII")
+    use std::fmt::Write;
+    // Built in place and handed over without a copy: one of these goes out with every answer.
+    let mut text = String::with_capacity(name.len() + value.len() + 72);
+    text.push_str(name);
+    text.push('=');
+    text.push_str(value);
+    let _ = write!(
+        text,
+        "; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax"
+    );
+    if secure {
+        text.push_str("; Secure");
+    }
+    HeaderValue::from_maybe_shared(Bytes::from(text)).expect("token cookies are visible ASCII")
 }
 
 /// The query string, split into what the manager reads and what goes into `public`.

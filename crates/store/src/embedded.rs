@@ -107,7 +107,7 @@ enum Done {
 
 struct Put {
     id: SessionId,
-    record: Vec<u8>,
+    record: Bytes,
     version: u64,
     expires_at: u64,
     expected: Option<u64>,
@@ -117,7 +117,7 @@ impl Put {
     fn of(record: &Record, expected: Option<u64>) -> Put {
         Put {
             id: record.id(),
-            record: record.bytes().to_vec(),
+            record: record.bytes().clone(),
             version: record.version(),
             expires_at: record.expires_at(),
             expected,
@@ -317,7 +317,7 @@ struct Pending<'a> {
     /// id → the session's (version, expires_at) after the batch so far, `None` once deleted.
     overlay: HashMap<SessionId, Option<(u64, u64)>>,
     /// Session key → new record, or `None` to remove it.
-    sessions: BTreeMap<[u8; 16], Option<Vec<u8>>>,
+    sessions: BTreeMap<[u8; 16], Option<Bytes>>,
     /// Expiry key → whether it exists after the batch.
     expiry: BTreeMap<[u8; 24], bool>,
     /// The engine's committed states of recently written sessions.
@@ -460,7 +460,7 @@ fn apply_batch(
     let mut writes = engine.db.batch().durability(Some(PersistMode::SyncAll));
     for (key, record) in pending.sessions {
         match record {
-            Some(record) => writes.insert(&engine.sessions, key.as_slice(), record),
+            Some(record) => writes.insert(&engine.sessions, key.as_slice(), &record[..]),
             None => writes.remove(&engine.sessions, key.as_slice()),
         }
     }
