@@ -170,6 +170,20 @@ pub async fn run(
     created: bool,
     max_rounds: u32,
 ) -> Result<Trace, Rejection> {
+    run_with(apps, account, session, changed, created, max_rounds, true).await
+}
+
+/// [`run`], keeping each call's inputs and outputs in the trace only when `detail` is set
+/// (a debug session, a debug log): without them the cycle copies no value for the trace.
+pub async fn run_with(
+    apps: &Apps,
+    account: &str,
+    session: &mut Session,
+    changed: Delta,
+    created: bool,
+    max_rounds: u32,
+    detail: bool,
+) -> Result<Trace, Rejection> {
     let started = Instant::now();
     let mut trace = Trace::default();
     let mut all_changed = changed.clone();
@@ -200,10 +214,15 @@ pub async fn run(
         let calls = callees.iter().map(|&i| {
             let spec = &apps.index.apps()[i];
             let input = inputs_of(spec, &session.namespaces);
+            let (input, kept) = if detail {
+                (input.clone(), input)
+            } else {
+                (input, Namespaces::new())
+            };
             let call = Call {
                 app: spec,
                 account,
-                input: input.clone(),
+                input,
                 changed: &all_changed,
             };
             let timeout = apps.timeouts[i];
@@ -215,7 +234,7 @@ pub async fn run(
                     Ok(r) => r,
                     Err(_) => Err(AppError::Timeout(timeout)),
                 };
-                (i, input, result, t0.elapsed())
+                (i, kept, result, t0.elapsed())
             }
         });
         let answers = futures::future::join_all(calls).await;
@@ -238,15 +257,17 @@ pub async fn run(
             match result {
                 Ok(output) => {
                     rejected.remove(&i);
-                    for (key, value) in output.iter() {
-                        if spec.writes(key) {
+                    for (key, value) in output {
+                        if !spec.writes(&key) {
+                            call.dropped.push(key);
+                            continue;
+                        }
+                        if detail {
                             call.output.push((key.clone(), value.clone()));
-                            match value {
-                                Some(v) => merged.set(key.clone(), v.clone()),
-                                None => merged.remove(key.clone()),
-                            }
-                        } else {
-                            call.dropped.push(key.clone());
+                        }
+                        match value {
+                            Some(v) => merged.set(key, v),
+                            None => merged.remove(key),
                         }
                     }
                 }
@@ -263,7 +284,7 @@ pub async fn run(
             }
             round.calls.push(call);
         }
-        delta = session.apply(&merged);
+        delta = session.apply_owned(merged);
         round.changed = delta.iter().cloned().collect();
         all_changed.extend(delta.iter().cloned());
         trace.rounds.push(round);
@@ -409,6 +430,46 @@ mod tests {
         let seen = c.seen.lock().unwrap();
         assert_eq!(text(&seen[0], "n", "Z"), None);
         assert_eq!(text(&seen[1], "n", "Z"), Some("z".into()));
+    }
+
+    #[tokio::test]
+    async fn without_detail_the_outcome_is_the_same_and_the_trace_has_no_values() {
+        let apps = || {
+            install(vec![
+                (
+                    spec("A", json!({"input": {"n": ["X"]}, "output": {"n": ["Y"]}})),
+                    fake(|_| Ok(writes(&[("n", "Y", "y"), ("n", "undeclared", "1")]))),
+                ),
+                (
+                    spec("B", json!({"input": {"n": ["Y"]}, "output": {"n": ["Z"]}})),
+                    fake(|i| Ok(writes(&[("n", "Z", &format!("{:?}", text(i, "n", "Y")))]))),
+                ),
+            ])
+        };
+        let (mut full, delta) = session_with(&[("n", "X", "x")]);
+        let (mut lean, _) = session_with(&[("n", "X", "x")]);
+        lean.id = full.id;
+        let detailed = run(&apps(), "demo", &mut full, delta.clone(), false, 10)
+            .await
+            .unwrap();
+        let plain = run_with(&apps(), "demo", &mut lean, delta, false, 10, false)
+            .await
+            .unwrap();
+        assert_eq!(lean, full);
+        assert_eq!(lean.get_str("n", "Z"), Some("Some(\"y\")"));
+        assert_eq!(plain.calls_by_round(), detailed.calls_by_round());
+        let changed = |t: &Trace| {
+            t.rounds
+                .iter()
+                .map(|r| r.changed.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(changed(&plain), changed(&detailed));
+        let first = &plain.rounds[0].calls[0];
+        assert!(first.input.is_empty() && first.output.is_empty());
+        assert_eq!(first.dropped, vec![Key::new("n", "undeclared")]);
+        let first = &detailed.rounds[0].calls[0];
+        assert!(!first.input.is_empty() && first.output.len() == 1);
     }
 
     #[tokio::test]

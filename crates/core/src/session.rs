@@ -164,6 +164,16 @@ impl Changes {
     }
 }
 
+impl IntoIterator for Changes {
+    type Item = (Key, Option<Value>);
+    type IntoIter = std::vec::IntoIter<(Key, Option<Value>)>;
+
+    /// The writes, in order, by value.
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
 /// The keys whose value actually changed (Δ of the transform cycle).
 pub type Delta = BTreeSet<Key>;
 
@@ -279,18 +289,27 @@ impl Session {
 
     /// Applies `changes` in order and returns the keys whose value ended up different.
     pub fn apply(&mut self, changes: &Changes) -> Delta {
+        self.apply_owned(changes.clone())
+    }
+
+    /// [`Session::apply`], moving the values in instead of copying them.
+    pub fn apply_owned(&mut self, changes: Changes) -> Delta {
         // What each write replaced; the first write of a key replaced its original value.
-        let mut replaced: Vec<(&Key, Option<Value>)> = changes
-            .iter()
-            .map(|(key, value)| (key, self.swap(key, value.clone())))
+        let mut replaced: Vec<(Key, Option<Value>)> = changes
+            .entries
+            .into_iter()
+            .map(|(key, value)| {
+                let old = self.swap(&key, value);
+                (key, old)
+            })
             .collect();
         // Stable: among the writes of one key, the first stays first.
-        replaced.sort_by(|a, b| a.0.cmp(b.0));
+        replaced.sort_by(|a, b| a.0.cmp(&b.0));
         replaced.dedup_by(|later, first| later.0 == first.0);
         replaced
             .into_iter()
             .filter(|(key, old)| self.get(&key.namespace, &key.name) != old.as_ref())
-            .map(|(key, _)| key.clone())
+            .map(|(key, _)| key)
             .collect()
     }
 

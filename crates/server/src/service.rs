@@ -358,7 +358,7 @@ impl SessionService {
             Value::new(account.name.as_str()),
         );
         changes.extend(edit.changes_for(&session));
-        let delta = session.apply(&changes);
+        let delta = session.apply_owned(changes);
         self.settle(account, &mut session, delta, true).await?;
         Ok(session)
     }
@@ -388,13 +388,15 @@ impl SessionService {
         created: bool,
     ) -> Result<Delta, ApiError> {
         let mut changed = delta.clone();
-        let result = cycle::run(
+        let detail = session.debug || tracing::enabled!(tracing::Level::DEBUG);
+        let result = cycle::run_with(
             &account.apps,
             &account.name,
             session,
             delta,
             created,
             account.max_rounds,
+            detail,
         )
         .await;
         let trace = match result {
@@ -511,7 +513,7 @@ impl SessionService {
             };
             let before = loaded.session()?;
             let mut session = before.clone();
-            let delta = session.apply(&edit.changes_for(&session));
+            let delta = session.apply_owned(edit.changes_for(&session));
             self.check_public_size(before, &session)?;
             let changed = self.settle(account, &mut session, delta, false).await?;
             if session.namespaces == before.namespaces {
