@@ -233,10 +233,11 @@ impl SessionService {
         Ok(Some(snapshot))
     }
 
-    /// Saves `session` if the stored version is `expected` (see [`SessionStore::put`]) and
-    /// caches it (as the successor of `previous`, the snapshot it was derived from by changing
-    /// the keys given with it). A conflict
-    /// means the cached copy is stale: it is dropped, so the retry reads the store.
+    /// Saves `session` if the stored version is `expected` (see [`SessionStore::put_record`])
+    /// and caches it: as the successor of `previous`, the snapshot it was derived from by
+    /// changing the keys given with it, or (no `previous`: a created or ended session) as its
+    /// record alone. A conflict means the cached copy is stale: it is dropped, so the retry
+    /// reads the store.
     async fn save(
         &self,
         session: Session,
@@ -247,9 +248,11 @@ impl SessionService {
         let record = Record::encode(&session, segment);
         match self.timed(self.store.put_record(&record, expected)).await {
             Ok(()) => {
+                // A session created (or ended) is cached as its record alone: what comes next
+                // is mostly reads, and it is decoded again only if it is edited.
                 let snapshot = Arc::new(match previous {
                     Some((previous, _)) => Snapshot::successor(session, record, previous),
-                    None => Snapshot::saved(session, record),
+                    None => Snapshot::read(record),
                 });
                 if let Some(cache) = &self.cache {
                     cache.insert(snapshot.clone());
