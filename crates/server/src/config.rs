@@ -17,7 +17,8 @@ pub const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
 pub const DEFAULT_CACHE_SESSIONS: usize = 200_000;
 
 /// Memory a cached session is budgeted at when sizing the default cache (a session of a dozen
-/// values takes about 3.5 KiB decoded with its record, 1.5 KiB when only read).
+/// values takes about 3.5 KiB decoded with its record after an edit, 1.3 KiB as its record
+/// alone after a create or a read).
 const CACHED_SESSION_BYTES: u64 = 4096;
 
 /// The default `cache_sessions`: as many sessions as fit in a quarter of the memory this
