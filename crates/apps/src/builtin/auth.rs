@@ -6,11 +6,20 @@
 //! nothing else — never `none`, never HS256 (the public key is not a secret). A valid, unexpired
 //! token for this account writes the id/email pair; anything else clears it.
 //!
+//! A token is verified once: the claims of the tokens that verified are remembered by the
+//! token's SHA-256 digest until their `exp` (a visitor's cookie comes with every request that
+//! re-runs the app; with RS256 or ES256 keys a verification costs tens of microseconds).
+//!
 //! Also owns [`mint_identity_token`], which signs the tokens this app accepts.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sessiond_core::{AppError, Call, Changes};
+use sha2::{Digest, Sha256};
 
 use super::{same_ci, text, App, Outputs};
 use crate::commerce::Identity;
@@ -38,7 +47,20 @@ struct Claims {
     #[serde(default)]
     aud: Option<String>,
     /// Expiry, seconds since the Unix epoch (checked by the validation, without leeway).
-    #[allow(dead_code)]
+    exp: u64,
+}
+
+/// Most identity tokens remembered as verified; the memory starts over when full.
+const REMEMBERED_TOKENS: usize = 1 << 16;
+
+/// What a verified token says, as far as the app reads it.
+#[derive(Clone)]
+struct Verified {
+    user_id: String,
+    email: String,
+    account: String,
+    admin: bool,
+    /// Seconds since the Unix epoch; the token is valid while `exp > now`.
     exp: u64,
 }
 
@@ -46,6 +68,14 @@ struct Claims {
 pub(super) struct Authentication {
     /// The verification key and rules; `None` when the account has no identity keys.
     verifier: Option<(DecodingKey, Validation)>,
+    /// Tokens that verified, by SHA-256 digest of the (trimmed) token.
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Authentication {
@@ -63,6 +93,7 @@ impl Authentication {
             (None, None) => None,
         };
         Ok(Authentication {
+            verified: Mutex::default(),
             verifier: verifier.map(|(key, algorithm)| {
                 let mut validation = Validation::new(algorithm);
                 validation.leeway = 0;
@@ -77,16 +108,40 @@ impl Authentication {
     /// the kind the cookie carries: the admin cookie takes only `aud: "admin"` tokens, the store
     /// cookie never does (a shopper's token must not make them an admin, nor the reverse).
     fn verify(&self, token: &str, account: &str, admin: bool) -> Option<(String, String)> {
+        let v = self.verified(token.trim(), now_secs())?;
+        (v.admin == admin
+            && same_ci(&v.account, account)
+            && !v.user_id.is_empty()
+            && !v.email.is_empty())
+        .then_some((v.user_id, v.email))
+    }
+
+    /// The claims of `token` if its signature holds and it has not expired at `now`: from the
+    /// memory of verified tokens, else checked (and remembered when it verifies).
+    fn verified(&self, token: &str, now: u64) -> Option<Verified> {
         let (key, validation) = self.verifier.as_ref()?;
-        let claims = jsonwebtoken::decode::<Claims>(token.trim(), key, validation)
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // Each operation is one lookup, insert or clear: a panic cannot leave it half-written.
+        let memory = || self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = memory().get(&digest).filter(|v| v.exp > now) {
+            return Some(v.clone());
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
             .ok()?
             .claims;
-        let is_admin = claims.aud.as_deref() == Some(ADMIN_AUDIENCE);
-        (is_admin == admin
-            && same_ci(&claims.account, account)
-            && !claims.user_id.is_empty()
-            && !claims.sub.is_empty())
-        .then_some((claims.user_id, claims.sub))
+        let v = Verified {
+            admin: claims.aud.as_deref() == Some(ADMIN_AUDIENCE),
+            user_id: claims.user_id,
+            email: claims.sub,
+            account: claims.account,
+            exp: claims.exp,
+        };
+        let mut remembered = memory();
+        if remembered.len() >= REMEMBERED_TOKENS {
+            remembered.clear();
+        }
+        remembered.insert(digest, v.clone());
+        Some(v)
     }
 }
 
@@ -577,5 +632,71 @@ bCvQ4za4Dm+chhZ3zekcTKs=
         ] {
             assert!(removed(&swapped, &format!("authentication.{key}")), "{key}");
         }
+    }
+
+    #[test]
+    fn a_token_is_verified_once_and_remembered_until_it_expires() {
+        let app = Authentication::new(&identity()).unwrap();
+        let t0 = now();
+        let token =
+            mint_identity_token(&identity(), ACCOUNT, "alice@example.com", ALICE, t0, 60).unwrap();
+        assert_eq!(
+            app.verify(&token, ACCOUNT, false),
+            Some((ALICE.to_owned(), "alice@example.com".to_owned()))
+        );
+        assert_eq!(app.verified.lock().unwrap().len(), 1);
+        // Remembered: the same answer, and the same rules (kind, account) still apply.
+        assert!(app.verify(&token, ACCOUNT, false).is_some());
+        assert!(
+            app.verify(&token, ACCOUNT, true).is_none(),
+            "not an admin token"
+        );
+        assert!(app.verify(&token, "other", false).is_none());
+        // A remembered entry counts only before its exp; after, the token is checked again
+        // (here: it is no JWT at all, so it is refused).
+        let remember = |exp| {
+            app.verified.lock().unwrap().insert(
+                Sha256::digest(b"not-a-jwt").into(),
+                Verified {
+                    user_id: "u".into(),
+                    email: "e".into(),
+                    account: ACCOUNT.into(),
+                    admin: false,
+                    exp,
+                },
+            )
+        };
+        remember(t0 + 100);
+        assert!(app.verified("not-a-jwt", t0).is_some());
+        remember(t0);
+        assert!(app.verified("not-a-jwt", t0).is_none());
+        app.verified.lock().unwrap().clear();
+        assert!(app.verify(&token, ACCOUNT, false).is_some());
+        // A forged token is never remembered.
+        let mut forged = token.clone();
+        forged.pop();
+        assert!(app.verify(&forged, ACCOUNT, false).is_none());
+        assert_eq!(app.verified.lock().unwrap().len(), 1);
+        // The memory is bounded: full, it starts over.
+        {
+            let mut memory = app.verified.lock().unwrap();
+            memory.clear();
+            for i in 0..REMEMBERED_TOKENS as u32 {
+                let mut digest = [0u8; 32];
+                digest[..4].copy_from_slice(&i.to_be_bytes());
+                memory.insert(
+                    digest,
+                    Verified {
+                        user_id: String::new(),
+                        email: String::new(),
+                        account: String::new(),
+                        admin: false,
+                        exp: 0,
+                    },
+                );
+            }
+        }
+        assert!(app.verify(&token, ACCOUNT, false).is_some());
+        assert_eq!(app.verified.lock().unwrap().len(), 1);
     }
 }
