@@ -69,12 +69,12 @@ fn shared_segment(token: &str, style: CookieStyle) -> Arc<SegmentLines> {
     lines
 }
 
-/// The part of a `vtex_session` cookie line that names the token.
-fn token_of(line: &HeaderValue) -> &[u8] {
-    let bytes = line.as_bytes();
+/// Whether `line` is the `vtex_session` cookie line of `token` (`vtex_session=<token>;…`).
+fn names_token(line: &HeaderValue, token: &str) -> bool {
     let start = SESSION_COOKIE.len() + 1;
-    let end = bytes.iter().position(|&b| b == b';').unwrap_or(bytes.len());
-    bytes.get(start..end).unwrap_or_default()
+    let end = start + token.len();
+    let bytes = line.as_bytes();
+    bytes.get(start..end) == Some(token.as_bytes()) && bytes.get(end) == Some(&b';')
 }
 
 /// A stored session and what its answers are made of.
@@ -211,7 +211,7 @@ impl Snapshot {
     pub fn session_cookie(&self, token: &str, style: CookieStyle) -> HeaderValue {
         let make = || set_cookie(SESSION_COOKIE, token, style.max_age, style.secure);
         let line = self.token.get_or_init(make);
-        if token_of(line) == token.as_bytes() {
+        if names_token(line, token) {
             line.clone()
         } else {
             make()
