@@ -558,5 +558,7 @@ mod tests {
         let b = snapshot.session_cookie("bbb", style);
         assert!(b.to_str().unwrap().starts_with("vtex_session=bbb;"));
         assert_eq!(snapshot.session_cookie("aaa", style), a);
+        let prefix = snapshot.session_cookie("aa", style);
+        assert!(prefix.to_str().unwrap().starts_with("vtex_session=aa;"));
     }
 }
