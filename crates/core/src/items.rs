@@ -77,6 +77,16 @@ impl Items {
         }
     }
 
+    /// Whether the filter takes every value of namespace `ns`.
+    pub(crate) fn takes_whole(&self, ns: &str) -> bool {
+        self.all || self.whole.contains(ns)
+    }
+
+    /// The keys of namespace `ns` the filter names one by one (in key order).
+    pub(crate) fn named_keys(&self, ns: &str) -> Option<&BTreeSet<String>> {
+        self.keys.get(ns)
+    }
+
     /// The keys of `values` (namespace `ns`) this filter picks.
     fn picks<'a>(
         &'a self,

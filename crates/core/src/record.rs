@@ -28,8 +28,9 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-
+use litemap::LiteMap;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::items::{Items, SECRET_NAMESPACE};
 use crate::segment::Segment;
@@ -248,6 +249,73 @@ impl Record {
         self.bytes.slice(self.answer.clone())
     }
 
+    /// The session's answer to `items`, cut out of the `?items=*` answer without decoding any
+    /// value (byte for byte what [`Session::answer`] gives). `None` when the stored answer has
+    /// a key this cannot take as it is (one written with escapes): then decode the session.
+    pub fn answer_for(&self, items: &Items) -> Option<Vec<u8>> {
+        #[derive(Deserialize)]
+        struct Whole<'a> {
+            #[serde(borrow)]
+            namespaces: LiteMap<&'a str, &'a RawValue>,
+        }
+        let answer = &self.bytes[self.answer.clone()];
+        let whole: Whole = serde_json::from_slice(answer).ok()?;
+        let mut out = Vec::with_capacity(answer.len());
+        out.extend_from_slice(b"{\"id\":");
+        serde_json::to_writer(&mut out, &self.id()).ok()?;
+        out.extend_from_slice(b",\"namespaces\":{");
+        let mut first_ns = true;
+        let mut open = |out: &mut Vec<u8>, ns: &str| -> Option<()> {
+            if !std::mem::take(&mut first_ns) {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, ns).ok()?;
+            out.push(b':');
+            Some(())
+        };
+        if !items.is_empty() {
+            for (ns, values) in whole.namespaces.iter() {
+                if items.takes_whole(ns) {
+                    // The stored answer holds no empty namespace.
+                    open(&mut out, ns)?;
+                    out.extend_from_slice(values.get().as_bytes());
+                    continue;
+                }
+                let Some(wanted) = items.named_keys(ns) else {
+                    continue;
+                };
+                let values: LiteMap<&str, &RawValue> = serde_json::from_str(values.get()).ok()?;
+                let mut picked = wanted
+                    .iter()
+                    .filter_map(|k| values.get(k.as_str()).map(|v| (k, v)))
+                    .peekable();
+                if picked.peek().is_none() {
+                    continue;
+                }
+                open(&mut out, ns)?;
+                out.push(b'{');
+                for (i, (key, value)) in picked.enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut out, key).ok()?;
+                    out.push(b':');
+                    out.extend_from_slice(value.get().as_bytes());
+                }
+                out.push(b'}');
+            }
+        }
+        let debug = self.flags() & DEBUG != 0;
+        let tail = format!(
+            "}},\"version\":{},\"active\":{},\"debug\":{}}}",
+            self.version(),
+            self.active(),
+            debug
+        );
+        out.extend_from_slice(tail.as_bytes());
+        Some(out)
+    }
+
     /// The session's segment token (`vtex_segment`).
     pub fn segment_token(&self) -> &str {
         std::str::from_utf8(&self.bytes[self.segment.clone()]).expect("checked by parse")
@@ -373,6 +441,43 @@ mod tests {
         assert!(r.secrets_len() > 0);
         assert!(!String::from_utf8_lossy(&r.answer()).contains("jwt"));
         assert_eq!(r.decode().unwrap(), s);
+    }
+
+    #[test]
+    fn filtered_answers_are_cut_from_the_stored_one_byte_for_byte() {
+        let mut s = session();
+        s.set(&Key::new("public", "a b"), Value::new("x\"y"));
+        s.set(
+            &Key::new("public", "ü"),
+            Value::new(serde_json::json!([1, {"z": null}])),
+        );
+        s.set(&Key::new("store", "channel"), Value::kept("1"));
+        s.debug = true;
+        let r = Record::encode(&s, None);
+        for raw in [
+            "",
+            "*",
+            "public.*",
+            "public.utm_source",
+            "public.utm_source,public.missing,store.channel",
+            "cookie.c",
+            "cookie.*,profile.x",
+            "public.ü,public.a b,nothing.here",
+            "missing.*",
+            "store.nope",
+            "public",
+        ] {
+            let items = Items::parse(raw);
+            assert_eq!(
+                String::from_utf8(r.answer_for(&items).unwrap()).unwrap(),
+                String::from_utf8(s.answer(&items)).unwrap(),
+                "items={raw}"
+            );
+        }
+        // A key stored with escapes is left to the decoder.
+        s.set(&Key::new("public", "quote\"d"), Value::new("1"));
+        let r = Record::encode(&s, None);
+        assert_eq!(r.answer_for(&Items::parse("public.utm_source")), None);
     }
 
     impl Record {
