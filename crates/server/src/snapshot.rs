@@ -69,6 +69,37 @@ fn shared_segment(token: &str, style: CookieStyle) -> Arc<SegmentLines> {
     lines
 }
 
+/// An `items` filter as asked for, and parsed.
+struct Filter {
+    raw: Box<str>,
+    items: Items,
+}
+
+/// Most filters kept parsed (see [`shared_filter`]); past that the table starts over.
+const MAX_SHARED_FILTERS: usize = 1024;
+
+/// Every `items` filter asked for lately, parsed once: storefronts ask the same few filters of
+/// every session, so a snapshot that keeps an answer holds an `Arc` of its filter.
+static FILTERS: LazyLock<Mutex<HashMap<Box<str>, Arc<Filter>>>> = LazyLock::new(Mutex::default);
+
+/// The shared, parsed form of the raw filter `raw`.
+fn shared_filter(raw: &str) -> Arc<Filter> {
+    // Each operation is one lookup, insert or clear: a panic cannot leave it half-written.
+    let mut table = FILTERS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(filter) = table.get(raw) {
+        return filter.clone();
+    }
+    let filter = Arc::new(Filter {
+        raw: raw.into(),
+        items: Items::parse(raw),
+    });
+    if table.len() >= MAX_SHARED_FILTERS {
+        table.clear();
+    }
+    table.insert(raw.into(), filter.clone());
+    filter
+}
+
 /// Whether `line` is the `vtex_session` cookie line of `token` (`vtex_session=<token>;…`).
 fn names_token(line: &HeaderValue, token: &str) -> bool {
     let start = SESSION_COOKIE.len() + 1;
@@ -85,7 +116,7 @@ pub struct Snapshot {
     session: OnceLock<Session>,
     /// The answer to the first other `items` filter asked for (storefronts ask the same one on
     /// every page view).
-    filtered: OnceLock<(Box<str>, Bytes)>,
+    filtered: OnceLock<(Arc<Filter>, Bytes)>,
     segment: OnceLock<Arc<SegmentLines>>,
     /// The `Set-Cookie` line of the first session token asked for.
     token: OnceLock<HeaderValue>,
@@ -166,25 +197,37 @@ impl Snapshot {
         let Some(raw) = raw_items else {
             return self.render(&Items::default());
         };
+        if raw == "*" {
+            return Ok(self.record.answer());
+        }
         if let Some((kept, answer)) = self.filtered.get() {
-            if **kept == *raw {
+            if *kept.raw == *raw {
                 return Ok(answer.clone());
             }
         }
-        let items = Items::parse(raw);
-        if items.selects_all() {
-            return Ok(self.record.answer());
+        if raw.len() > MAX_KEPT_FILTER {
+            return self.answer_to(&Items::parse(raw));
         }
-        if raw.len() > MAX_KEPT_FILTER || self.filtered.get().is_some() {
-            return self.render(&items);
+        let filter = shared_filter(raw);
+        if filter.items.selects_all() || self.filtered.get().is_some() {
+            return self.answer_to(&filter.items);
         }
-        let answer = self.render(&items)?;
-        let (kept, kept_answer) = self.filtered.get_or_init(|| (raw.into(), answer.clone()));
-        Ok(if **kept == *raw {
+        let answer = self.render(&filter.items)?;
+        let (kept, kept_answer) = self
+            .filtered
+            .get_or_init(|| (filter.clone(), answer.clone()));
+        Ok(if Arc::ptr_eq(kept, &filter) {
             kept_answer.clone()
         } else {
             answer
         })
+    }
+
+    fn answer_to(&self, items: &Items) -> Result<Bytes, StoreError> {
+        if items.selects_all() {
+            return Ok(self.record.answer());
+        }
+        self.render(items)
     }
 
     /// The answer for `items`: from the decoded session if there is one, else cut out of the
@@ -533,6 +576,27 @@ mod tests {
                 .starts_with("vtex_segment=made-up-"));
         }
         assert!(SEGMENTS.lock().unwrap().len() <= MAX_SHARED_SEGMENTS);
+    }
+
+    #[test]
+    fn filters_are_parsed_once_and_shared_and_the_table_is_bounded() {
+        let (a, b) = (Snapshot::new(session(1)), Snapshot::new(session(2)));
+        a.answer(Some("public.k,store.x")).unwrap();
+        b.answer(Some("public.k,store.x")).unwrap();
+        assert!(Arc::ptr_eq(
+            &a.filtered.get().unwrap().0,
+            &b.filtered.get().unwrap().0
+        ));
+        let all = Snapshot::new(session(3));
+        assert_eq!(
+            all.answer(Some("public.k,*")).unwrap(),
+            all.record().answer(),
+            "a filter naming `*` is `*`"
+        );
+        for i in 0..MAX_SHARED_FILTERS + 10 {
+            shared_filter(&format!("public.k{i}"));
+        }
+        assert!(FILTERS.lock().unwrap().len() <= MAX_SHARED_FILTERS);
     }
 
     #[test]
