@@ -28,9 +28,7 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use litemap::LiteMap;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::items::{Items, SECRET_NAMESPACE};
 use crate::segment::Segment;
@@ -112,6 +110,90 @@ fn take_field(bytes: &[u8], at: &mut usize, width: usize) -> Result<Range<usize>
         .ok_or(RecordError::Malformed("a field is cut off"))?;
     *at = end;
     Ok(start..end)
+}
+
+/// Calls `f` with the raw key (between its quotes) and the raw value of every member of the
+/// JSON object `obj`, as serde_json writes objects (no white space). `None` when `obj` is not
+/// such an object or a key holds an escape (its raw form is not its text), or when `f` says so.
+fn members<'a>(obj: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8]) -> Option<()>) -> Option<()> {
+    if obj.first() != Some(&b'{') || obj.last() != Some(&b'}') {
+        return None;
+    }
+    let mut at = 1;
+    if obj.get(at) == Some(&b'}') {
+        return (at + 1 == obj.len()).then_some(());
+    }
+    loop {
+        let key_end = string_end(obj, at)?;
+        let key = &obj[at + 1..key_end - 1];
+        if key.contains(&b'\\') || obj.get(key_end) != Some(&b':') {
+            return None;
+        }
+        let value_start = key_end + 1;
+        let value_end = value_end(obj, value_start)?;
+        f(key, &obj[value_start..value_end])?;
+        match obj.get(value_end) {
+            Some(b',') => at = value_end + 1,
+            Some(b'}') if value_end + 1 == obj.len() => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// The end (one past the closing quote) of the JSON string starting at `at`.
+fn string_end(bytes: &[u8], at: usize) -> Option<usize> {
+    if bytes.get(at) != Some(&b'"') {
+        return None;
+    }
+    let mut i = at + 1;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+        if bytes[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2;
+    }
+}
+
+/// The end of the JSON value starting at `at` (one past it).
+fn value_end(bytes: &[u8], at: usize) -> Option<usize> {
+    match bytes.get(at)? {
+        b'"' => string_end(bytes, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            loop {
+                match bytes.get(i)? {
+                    b'"' => {
+                        i = string_end(bytes, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let len = bytes[at..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']'))?;
+            (len > 0).then_some(at + len)
+        }
+    }
+}
+
+/// Writes `"raw"` (a key without escapes is written as it is).
+fn quoted(out: &mut Vec<u8>, raw: &[u8]) {
+    out.push(b'"');
+    out.extend_from_slice(raw);
+    out.push(b'"');
 }
 
 impl Record {
@@ -251,68 +333,80 @@ impl Record {
 
     /// The session's answer to `items`, cut out of the `?items=*` answer without decoding any
     /// value (byte for byte what [`Session::answer`] gives). `None` when the stored answer has
-    /// a key this cannot take as it is (one written with escapes): then decode the session.
+    /// a key this cannot take as it is (one written with escapes) or is not as this encoder
+    /// writes it: then decode the session.
     pub fn answer_for(&self, items: &Items) -> Option<Vec<u8>> {
-        #[derive(Deserialize)]
-        struct Whole<'a> {
-            #[serde(borrow)]
-            namespaces: LiteMap<&'a str, &'a RawValue>,
-        }
         let answer = &self.bytes[self.answer.clone()];
-        let whole: Whole = serde_json::from_slice(answer).ok()?;
+        let [mut id, mut namespaces, mut version, mut active, mut debug] = [None; 5];
+        members(answer, |key, value| {
+            match key {
+                b"id" => id = Some(value),
+                b"namespaces" => namespaces = Some(value),
+                b"version" => version = Some(value),
+                b"active" => active = Some(value),
+                b"debug" => debug = Some(value),
+                _ => return None,
+            }
+            Some(())
+        })?;
         let mut out = Vec::with_capacity(answer.len());
         out.extend_from_slice(b"{\"id\":");
-        serde_json::to_writer(&mut out, &self.id()).ok()?;
+        out.extend_from_slice(id?);
         out.extend_from_slice(b",\"namespaces\":{");
-        let mut first_ns = true;
-        let mut open = |out: &mut Vec<u8>, ns: &str| -> Option<()> {
-            if !std::mem::take(&mut first_ns) {
-                out.push(b',');
-            }
-            serde_json::to_writer(&mut *out, ns).ok()?;
-            out.push(b':');
-            Some(())
-        };
         if !items.is_empty() {
-            for (ns, values) in whole.namespaces.iter() {
-                if items.takes_whole(ns) {
+            let mut first = true;
+            members(namespaces?, |ns, values| {
+                let name = std::str::from_utf8(ns).ok()?;
+                let whole = items.takes_whole(name);
+                let wanted = items.named_keys(name);
+                if !whole && wanted.is_none() {
+                    return Some(());
+                }
+                let start = out.len();
+                if !first {
+                    out.push(b',');
+                }
+                quoted(&mut out, ns);
+                out.push(b':');
+                if whole {
                     // The stored answer holds no empty namespace.
-                    open(&mut out, ns)?;
-                    out.extend_from_slice(values.get().as_bytes());
-                    continue;
+                    out.extend_from_slice(values);
+                    first = false;
+                    return Some(());
                 }
-                let Some(wanted) = items.named_keys(ns) else {
-                    continue;
-                };
-                let values: LiteMap<&str, &RawValue> = serde_json::from_str(values.get()).ok()?;
-                let mut picked = wanted
-                    .iter()
-                    .filter_map(|k| values.get(k.as_str()).map(|v| (k, v)))
-                    .peekable();
-                if picked.peek().is_none() {
-                    continue;
-                }
-                open(&mut out, ns)?;
+                let wanted = wanted?;
                 out.push(b'{');
-                for (i, (key, value)) in picked.enumerate() {
-                    if i > 0 {
-                        out.push(b',');
+                let mut any = false;
+                // Stored keys are in key order, as the filter's are: the answer keeps that order.
+                members(values, |key, value| {
+                    if wanted.contains(std::str::from_utf8(key).ok()?) {
+                        if std::mem::replace(&mut any, true) {
+                            out.push(b',');
+                        }
+                        quoted(&mut out, key);
+                        out.push(b':');
+                        out.extend_from_slice(value);
                     }
-                    serde_json::to_writer(&mut out, key).ok()?;
-                    out.push(b':');
-                    out.extend_from_slice(value.get().as_bytes());
+                    Some(())
+                })?;
+                if any {
+                    out.push(b'}');
+                    first = false;
+                } else {
+                    out.truncate(start);
                 }
-                out.push(b'}');
-            }
+                Some(())
+            })?;
         }
-        let debug = self.flags() & DEBUG != 0;
-        let tail = format!(
-            "}},\"version\":{},\"active\":{},\"debug\":{}}}",
-            self.version(),
-            self.active(),
-            debug
-        );
-        out.extend_from_slice(tail.as_bytes());
+        for (name, value) in [
+            (&b"},\"version\":"[..], version?),
+            (b",\"active\":", active?),
+            (b",\"debug\":", debug?),
+        ] {
+            out.extend_from_slice(name);
+            out.extend_from_slice(value);
+        }
+        out.push(b'}');
         Some(out)
     }
 
@@ -478,6 +572,26 @@ mod tests {
         s.set(&Key::new("public", "quote\"d"), Value::new("1"));
         let r = Record::encode(&s, None);
         assert_eq!(r.answer_for(&Items::parse("public.utm_source")), None);
+    }
+
+    #[test]
+    fn a_damaged_answer_never_panics_the_cutter() {
+        let r = Record::encode(&session(), None);
+        let items = Items::parse("public.utm_source,profile.*,cookie.c");
+        let bytes = r.bytes().to_vec();
+        for at in r.answer.clone() {
+            for b in [b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'x'] {
+                let mut damaged = bytes.clone();
+                damaged[at] = b;
+                let damaged = Record::parse(Bytes::from(damaged)).unwrap();
+                let _ = damaged.answer_for(&items);
+                let _ = damaged.answer_for(&Items::all());
+            }
+        }
+        for end in 0..r.answer.len() {
+            let cut = &r.bytes()[r.answer.start..r.answer.start + end];
+            assert!(members(cut, |_, _| Some(())).is_none(), "cut at {end}");
+        }
     }
 
     impl Record {
