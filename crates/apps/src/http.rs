@@ -208,9 +208,7 @@ mod tests {
     #[test]
     fn the_body_carries_values_only() {
         let mut input = Namespaces::new();
-        input
-            .entry("public".into())
-            .or_default()
+        std::sync::Arc::make_mut(input.entry("public".into()).or_default())
             .insert("a".into(), Value::kept("1"));
         assert_eq!(wire_body(&input), br#"{"public":{"a":{"value":"1"}}}"#);
     }

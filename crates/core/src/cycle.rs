@@ -153,7 +153,7 @@ pub fn inputs_of(app: &AppSpec, namespaces: &Namespaces) -> Namespaces {
             }
         }
         if !picked.is_empty() {
-            out.insert(ns.clone(), picked);
+            out.insert(ns.clone(), Arc::new(picked));
         }
     }
     out

@@ -4,6 +4,7 @@
 //! simply absent from the answer; an empty or missing filter selects nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::session::{Namespace, Namespaces, Value};
 
@@ -110,13 +111,15 @@ impl Items {
             return out;
         }
         for (ns, values) in namespaces {
-            let picked: Namespace = if self.all || self.whole.contains(ns) {
+            let picked: Arc<Namespace> = if self.all || self.whole.contains(ns) {
                 values.clone()
             } else if let Some(wanted) = self.keys.get(ns) {
-                wanted
-                    .iter()
-                    .filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone())))
-                    .collect()
+                Arc::new(
+                    wanted
+                        .iter()
+                        .filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone())))
+                        .collect(),
+                )
             } else {
                 continue;
             };
@@ -124,7 +127,7 @@ impl Items {
                 continue;
             }
             let picked = if ns == SECRET_NAMESPACE {
-                redact(picked)
+                Arc::new(redact(Namespace::clone(&picked)))
             } else {
                 picked
             };
@@ -216,17 +219,11 @@ mod tests {
 
     fn sample() -> Namespaces {
         let mut n = Namespaces::new();
-        n.entry("public".into())
-            .or_default()
-            .insert("a".into(), Value::new("1"));
-        n.entry("public".into())
-            .or_default()
-            .insert("b".into(), Value::new("2"));
-        n.entry("store".into())
-            .or_default()
+        Arc::make_mut(n.entry("public".into()).or_default()).insert("a".into(), Value::new("1"));
+        Arc::make_mut(n.entry("public".into()).or_default()).insert("b".into(), Value::new("2"));
+        Arc::make_mut(n.entry("store".into()).or_default())
             .insert("channel".into(), Value::new("1"));
-        n.entry("cookie".into())
-            .or_default()
+        Arc::make_mut(n.entry("cookie".into()).or_default())
             .insert("VtexIdclientAutCookie".into(), Value::new("secret"));
         n
     }
@@ -277,9 +274,7 @@ mod tests {
     #[test]
     fn the_view_serializes_as_the_selection() {
         let mut n = sample();
-        n.get_mut("cookie")
-            .unwrap()
-            .insert("kept".into(), Value::kept("x"));
+        Arc::make_mut(n.get_mut("cookie").unwrap()).insert("kept".into(), Value::kept("x"));
         for filter in [
             "*",
             "public.a,store.missing,nope.x,bad",
@@ -303,9 +298,7 @@ mod tests {
     #[test]
     fn keys_may_contain_dots() {
         let mut n = Namespaces::new();
-        n.entry("public".into())
-            .or_default()
-            .insert("a.b".into(), Value::new("1"));
+        Arc::make_mut(n.entry("public".into()).or_default()).insert("a.b".into(), Value::new("1"));
         assert_eq!(
             Items::parse("public.a.b")
                 .select(&n)

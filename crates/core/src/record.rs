@@ -26,6 +26,7 @@
 //! | the rest | the secret namespace's values as JSON, or nothing when it is empty |
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -426,7 +427,7 @@ impl Record {
             namespaces.remove(SECRET_NAMESPACE);
         } else {
             let values: Namespace = serde_json::from_slice(secrets).map_err(json)?;
-            namespaces.insert(SECRET_NAMESPACE.to_owned(), values);
+            namespaces.insert(SECRET_NAMESPACE.to_owned(), Arc::new(values));
         }
         Ok(Session {
             id: self.id(),

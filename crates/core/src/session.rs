@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -90,8 +91,10 @@ impl Value {
 /// The keys of one namespace, in key order (a [`SortedMap`]).
 pub type Namespace = SortedMap<String, Value>;
 
-/// All namespaces of a session: `namespace → key → Value`, in namespace order.
-pub type Namespaces = SortedMap<String, Namespace>;
+/// All namespaces of a session: `namespace → key → Value`, in namespace order. Each namespace is
+/// shared (`Arc`) between the versions of a session until one of them changes it, so an edit
+/// copies only the namespaces it writes.
+pub type Namespaces = SortedMap<String, Arc<Namespace>>;
 
 /// A `(namespace, key)` pair naming one session value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -247,14 +250,17 @@ impl Session {
         }
     }
 
-    /// The namespace `name`, created empty when missing (its name is copied only then).
+    /// The namespace `name`, created empty when missing (its name is copied only then), and
+    /// made this session's own when shared with another version.
     fn namespace_mut(&mut self, name: &str) -> &mut Namespace {
         if !self.namespaces.contains_key(name) {
-            self.namespaces.insert(name.to_owned(), Namespace::new());
+            self.namespaces.insert(name.to_owned(), Arc::default());
         }
-        self.namespaces
-            .get_mut(name)
-            .expect("the namespace was just ensured")
+        Arc::make_mut(
+            self.namespaces
+                .get_mut(name)
+                .expect("the namespace was just ensured"),
+        )
     }
 
     /// Removes one value; returns whether it was there. Empty namespaces disappear.
@@ -264,7 +270,11 @@ impl Session {
 
     /// Removes one value and returns it. Empty namespaces disappear.
     fn take(&mut self, key: &Key) -> Option<Value> {
-        let ns = self.namespaces.get_mut(key.namespace.as_str())?;
+        let shared = self.namespaces.get_mut(key.namespace.as_str())?;
+        if !shared.contains_key(key.name.as_str()) {
+            return None;
+        }
+        let ns = Arc::make_mut(shared);
         let removed = ns.remove(key.name.as_str());
         if ns.is_empty() {
             self.namespaces.remove(key.namespace.as_str());
@@ -317,7 +327,7 @@ impl Session {
     pub fn kept_alive(&self) -> Changes {
         let mut changes = Changes::new();
         for (ns, keys) in &self.namespaces {
-            for (name, value) in keys {
+            for (name, value) in keys.iter() {
                 if value.keep_alive {
                     changes.set(Key::new(ns.as_str(), name.as_str()), value.clone());
                 }

@@ -57,7 +57,7 @@ impl Trace {
         let secret = |key: &Key| key.namespace == SECRET_NAMESPACE;
         for call in trace.rounds.iter_mut().flat_map(|r| r.calls.iter_mut()) {
             if let Some(values) = call.input.get_mut(SECRET_NAMESPACE) {
-                for (_, v) in values.iter_mut() {
+                for (_, v) in std::sync::Arc::make_mut(values).iter_mut() {
                     v.value = serde_json::Value::String(REDACTED.to_owned());
                 }
             }

@@ -128,7 +128,10 @@ impl<A: App> Transformer for Builtin<A> {
 /// channel "2") and surrounding white space is dropped, so a value's JSON type never silently
 /// changes a rule's outcome.
 fn as_text_inputs(input: &mut sessiond_core::Namespaces) {
-    for (_, value) in input.iter_mut().flat_map(|(_, keys)| keys.iter_mut()) {
+    for (_, value) in input
+        .iter_mut()
+        .flat_map(|(_, keys)| std::sync::Arc::make_mut(keys).iter_mut())
+    {
         let text = match &value.value {
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::Bool(b) => b.to_string(),

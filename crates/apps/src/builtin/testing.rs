@@ -203,9 +203,7 @@ pub async fn call(
     let mut session = Namespaces::new();
     for (k, v) in set {
         let key = split(k);
-        session
-            .entry(key.namespace)
-            .or_default()
+        std::sync::Arc::make_mut(session.entry(key.namespace).or_default())
             .insert(key.name, Value::new(*v));
     }
     let delta: Delta = changed.iter().map(|k| split(k)).collect();
