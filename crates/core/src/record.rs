@@ -89,9 +89,15 @@ pub fn header(bytes: &[u8]) -> Option<(u64, u64)> {
         .then(|| (u64_at(bytes, VERSION), u64_at(bytes, EXPIRES)))
 }
 
-/// Appends a length-prefixed field; `width` is the prefix's size in bytes (2 or 4).
+/// Appends a length-prefixed field; `width` is the prefix's size in bytes (2 or 4). The
+/// fields are an account name (configuration allows only short ASCII ones) and an answer and
+/// segment token (request limits keep them far below 4 GiB): a longer one is a bug, not data.
 fn put_field(out: &mut Vec<u8>, field: &[u8], width: usize) -> Range<usize> {
     let len = field.len() as u64;
+    assert!(
+        len < 1 << (8 * width),
+        "a record field of {len} bytes does not fit its {width}-byte length"
+    );
     out.extend_from_slice(&len.to_be_bytes()[8 - width..]);
     let start = out.len();
     out.extend_from_slice(field);
@@ -231,9 +237,7 @@ impl Record {
             flags |= REPLACED;
         }
         out.push(flags);
-        // Account names are short (configuration rejects long ones); cut at the prefix's reach.
-        let account = &session.account.as_bytes()[..session.account.len().min(u16::MAX as usize)];
-        let account = put_field(&mut out, account, 2);
+        let account = put_field(&mut out, session.account.as_bytes(), 2);
         let answer = put_field(&mut out, &answer, 4);
         let segment = put_field(&mut out, segment.as_bytes(), 4);
         let secrets = out.len();

@@ -236,6 +236,9 @@ impl Session {
 
     /// Sets one value; returns whether anything changed.
     pub fn set(&mut self, key: &Key, value: Value) -> bool {
+        if self.get(&key.namespace, &key.name) == Some(&value) {
+            return false;
+        }
         let ns = self.namespace_mut(&key.namespace);
         match ns.get_mut(key.name.as_str()) {
             Some(old) if *old == value => false,
@@ -287,6 +290,10 @@ impl Session {
         let Some(value) = value else {
             return self.take(key);
         };
+        // Writing what is there already leaves a namespace shared with other versions as is.
+        if self.get(&key.namespace, &key.name) == Some(&value) {
+            return Some(value);
+        }
         let ns = self.namespace_mut(&key.namespace);
         match ns.get_mut(key.name.as_str()) {
             Some(old) => Some(std::mem::replace(old, value)),
@@ -394,6 +401,30 @@ mod tests {
         );
         assert_eq!(s.get_str("public", "b"), Some("2"));
         assert!(s.get("public", "a").is_none());
+    }
+
+    #[test]
+    fn versions_share_the_namespaces_an_edit_does_not_change() {
+        let mut old = Session::new("demo", 0, 1000);
+        old.set(&key("public", "a"), Value::new("1"));
+        old.set(&key("store", "channel"), Value::new("1"));
+        let mut new = old.clone();
+        let mut same = Changes::new();
+        same.set(key("public", "a"), Value::new("1"));
+        assert!(new.apply_owned(same).is_empty());
+        let shared = |a: &Session, b: &Session, ns: &str| {
+            Arc::ptr_eq(a.namespaces.get(ns).unwrap(), b.namespaces.get(ns).unwrap())
+        };
+        assert!(
+            shared(&old, &new, "public"),
+            "an equal write copies nothing"
+        );
+        let mut edit = Changes::new();
+        edit.set(key("public", "a"), Value::new("2"));
+        assert_eq!(new.apply_owned(edit).len(), 1);
+        assert!(!shared(&old, &new, "public") && shared(&old, &new, "store"));
+        assert_eq!(old.get_str("public", "a"), Some("1"));
+        assert_eq!(new.get_str("public", "a"), Some("2"));
     }
 
     #[test]
