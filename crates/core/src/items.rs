@@ -4,7 +4,6 @@
 //! simply absent from the answer; an empty or missing filter selects nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use crate::session::{Namespace, Namespaces, Value};
 
@@ -70,7 +69,7 @@ impl Items {
     }
 
     /// The selected values of `namespaces` as a borrowed view that serializes like
-    /// [`Items::select`]'s result, without copying any value.
+    /// a copy of those values would, without copying any.
     pub fn view<'a>(&'a self, namespaces: &'a Namespaces) -> Selection<'a> {
         Selection {
             items: self,
@@ -102,38 +101,6 @@ impl Items {
                 .filter_map(|k| values.get_indexed(values.find_index(k.as_str()).ok()?))
         });
         all.into_iter().flatten().chain(some.into_iter().flatten())
-    }
-
-    /// The selected values of `namespaces`, with secret values redacted.
-    pub fn select(&self, namespaces: &Namespaces) -> Namespaces {
-        let mut out = Namespaces::new();
-        if self.is_empty() {
-            return out;
-        }
-        for (ns, values) in namespaces {
-            let picked: Arc<Namespace> = if self.all || self.whole.contains(ns) {
-                values.clone()
-            } else if let Some(wanted) = self.keys.get(ns) {
-                Arc::new(
-                    wanted
-                        .iter()
-                        .filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone())))
-                        .collect(),
-                )
-            } else {
-                continue;
-            };
-            if picked.is_empty() {
-                continue;
-            }
-            let picked = if ns == SECRET_NAMESPACE {
-                Arc::new(redact(Namespace::clone(&picked)))
-            } else {
-                picked
-            };
-            out.insert(ns.clone(), picked);
-        }
-        out
     }
 }
 
@@ -198,24 +165,65 @@ impl serde::Serialize for Picked<'_> {
     }
 }
 
-fn redact(values: Namespace) -> Namespace {
-    values
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k,
-                Value {
-                    value: serde_json::Value::String(REDACTED.to_owned()),
-                    keep_alive: v.keep_alive,
-                },
-            )
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+
+    /// The selected values, copied: the reference the borrowed [`Items::view`] is checked
+    /// against.
+    trait Select {
+        fn select(&self, namespaces: &Namespaces) -> Namespaces;
+    }
+
+    impl Select for Items {
+        fn select(&self, namespaces: &Namespaces) -> Namespaces {
+            let mut out = Namespaces::new();
+            if self.is_empty() {
+                return out;
+            }
+            for (ns, values) in namespaces {
+                let picked: Arc<Namespace> = if self.all || self.whole.contains(ns) {
+                    values.clone()
+                } else if let Some(wanted) = self.keys.get(ns) {
+                    Arc::new(
+                        wanted
+                            .iter()
+                            .filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone())))
+                            .collect(),
+                    )
+                } else {
+                    continue;
+                };
+                if picked.is_empty() {
+                    continue;
+                }
+                let picked = if ns == SECRET_NAMESPACE {
+                    Arc::new(redact(Namespace::clone(&picked)))
+                } else {
+                    picked
+                };
+                out.insert(ns.clone(), picked);
+            }
+            out
+        }
+    }
+
+    fn redact(values: Namespace) -> Namespace {
+        values
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    Value {
+                        value: serde_json::Value::String(REDACTED.to_owned()),
+                        keep_alive: v.keep_alive,
+                    },
+                )
+            })
+            .collect()
+    }
 
     fn sample() -> Namespaces {
         let mut n = Namespaces::new();
