@@ -173,8 +173,9 @@ pub async fn run(
     run_with(apps, account, session, changed, created, max_rounds, true).await
 }
 
-/// [`run`], keeping each call's inputs and outputs in the trace only when `detail` is set
-/// (a debug session, a debug log): without them the cycle copies no value for the trace.
+/// [`run`], keeping each call's inputs and outputs and each round's changed keys in the trace
+/// only when `detail` is set (a debug session, a debug log): without them the cycle copies
+/// nothing for the trace ([`Trace::changed`] is always there).
 pub async fn run_with(
     apps: &Apps,
     account: &str,
@@ -285,11 +286,14 @@ pub async fn run_with(
             round.calls.push(call);
         }
         delta = session.apply_owned(merged);
-        round.changed = delta.iter().cloned().collect();
+        if detail {
+            round.changed = delta.iter().cloned().collect();
+        }
         all_changed.extend(delta.iter().cloned());
         trace.rounds.push(round);
     }
     trace.micros = started.elapsed().as_micros() as u64;
+    trace.changed = all_changed;
     if let Some((&i, (status, kind, message))) = rejected.iter().next_back() {
         return Err(Rejection {
             app: apps.index.apps()[i].name.clone(),
@@ -458,13 +462,20 @@ mod tests {
         assert_eq!(lean, full);
         assert_eq!(lean.get_str("n", "Z"), Some("Some(\"y\")"));
         assert_eq!(plain.calls_by_round(), detailed.calls_by_round());
+        // Each round's keys only with detail; all of them always.
         let changed = |t: &Trace| {
             t.rounds
                 .iter()
-                .map(|r| r.changed.clone())
+                .flat_map(|r| r.changed.clone())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(changed(&plain), changed(&detailed));
+        assert!(changed(&plain).is_empty());
+        assert_eq!(changed(&detailed), [Key::new("n", "Y"), Key::new("n", "Z")]);
+        assert_eq!(plain.changed, detailed.changed);
+        assert_eq!(
+            plain.changed.into_iter().collect::<Vec<_>>(),
+            [Key::new("n", "X"), Key::new("n", "Y"), Key::new("n", "Z")]
+        );
         let first = &plain.rounds[0].calls[0];
         assert!(first.input.is_empty() && first.output.is_empty());
         assert_eq!(first.dropped, vec![Key::new("n", "undeclared")]);

@@ -33,7 +33,7 @@ use serde::Deserialize;
 
 use crate::items::{Items, SECRET_NAMESPACE};
 use crate::segment::Segment;
-use crate::session::{Namespace, Namespaces, Session, SessionId};
+use crate::session::{Namespace, Namespaces, Session, SessionId, Value};
 
 /// First byte of a record of this format.
 pub const TAG: u8 = 0xB2;
@@ -153,6 +153,21 @@ fn string_end(bytes: &[u8], at: usize) -> Option<usize> {
         return None;
     }
     let mut i = at + 1;
+    // Most keys and values are short: a plain loop finds their end before memchr is set up.
+    let near = bytes.len().min(i + 24);
+    match bytes
+        .get(i..near)
+        .and_then(|head| head.iter().position(|&b| b == b'"' || b == b'\\'))
+    {
+        Some(n) => {
+            i += n;
+            if bytes[i] == b'"' {
+                return Some(i + 1);
+            }
+            i += 2;
+        }
+        None => i = i.max(near),
+    }
     loop {
         i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
         if bytes[i] == b'"' {
@@ -194,6 +209,130 @@ fn value_end(bytes: &[u8], at: usize) -> Option<usize> {
             (len > 0).then_some(at + len)
         }
     }
+}
+
+/// The namespaces of a stored answer, read in one pass: keys without escapes are taken as they
+/// are, and so are string values without escapes; any other value is parsed as JSON. `None`
+/// when the answer is not as the encoder writes it (then serde reads it, or refuses).
+fn namespaces_as_stored(answer: &[u8]) -> Option<Namespaces> {
+    let mut c = Cursor {
+        bytes: answer,
+        at: 0,
+    };
+    let mut namespaces = None;
+    c.object(|c, key| {
+        if key != b"namespaces" {
+            return c.value().map(drop);
+        }
+        let mut all = Namespaces::new();
+        c.object(|c, name| {
+            let mut namespace = Namespace::new();
+            c.object(|c, key| {
+                namespace.insert(text(key)?, envelope(c)?);
+                Some(())
+            })?;
+            all.insert(text(name)?, Arc::new(namespace));
+            Some(())
+        })?;
+        namespaces.replace(all).is_none().then_some(())
+    })?;
+    (c.at == answer.len()).then_some(())?;
+    namespaces
+}
+
+/// JSON as serde_json writes it (no white space), read from the front.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn eat(&mut self, byte: u8) -> bool {
+        let next = self.bytes.get(self.at) == Some(&byte);
+        self.at += usize::from(next);
+        next
+    }
+
+    /// A key without escapes and the colon after it.
+    fn key(&mut self) -> Option<&'a [u8]> {
+        let end = string_end(self.bytes, self.at)?;
+        let key = &self.bytes[self.at + 1..end - 1];
+        if key.contains(&b'\\') || self.bytes.get(end) != Some(&b':') {
+            return None;
+        }
+        self.at = end + 1;
+        Some(key)
+    }
+
+    /// The raw value at the cursor.
+    fn value(&mut self) -> Option<&'a [u8]> {
+        let end = value_end(self.bytes, self.at)?;
+        let value = &self.bytes[self.at..end];
+        self.at = end;
+        Some(value)
+    }
+
+    /// The object at the cursor: `member` is called with each key and reads its value.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        if !self.eat(b'{') {
+            return None;
+        }
+        if self.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            let key = self.key()?;
+            member(self, key)?;
+            if self.eat(b'}') {
+                return Some(());
+            }
+            if !self.eat(b',') {
+                return None;
+            }
+        }
+    }
+}
+
+/// A stored `{"value":…}` or `{"value":…,"keepAlive":true}` envelope at the cursor.
+fn envelope(c: &mut Cursor<'_>) -> Option<Value> {
+    let (mut value, mut keep_alive) = (None, None);
+    c.object(|c, key| {
+        let raw = c.value()?;
+        let (field, read) = match key {
+            b"value" => (&mut value, json_as_stored(raw)),
+            b"keepAlive" => (
+                &mut keep_alive,
+                match raw {
+                    b"true" => Some(serde_json::Value::Bool(true)),
+                    b"false" => Some(serde_json::Value::Bool(false)),
+                    _ => None,
+                },
+            ),
+            _ => return None,
+        };
+        // A field given twice is left to serde (which refuses it).
+        field.replace(read?).is_none().then_some(())
+    })?;
+    Some(Value {
+        value: value?,
+        keep_alive: keep_alive == Some(serde_json::Value::Bool(true)),
+    })
+}
+
+/// A raw key (no escapes, see [`members`]) as a string.
+fn text(raw: &[u8]) -> Option<String> {
+    std::str::from_utf8(raw).ok().map(str::to_owned)
+}
+
+/// A raw JSON value: a string without escapes or control characters is taken as it is, anything
+/// else parsed.
+fn json_as_stored(raw: &[u8]) -> Option<serde_json::Value> {
+    if let [b'"', inner @ .., b'"'] = raw {
+        if !inner.iter().any(|&b| b == b'\\' || b < 0x20) {
+            return text(inner).map(serde_json::Value::String);
+        }
+    }
+    serde_json::from_slice(raw).ok()
 }
 
 /// Writes `"raw"` (a key without escapes is written as it is).
@@ -415,6 +554,85 @@ impl Record {
         Some(out)
     }
 
+    /// This record with the session ended: `version` and `updated_at` set, inactive, and taken
+    /// over by `replaced_by` when given; what [`Record::encode`] gives for the ended session
+    /// with this record's segment token. The values are copied as they are stored, not decoded
+    /// (unless the stored answer is not as this encoder writes it).
+    pub fn ended(
+        &self,
+        version: u64,
+        updated_at: u64,
+        replaced_by: Option<SessionId>,
+    ) -> Result<Record, RecordError> {
+        if let Some(record) = self.ended_as_stored(version, updated_at, replaced_by) {
+            return Ok(record);
+        }
+        let mut session = self.decode()?;
+        session.version = version;
+        session.updated_at = updated_at;
+        session.active = false;
+        session.replaced_by = replaced_by;
+        Ok(Record::encode(&session, Some(self.segment_token())))
+    }
+
+    fn ended_as_stored(
+        &self,
+        version: u64,
+        updated_at: u64,
+        replaced_by: Option<SessionId>,
+    ) -> Option<Record> {
+        let answer = &self.bytes[self.answer.clone()];
+        let [mut id, mut namespaces, mut debug] = [None; 3];
+        let mut others = 0;
+        members(answer, |key, value| {
+            match key {
+                b"id" => id = Some(value),
+                b"namespaces" => namespaces = Some(value),
+                b"debug" => debug = Some(value),
+                b"version" | b"active" => others += 1,
+                _ => return None,
+            }
+            Some(())
+        })?;
+        let (id, namespaces, debug) = (id?, namespaces?, debug?);
+        if others != 2 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.bytes.len() + 8);
+        out.extend_from_slice(&self.bytes[..ACCOUNT_LEN]);
+        out[VERSION..VERSION + 8].copy_from_slice(&version.to_be_bytes());
+        out[UPDATED..UPDATED + 8].copy_from_slice(&updated_at.to_be_bytes());
+        let next = replaced_by.unwrap_or(SessionId::min());
+        out[REPLACED_BY..REPLACED_BY + 16].copy_from_slice(next.as_bytes());
+        let mut flags = self.flags() & DEBUG;
+        if replaced_by.is_some() {
+            flags |= REPLACED;
+        }
+        out[FLAGS] = flags;
+        let account = put_field(&mut out, &self.bytes[self.account.clone()], 2);
+        let mut text = Vec::with_capacity(answer.len() + 8);
+        text.extend_from_slice(b"{\"id\":");
+        text.extend_from_slice(id);
+        text.extend_from_slice(b",\"namespaces\":");
+        text.extend_from_slice(namespaces);
+        text.extend_from_slice(b",\"version\":");
+        text.extend_from_slice(version.to_string().as_bytes());
+        text.extend_from_slice(b",\"active\":false,\"debug\":");
+        text.extend_from_slice(debug);
+        text.push(b'}');
+        let answer = put_field(&mut out, &text, 4);
+        let segment = put_field(&mut out, &self.bytes[self.segment.clone()], 4);
+        let secrets = out.len();
+        out.extend_from_slice(&self.bytes[self.secrets..]);
+        Some(Record {
+            bytes: Bytes::from(out),
+            account,
+            answer,
+            segment,
+            secrets,
+        })
+    }
+
     /// The session's segment token (`vtex_segment`).
     pub fn segment_token(&self) -> &str {
         std::str::from_utf8(&self.bytes[self.segment.clone()]).expect("checked by parse")
@@ -423,9 +641,15 @@ impl Record {
     /// The session itself.
     pub fn decode(&self) -> Result<Session, RecordError> {
         let json = |e: serde_json::Error| RecordError::Json(e.to_string());
-        let answered: Answered =
-            serde_json::from_slice(&self.bytes[self.answer.clone()]).map_err(json)?;
-        let mut namespaces = answered.namespaces;
+        let answer = &self.bytes[self.answer.clone()];
+        let mut namespaces = match namespaces_as_stored(answer) {
+            Some(namespaces) => namespaces,
+            None => {
+                serde_json::from_slice::<Answered>(answer)
+                    .map_err(json)?
+                    .namespaces
+            }
+        };
         let secrets = &self.bytes[self.secrets..];
         if secrets.is_empty() {
             namespaces.remove(SECRET_NAMESPACE);
@@ -495,6 +719,120 @@ mod tests {
         assert_eq!(r.replaced_by(), Some(next));
         assert_eq!(r.segment_token(), "given");
         assert_eq!(r.decode().unwrap(), s);
+    }
+
+    #[test]
+    fn string_ends_are_found_at_any_length_and_past_any_escape() {
+        for len in 0..60 {
+            for escape in (0..len).map(Some).chain([None]) {
+                let mut text = "x".repeat(len);
+                if let Some(at) = escape {
+                    text.replace_range(at..at + 1, "\"");
+                }
+                let json = serde_json::to_vec(&text).unwrap();
+                let mut padded = json.clone();
+                padded.extend_from_slice(b",\"y\"");
+                assert_eq!(string_end(&padded, 0), Some(json.len()), "{text:?}");
+                assert_eq!(string_end(&json[..json.len() - 1], 0), None, "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_scanner_decodes_what_serde_decodes() {
+        let mut s = session();
+        for (k, v) in [
+            ("plain", serde_json::json!("text")),
+            ("escaped", serde_json::json!("a \"quoted\" \\ line\nbreak")),
+            ("unicode", serde_json::json!("ünï ☃ \u{1F600}")),
+            ("control", serde_json::json!("\u{1}")),
+            ("empty", serde_json::json!("")),
+            ("number", serde_json::json!(-12.5e3)),
+            ("big", serde_json::json!(18446744073709551615u64)),
+            ("null", serde_json::Value::Null),
+            ("bool", serde_json::json!(false)),
+            (
+                "nested",
+                serde_json::json!({"value": [1, {"keepAlive": "x"}], "b": "}"}),
+            ),
+            ("a b", serde_json::json!("key with a space")),
+        ] {
+            s.set(&Key::new("public", k), Value::new(v.clone()));
+            s.set(&Key::new("kept", k), Value::kept(v));
+        }
+        let r = Record::encode(&s, None);
+        let answer = &r.bytes()[r.answer.clone()];
+        let by_serde = serde_json::from_slice::<Answered>(answer)
+            .unwrap()
+            .namespaces;
+        assert_eq!(namespaces_as_stored(answer).unwrap(), by_serde);
+        assert_eq!(r.decode().unwrap(), s);
+        // What the encoder does not write goes to serde, which decides.
+        for (odd, decodes) in [
+            (
+                &br#"{"namespaces":{"p":{"k":{"value":1,"value":2}}}}"#[..],
+                false,
+            ),
+            (br#"{"namespaces":{"p":{"k":{"keepAlive":true}}}}"#, false),
+            (
+                br#"{"namespaces":{"p":{"k":{"value":1,"keepAlive":1}}}}"#,
+                false,
+            ),
+            (br#"{"namespaces":{"p":{"k":{"value":1,"other":1}}}}"#, true),
+            (br#"{"namespaces":{"p":{"k\u0041":{"value":1}}}}"#, true),
+            (br#"{"namespaces": {}}"#, true),
+            (br#"{"namespaces":{},"namespaces":{}}"#, false),
+            (br#"{"namespaces":{}}x"#, false),
+            (br#"{"namespaces":{"p":{"k":{"value":"1"}}}"#, false),
+        ] {
+            assert_eq!(namespaces_as_stored(odd), None);
+            assert_eq!(
+                serde_json::from_slice::<Answered>(odd).is_ok(),
+                decodes,
+                "{}",
+                String::from_utf8_lossy(odd)
+            );
+        }
+    }
+
+    #[test]
+    fn an_ended_record_is_the_record_of_the_ended_session() {
+        for debug in [false, true] {
+            let mut s = session();
+            s.debug = debug;
+            s.set(
+                &Key::new("public", "x"),
+                Value::new(serde_json::json!({"version": 1})),
+            );
+            let r = Record::encode(&s, None);
+            for next in [None, Some(SessionId::random())] {
+                let ended = r.ended(8, 3_000, next).unwrap();
+                let mut e = s.clone();
+                e.version = 8;
+                e.updated_at = 3_000;
+                e.active = false;
+                e.replaced_by = next;
+                assert_eq!(
+                    ended.bytes(),
+                    Record::encode(&e, Some(r.segment_token())).bytes()
+                );
+                assert_eq!(ended.decode().unwrap(), e);
+                let parsed = Record::parse(ended.bytes().clone()).unwrap();
+                assert_eq!((parsed.version(), parsed.replaced_by()), (8, next));
+                assert!(!parsed.active());
+            }
+        }
+        // An answer this encoder did not write is decoded and encoded anew.
+        let r = Record::encode(&session(), None);
+        let mut odd = r.bytes().to_vec();
+        let at = r.answer.start + 1;
+        odd[at..at + 4].copy_from_slice(b"\"iD\"");
+        let odd = Record::parse(Bytes::from(odd)).unwrap();
+        assert!(odd.ended_as_stored(8, 3_000, None).is_none());
+        assert_eq!(
+            odd.ended(8, 3_000, None).unwrap().bytes(),
+            r.ended(8, 3_000, None).unwrap().bytes()
+        );
     }
 
     #[test]
@@ -591,6 +929,7 @@ mod tests {
                 let damaged = Record::parse(Bytes::from(damaged)).unwrap();
                 let _ = damaged.answer_for(&items);
                 let _ = damaged.answer_for(&Items::all());
+                let _ = damaged.decode();
             }
         }
         for end in 0..r.answer.len() {

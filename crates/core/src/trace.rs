@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::items::{REDACTED, SECRET_NAMESPACE};
-use crate::session::{Key, Namespaces, Value};
+use crate::session::{Delta, Key, Namespaces, Value};
 
 /// The trace of one cycle.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -14,6 +14,9 @@ pub struct Trace {
     pub loop_warning: bool,
     /// Wall time of the whole cycle, microseconds.
     pub micros: u64,
+    /// Every key changed by the request (what the cycle started from) or by the cycle.
+    #[serde(skip)]
+    pub changed: Delta,
 }
 
 /// One round of a cycle.

@@ -132,6 +132,14 @@ pub struct Outcome {
     pub token: String,
 }
 
+/// The record of `session`; `previous` is the snapshot it was derived from by changing the
+/// keys given with it, whose segment token it keeps when none of those is an input of the
+/// segment.
+fn record_of(session: &Session, previous: Option<(&Snapshot, &Delta)>) -> Record {
+    let segment = previous.and_then(|(p, changed)| p.segment_after(changed.iter()));
+    Record::encode(session, segment)
+}
+
 /// Loads, edits and saves sessions.
 pub struct SessionService {
     store: Arc<dyn SessionStore>,
@@ -235,36 +243,52 @@ impl SessionService {
 
     /// Saves `session` if the stored version is `expected` (see [`SessionStore::put_record`])
     /// and caches it: as the successor of `previous`, the snapshot it was derived from by
-    /// changing the keys given with it, or (no `previous`: a created or ended session) as its
-    /// record alone. A conflict means the cached copy is stale: it is dropped, so the retry
-    /// reads the store.
+    /// changing the keys given with it, or (no `previous`: a created session) as its record
+    /// alone. A conflict means the cached copy is stale: it is dropped, so the retry reads the
+    /// store.
     async fn save(
         &self,
         session: Session,
         expected: Option<u64>,
         previous: Option<(&Snapshot, &Delta)>,
     ) -> Result<Arc<Snapshot>, StoreError> {
-        let segment = previous.and_then(|(p, changed)| p.segment_after(changed.iter()));
-        let record = Record::encode(&session, segment);
+        let record = record_of(&session, previous);
         match self.timed(self.store.put_record(&record, expected)).await {
-            Ok(()) => {
-                // A session created (or ended) is cached as its record alone: what comes next
-                // is mostly reads, and it is decoded again only if it is edited.
-                let snapshot = Arc::new(match previous {
-                    Some((previous, _)) => Snapshot::successor(session, record, previous),
-                    None => Snapshot::read(record),
-                });
-                if let Some(cache) = &self.cache {
-                    cache.insert(snapshot.clone());
-                }
-                Ok(snapshot)
-            }
+            Ok(()) => Ok(self.cached(session, record, previous)),
             Err(e) => {
-                if let Some(cache) = &self.cache {
-                    cache.remove(&record.id());
-                }
+                self.forget(&record.id());
                 Err(e)
             }
+        }
+    }
+
+    /// Caches what was just saved: `record` of `session`, derived from `previous` (or a
+    /// created session, cached as its record alone: what comes next is mostly reads, and it is
+    /// decoded again only if it is edited).
+    fn cached(
+        &self,
+        session: Session,
+        record: Record,
+        previous: Option<(&Snapshot, &Delta)>,
+    ) -> Arc<Snapshot> {
+        let snapshot = Arc::new(match previous {
+            Some((previous, _)) => Snapshot::successor(session, record, previous),
+            None => Snapshot::read(record),
+        });
+        self.cache_snapshot(&snapshot);
+        snapshot
+    }
+
+    fn cache_snapshot(&self, snapshot: &Arc<Snapshot>) {
+        if let Some(cache) = &self.cache {
+            cache.insert(snapshot.clone());
+        }
+    }
+
+    /// Drops the cached copy of session `id` (it is stale or gone).
+    fn forget(&self, id: &SessionId) {
+        if let Some(cache) = &self.cache {
+            cache.remove(id);
         }
     }
 
@@ -390,7 +414,6 @@ impl SessionService {
         delta: Delta,
         created: bool,
     ) -> Result<Delta, ApiError> {
-        let mut changed = delta.clone();
         let detail = session.debug || tracing::enabled!(tracing::Level::DEBUG);
         let result = cycle::run_with(
             &account.apps,
@@ -429,10 +452,7 @@ impl SessionService {
         if !trace.rounds.is_empty() {
             tracing::debug!(session = %session.id, trace = %serde_json::to_string(&trace.redacted()).unwrap_or_default(), "transform cycle");
         }
-        for round in trace.rounds {
-            changed.extend(round.changed);
-        }
-        Ok(changed)
+        Ok(trace.changed)
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -562,8 +582,9 @@ impl SessionService {
         Err(StoreError::Conflict.into())
     }
 
-    /// Saves `session` under a new id and deactivates `loaded` (its old id). `None` when the
-    /// old session changed meanwhile (the caller retries from a fresh load).
+    /// Saves `session` under a new id and ends `loaded` (its old id), taken over by the new
+    /// one, in one store write. `None` when the old session changed meanwhile (the caller
+    /// retries from a fresh load).
     async fn rotate(
         &self,
         account: &Account,
@@ -571,15 +592,21 @@ impl SessionService {
         mut session: Session,
     ) -> Result<Option<Outcome>, ApiError> {
         session.id = SessionId::random();
-        let mut old = loaded.session()?.clone();
-        let snapshot = self.save(session, None, Some((loaded, changed))).await?;
-        let base_version = old.version;
-        old.active = false;
-        old.replaced_by = Some(snapshot.id());
-        old.version = base_version + 1;
-        old.updated_at = snapshot.record().updated_at();
-        match self.save(old, Some(base_version), None).await {
-            Ok(_) => {
+        let old = loaded.record();
+        let ended = old
+            .ended(old.version() + 1, session.updated_at, Some(session.id))
+            .map_err(StoreError::from)?;
+        let record = record_of(&session, Some((loaded, changed)));
+        let saved = self
+            .timed(
+                self.store
+                    .put_records(&[(&record, None), (&ended, Some(old.version()))]),
+            )
+            .await;
+        match saved {
+            Ok(()) => {
+                let snapshot = self.cached(session, record, Some((loaded, changed)));
+                self.cache_snapshot(&Arc::new(Snapshot::read(ended)));
                 let token = self.issue(account, snapshot.id());
                 Ok(Some(Outcome {
                     snapshot,
@@ -588,12 +615,8 @@ impl SessionService {
                 }))
             }
             Err(StoreError::Conflict) => {
-                // Someone edited the old session first: drop the copy and start over.
-                let copy = snapshot.id();
-                if let Some(cache) = &self.cache {
-                    cache.remove(&copy);
-                }
-                self.timed(self.store.delete(copy)).await?;
+                // Someone edited the old session first: start over from the store.
+                self.forget(&old.id());
                 Ok(None)
             }
             Err(e) => Err(e.into()),
@@ -613,18 +636,21 @@ impl SessionService {
                 ended = true;
                 break;
             };
-            let mut session = snapshot.session()?.clone();
-            carry.public = session.kept_alive();
-            let base_version = session.version;
-            session.active = false;
-            session.version = base_version + 1;
-            session.updated_at = now_ms();
-            match self.save(session, Some(base_version), None).await {
-                Ok(_) => {
+            carry.public = snapshot.session()?.kept_alive();
+            let old = snapshot.record();
+            let record = old
+                .ended(old.version() + 1, now_ms(), None)
+                .map_err(StoreError::from)?;
+            match self
+                .timed(self.store.put_record(&record, Some(old.version())))
+                .await
+            {
+                Ok(()) => {
+                    self.cache_snapshot(&Arc::new(Snapshot::read(record)));
                     ended = true;
                     break;
                 }
-                Err(StoreError::Conflict) => continue,
+                Err(StoreError::Conflict) => self.forget(&old.id()),
                 Err(e) => return Err(e.into()),
             }
         }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use sessiond_core::{Key, Session, Value};
+use sessiond_core::{Key, Record, Session, Value};
 
 use crate::{SessionStore, StoreError};
 
@@ -28,6 +28,7 @@ pub async fn run_all<S: SessionStore, F: Fn() -> S>(make: F) {
     delete_removes(&make()).await;
     concurrent_writers_one_wins(Arc::new(make())).await;
     any_json_round_trips(&make()).await;
+    put_records_all_or_none(&make()).await;
 }
 
 /// An unknown id is `None`.
@@ -157,4 +158,37 @@ pub async fn any_json_round_trips(store: &dyn SessionStore) {
         serde_json::to_string(&got).unwrap(),
         serde_json::to_string(&s).unwrap()
     );
+}
+
+/// Several records saved together: all of them, or on a conflict none.
+pub async fn put_records_all_or_none(store: &dyn SessionStore) {
+    let old = session("demo");
+    store.put(&old, None).await.unwrap();
+    // A new session and the old one ended, as at a log-in.
+    let new = session("demo");
+    let mut ended = old.clone();
+    ended.version = 2;
+    ended.active = false;
+    ended.replaced_by = Some(new.id);
+    let (new_record, ended_record) = (Record::encode(&new, None), Record::encode(&ended, None));
+    store
+        .put_records(&[(&new_record, None), (&ended_record, Some(1))])
+        .await
+        .unwrap();
+    assert_eq!(store.get(new.id, NOW).await.unwrap(), Some(new));
+    assert_eq!(store.get(old.id, NOW).await.unwrap(), Some(ended.clone()));
+    // A stale condition on the last record: the new one is not left behind.
+    let other = session("demo");
+    let mut stale = ended.clone();
+    stale.version = 3;
+    stale.set(&Key::new("public", "a"), Value::new("stale"));
+    let result = store
+        .put_records(&[
+            (&Record::encode(&other, None), None),
+            (&Record::encode(&stale, None), Some(1)),
+        ])
+        .await;
+    assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
+    assert_eq!(store.get(other.id, NOW).await.unwrap(), None);
+    assert_eq!(store.get(old.id, NOW).await.unwrap(), Some(ended));
 }

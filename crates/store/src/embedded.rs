@@ -95,6 +95,8 @@ const KNOWN_LIMIT: usize = 1 << 18;
 
 enum Op {
     Put(Put),
+    /// Puts that succeed or fail together.
+    PutAll(Vec<Put>),
     Delete(SessionId),
     Purge(u64),
 }
@@ -280,6 +282,19 @@ fn migrate_expiry(db: &Database, expiry: &Keyspace) -> Result<(), fjall::Error> 
     db.delete_keyspace(old)
 }
 
+/// The deadline of the stored session (`None`: there is none) when `put`'s condition holds
+/// against `state`, the session's (version, expires_at).
+fn check(
+    state: Result<Option<(u64, u64)>, StoreError>,
+    put: &Put,
+) -> Result<Option<u64>, StoreError> {
+    match state? {
+        Some((v, exp)) if Some(v) == put.expected => Ok(Some(exp)),
+        None if put.expected.is_none() => Ok(None),
+        _ => Err(StoreError::Conflict),
+    }
+}
+
 /// The writer thread: group commit until every sender is gone.
 fn writer_loop(engine: &Engine, rx: &mpsc::Receiver<Write>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
@@ -350,13 +365,40 @@ impl Pending<'_> {
 
     /// The record moves into the batch (so it is left empty) unless the check fails.
     fn put(&mut self, put: &mut Put) -> Result<Result<Done, StoreError>, fjall::Error> {
+        Ok(match check(self.state(&put.id)?, put) {
+            Ok(old_expiry) => {
+                self.apply(put, old_expiry);
+                Ok(Done::Put)
+            }
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Puts that succeed or fail together: every condition is checked, each against the state
+    /// the earlier puts leave, before any record moves into the batch.
+    fn put_all(&mut self, puts: &mut [Put]) -> Result<Result<Done, StoreError>, fjall::Error> {
+        let mut after: HashMap<SessionId, (u64, u64)> = HashMap::with_capacity(puts.len());
+        let mut old_expiries = Vec::with_capacity(puts.len());
+        for put in puts.iter() {
+            let state = match after.get(&put.id) {
+                Some(&s) => Ok(Some(s)),
+                None => self.state(&put.id)?,
+            };
+            match check(state, put) {
+                Ok(old_expiry) => old_expiries.push(old_expiry),
+                Err(e) => return Ok(Err(e)),
+            }
+            after.insert(put.id, (put.version, put.expires_at));
+        }
+        for (put, old_expiry) in puts.iter_mut().zip(old_expiries) {
+            self.apply(put, old_expiry);
+        }
+        Ok(Ok(Done::Put))
+    }
+
+    /// Moves `put`'s record into the batch; `old_expiry` is the deadline the session had.
+    fn apply(&mut self, put: &mut Put, old_expiry: Option<u64>) {
         let id = put.id;
-        let old_expiry = match self.state(&id)? {
-            Err(e) => return Ok(Err(e)),
-            Ok(Some((v, exp))) if Some(v) == put.expected => Some(exp),
-            Ok(None) if put.expected.is_none() => None,
-            Ok(_) => return Ok(Err(StoreError::Conflict)),
-        };
         // The index entry moves only when the deadline moves to another hour.
         if old_expiry.map(bucket) != Some(bucket(put.expires_at)) {
             if let Some(old) = old_expiry {
@@ -367,7 +409,6 @@ impl Pending<'_> {
         self.sessions
             .insert(*id.as_bytes(), Some(std::mem::take(&mut put.record)));
         self.overlay.insert(id, Some((put.version, put.expires_at)));
-        Ok(Ok(Done::Put))
     }
 
     fn delete(&mut self, id: &SessionId) -> Result<Result<Done, StoreError>, fjall::Error> {
@@ -452,6 +493,7 @@ fn apply_batch(
     for w in batch {
         let result = match &mut w.op {
             Op::Put(put) => pending.put(put)?,
+            Op::PutAll(puts) => pending.put_all(puts)?,
             Op::Delete(id) => pending.delete(id)?,
             Op::Purge(now) => pending.purge(*now)?,
         };
@@ -511,6 +553,11 @@ impl SessionStore for EmbeddedStore {
         self.submit(Op::Put(Put::of(record, expected)))
             .await
             .map(|_| ())
+    }
+
+    async fn put_records(&self, puts: &[(&Record, Option<u64>)]) -> Result<(), StoreError> {
+        let puts = puts.iter().map(|(r, e)| Put::of(r, *e)).collect();
+        self.submit(Op::PutAll(puts)).await.map(|_| ())
     }
 
     async fn delete(&self, id: SessionId) -> Result<bool, StoreError> {
@@ -639,6 +686,40 @@ mod tests {
             .map(|g| g.key().unwrap().to_vec())
             .collect();
         assert_eq!(keys, [expiry_key(a3.expires_at, &a3.id).to_vec()]);
+    }
+
+    #[test]
+    fn puts_together_see_the_batch_and_fail_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("db")).unwrap();
+        let a = session(TTL);
+        let mut a2 = a.clone();
+        a2.version = 2;
+        let mut a3 = a.clone();
+        a3.version = 3;
+        let (b, c) = (session(TTL), session(TTL));
+        let together = |puts: Vec<(&Session, Option<u64>)>| {
+            Op::PutAll(
+                puts.into_iter()
+                    .map(|(s, e)| Put::of(&Record::encode(s, None), e))
+                    .collect(),
+            )
+        };
+        let results = one_batch(
+            &engine,
+            vec![
+                put(&a, None),
+                // sees `a` from this batch, and its own first put of `a`
+                together(vec![(&b, None), (&a2, Some(1)), (&a3, Some(2))]),
+                // `a` is at 3 now: nothing of this goes in
+                together(vec![(&c, None), (&a2, Some(1))]),
+            ],
+        );
+        assert!(matches!(results[1], Ok(Done::Put)));
+        assert!(matches!(results[2], Err(StoreError::Conflict)));
+        assert_eq!(stored_version(&engine, &a), Some(3));
+        assert_eq!(stored_version(&engine, &b), Some(1));
+        assert_eq!(stored_version(&engine, &c), None);
     }
 
     #[test]

@@ -56,6 +56,26 @@ pub trait SessionStore: Send + Sync + 'static {
     /// When it returns `Ok`, the write is durable as far as the backend promises.
     async fn put_record(&self, record: &Record, expected: Option<u64>) -> Result<(), StoreError>;
 
+    /// Saves records of sessions as one change: each on the condition
+    /// [`SessionStore::put_record`] puts on it, and all of them, or none when any condition
+    /// fails ([`StoreError::Conflict`]). A session replaced by a new one (log-in, log-out) is
+    /// saved this way: the new session and the old one ended.
+    ///
+    /// The default writes them in order and, when one fails, removes the new ones (`expected`
+    /// `None`) it wrote before: all or none as long as only the last record replaces a stored
+    /// version. Backends that can write several keys at once override it.
+    async fn put_records(&self, puts: &[(&Record, Option<u64>)]) -> Result<(), StoreError> {
+        for (i, (record, expected)) in puts.iter().enumerate() {
+            if let Err(e) = self.put_record(record, *expected).await {
+                for (written, _) in puts[..i].iter().filter(|(_, e)| e.is_none()) {
+                    self.delete(written.id()).await?;
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// The session with this id, unless it is missing or expired at `now_ms`.
     async fn get(&self, id: SessionId, now_ms: u64) -> Result<Option<Session>, StoreError> {
         match self.get_record(id, now_ms).await? {

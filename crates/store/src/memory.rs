@@ -50,20 +50,32 @@ impl SessionStore for MemoryStore {
     }
 
     async fn put_record(&self, record: &Record, expected: Option<u64>) -> Result<(), StoreError> {
+        self.put_records(&[(record, expected)]).await
+    }
+
+    async fn put_records(&self, puts: &[(&Record, Option<u64>)]) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let id = record.id();
-        let current = inner
-            .sessions
-            .get(&id)
-            .map(|r| (r.version(), r.expires_at()));
-        if current.map(|(v, _)| v) != expected {
-            return Err(StoreError::Conflict);
+        // Every condition first, each against the stored version or the one an earlier put
+        // of the same call leaves.
+        let mut after: HashMap<SessionId, u64> = HashMap::new();
+        for (record, expected) in puts {
+            let id = record.id();
+            let current = match after.get(&id) {
+                Some(&v) => Some(v),
+                None => inner.sessions.get(&id).map(|r| r.version()),
+            };
+            if current != *expected {
+                return Err(StoreError::Conflict);
+            }
+            after.insert(id, record.version());
         }
-        if let Some((_, old_expiry)) = current {
-            inner.expiry.remove(&(old_expiry, id));
+        for (record, _) in puts {
+            let id = record.id();
+            if let Some(old) = inner.sessions.insert(id, (*record).clone()) {
+                inner.expiry.remove(&(old.expires_at(), id));
+            }
+            inner.expiry.insert((record.expires_at(), id));
         }
-        inner.expiry.insert((record.expires_at(), id));
-        inner.sessions.insert(id, record.clone());
         Ok(())
     }
 
