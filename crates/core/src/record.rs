@@ -240,6 +240,130 @@ fn namespaces_as_stored(answer: &[u8]) -> Option<Namespaces> {
     namespaces
 }
 
+/// One namespace of a [`Record`] being edited (see [`Record::edit`]).
+pub struct Editing<'a> {
+    record: &'a Record,
+    parts: Parts<'a>,
+    name: &'a str,
+    /// The namespace's values (empty when the session has none), to be changed.
+    pub values: Namespace,
+}
+
+impl Editing<'_> {
+    /// The record with the namespace holding [`Editing::values`] (none: removed), as version
+    /// `version` changed at `updated_at` and living until `expires_at`: what
+    /// [`Record::encode`] gives for the edited session with the record's segment token, the
+    /// other namespaces copied as they are stored.
+    pub fn finish(&self, version: u64, updated_at: u64, expires_at: u64) -> Record {
+        let r = self.record;
+        let mut header = r.bytes[..ACCOUNT_LEN].to_vec();
+        header[VERSION..VERSION + 8].copy_from_slice(&version.to_be_bytes());
+        header[EXPIRES..EXPIRES + 8].copy_from_slice(&expires_at.to_be_bytes());
+        header[UPDATED..UPDATED + 8].copy_from_slice(&updated_at.to_be_bytes());
+        let answer = self
+            .parts
+            .answer(version, self.parts.active, Some((self.name, &self.values)));
+        r.with(header, &answer)
+    }
+}
+
+/// A stored answer taken apart: its fields as they are stored, each namespace by name.
+struct Parts<'a> {
+    id: &'a [u8],
+    /// (name, values), in name order.
+    namespaces: Vec<(&'a [u8], &'a [u8])>,
+    active: &'a [u8],
+    debug: &'a [u8],
+}
+
+impl<'a> Parts<'a> {
+    /// `None` when `answer` is not as the encoder writes it. One pass.
+    fn of(answer: &'a [u8]) -> Option<Parts<'a>> {
+        let [mut id, mut version, mut active, mut debug] = [None; 4];
+        let mut namespaces = None;
+        let mut c = Cursor {
+            bytes: answer,
+            at: 0,
+        };
+        c.object(|c, key| {
+            if key == b"namespaces" {
+                let mut named = Vec::with_capacity(8);
+                c.object(|c, name| {
+                    named.push((name, c.value()?));
+                    Some(())
+                })?;
+                return namespaces.replace(named).is_none().then_some(());
+            }
+            let field = match key {
+                b"id" => &mut id,
+                b"version" => &mut version,
+                b"active" => &mut active,
+                b"debug" => &mut debug,
+                _ => return None,
+            };
+            field.replace(c.value()?).is_none().then_some(())
+        })?;
+        (c.at == answer.len() && version.is_some()).then_some(())?;
+        Some(Parts {
+            id: id?,
+            namespaces: namespaces?,
+            active: active?,
+            debug: debug?,
+        })
+    }
+
+    /// The answer with `version` and `active`, and namespace `name` holding `values` when
+    /// `replace` says so (an empty namespace is left out, as the encoder does).
+    fn answer(&self, version: u64, active: &[u8], replace: Option<(&str, &Namespace)>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        out.extend_from_slice(b"{\"id\":");
+        out.extend_from_slice(self.id);
+        out.extend_from_slice(b",\"namespaces\":{");
+        let mut first = true;
+        let mut put = |out: &mut Vec<u8>,
+                       name: &[u8],
+                       values: Option<&[u8]>,
+                       new: Option<&Namespace>| {
+            if new.is_some_and(|n| n.is_empty()) {
+                return;
+            }
+            if !std::mem::replace(&mut first, false) {
+                out.push(b',');
+            }
+            quoted(out, name);
+            out.push(b':');
+            match new {
+                Some(values) => serde_json::to_writer(&mut *out, values).expect("values serialize"),
+                None => out.extend_from_slice(values.unwrap_or_default()),
+            }
+        };
+        let mut pending = replace;
+        for &(name, values) in &self.namespaces {
+            if let Some((new_name, new)) = pending {
+                if new_name.as_bytes() <= name {
+                    put(&mut out, new_name.as_bytes(), None, Some(new));
+                    pending = None;
+                    if new_name.as_bytes() == name {
+                        continue;
+                    }
+                }
+            }
+            put(&mut out, name, Some(values), None);
+        }
+        if let Some((new_name, new)) = pending {
+            put(&mut out, new_name.as_bytes(), None, Some(new));
+        }
+        out.extend_from_slice(b"},\"version\":");
+        out.extend_from_slice(version.to_string().as_bytes());
+        out.extend_from_slice(b",\"active\":");
+        out.extend_from_slice(active);
+        out.extend_from_slice(b",\"debug\":");
+        out.extend_from_slice(self.debug);
+        out.push(b'}');
+        out
+    }
+}
+
 /// JSON as serde_json writes it (no white space), read from the front.
 struct Cursor<'a> {
     bytes: &'a [u8],
@@ -415,6 +539,11 @@ impl Record {
         })
     }
 
+    /// Whether the session holds values of the secret namespace.
+    pub fn has_secrets(&self) -> bool {
+        self.bytes.len() > self.secrets
+    }
+
     /// The stored bytes.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
@@ -581,56 +710,61 @@ impl Record {
         updated_at: u64,
         replaced_by: Option<SessionId>,
     ) -> Option<Record> {
-        let answer = &self.bytes[self.answer.clone()];
-        let [mut id, mut namespaces, mut debug] = [None; 3];
-        let mut others = 0;
-        members(answer, |key, value| {
-            match key {
-                b"id" => id = Some(value),
-                b"namespaces" => namespaces = Some(value),
-                b"debug" => debug = Some(value),
-                b"version" | b"active" => others += 1,
-                _ => return None,
-            }
-            Some(())
-        })?;
-        let (id, namespaces, debug) = (id?, namespaces?, debug?);
-        if others != 2 {
-            return None;
-        }
-        let mut out = Vec::with_capacity(self.bytes.len() + 8);
-        out.extend_from_slice(&self.bytes[..ACCOUNT_LEN]);
-        out[VERSION..VERSION + 8].copy_from_slice(&version.to_be_bytes());
-        out[UPDATED..UPDATED + 8].copy_from_slice(&updated_at.to_be_bytes());
+        let parts = Parts::of(&self.bytes[self.answer.clone()])?;
+        let mut header = self.bytes[..ACCOUNT_LEN].to_vec();
+        header[VERSION..VERSION + 8].copy_from_slice(&version.to_be_bytes());
+        header[UPDATED..UPDATED + 8].copy_from_slice(&updated_at.to_be_bytes());
         let next = replaced_by.unwrap_or(SessionId::min());
-        out[REPLACED_BY..REPLACED_BY + 16].copy_from_slice(next.as_bytes());
+        header[REPLACED_BY..REPLACED_BY + 16].copy_from_slice(next.as_bytes());
         let mut flags = self.flags() & DEBUG;
         if replaced_by.is_some() {
             flags |= REPLACED;
         }
-        out[FLAGS] = flags;
+        header[FLAGS] = flags;
+        Some(self.with(header, &parts.answer(version, b"false", None)))
+    }
+
+    /// Namespace `name` read for an edit, the others left as they are stored. `None` when the
+    /// answer is not as this encoder writes it, or `name` is the secret namespace (whose answer
+    /// is redacted) or needs escaping: then decode the session.
+    pub fn edit<'a>(&'a self, name: &'a str) -> Option<Editing<'a>> {
+        if name == SECRET_NAMESPACE || name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            return None;
+        }
+        let parts = Parts::of(&self.bytes[self.answer.clone()])?;
+        let mut values = Namespace::new();
+        if let Some(&(_, raw)) = parts.namespaces.iter().find(|(n, _)| *n == name.as_bytes()) {
+            let mut c = Cursor { bytes: raw, at: 0 };
+            c.object(|c, key| {
+                values.insert(text(key)?, envelope(c)?);
+                Some(())
+            })?;
+            (c.at == raw.len()).then_some(())?;
+        }
+        Some(Editing {
+            record: self,
+            parts,
+            name,
+            values,
+        })
+    }
+
+    /// A record of `header` (the fixed fields), `answer`, and this record's account, segment
+    /// token and secrets.
+    fn with(&self, mut out: Vec<u8>, answer: &[u8]) -> Record {
+        out.reserve(self.bytes.len() + 64);
         let account = put_field(&mut out, &self.bytes[self.account.clone()], 2);
-        let mut text = Vec::with_capacity(answer.len() + 8);
-        text.extend_from_slice(b"{\"id\":");
-        text.extend_from_slice(id);
-        text.extend_from_slice(b",\"namespaces\":");
-        text.extend_from_slice(namespaces);
-        text.extend_from_slice(b",\"version\":");
-        text.extend_from_slice(version.to_string().as_bytes());
-        text.extend_from_slice(b",\"active\":false,\"debug\":");
-        text.extend_from_slice(debug);
-        text.push(b'}');
-        let answer = put_field(&mut out, &text, 4);
+        let answer = put_field(&mut out, answer, 4);
         let segment = put_field(&mut out, &self.bytes[self.segment.clone()], 4);
         let secrets = out.len();
         out.extend_from_slice(&self.bytes[self.secrets..]);
-        Some(Record {
+        Record {
             bytes: Bytes::from(out),
             account,
             answer,
             segment,
             secrets,
-        })
+        }
     }
 
     /// The session's segment token (`vtex_segment`).
@@ -792,6 +926,61 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(odd)
             );
+        }
+    }
+
+    #[test]
+    fn an_edited_record_is_the_record_of_the_edited_session() {
+        let base = session();
+        let r = Record::encode(&base, None);
+        assert_eq!(
+            r.edit("public").unwrap().values,
+            **base.namespaces.get("public").unwrap()
+        );
+        assert!(r.edit("nothing").unwrap().values.is_empty());
+        assert!(r.edit(SECRET_NAMESPACE).is_none());
+        assert!(r.edit("a\"b").is_none());
+        type Writes = Vec<(&'static str, Option<Value>)>;
+        let edits: Vec<(&str, Writes)> = vec![
+            ("public", vec![("utm_source", Some(Value::new("ads")))]),
+            (
+                "public",
+                vec![("added", Some(Value::kept(serde_json::json!([1, "x\"y"]))))],
+            ),
+            ("public", vec![("utm_source", None)]),
+            ("aaa", vec![("first", Some(Value::new("1")))]),
+            ("zzz", vec![("last", Some(Value::new("1")))]),
+            ("profile", vec![("x", None), ("y", Some(Value::new("2")))]),
+            ("profile", vec![("x", None)]),
+        ];
+        for (ns, writes) in edits {
+            let mut editing = r.edit(ns).unwrap();
+            let mut changes = crate::session::Changes::new();
+            for (key, value) in writes {
+                match value {
+                    Some(v) => {
+                        editing.values.insert(key.to_owned(), v.clone());
+                        changes.set(Key::new(ns, key), v);
+                    }
+                    None => {
+                        editing.values.remove(key);
+                        changes.remove(Key::new(ns, key));
+                    }
+                }
+            }
+            let mut edited = base.clone();
+            edited.apply(&changes);
+            edited.version = 9;
+            edited.updated_at = 5_000;
+            edited.expires_at = 99_000;
+            let got = editing.finish(9, 5_000, 99_000);
+            assert_eq!(
+                String::from_utf8_lossy(got.bytes()),
+                String::from_utf8_lossy(Record::encode(&edited, Some(r.segment_token())).bytes()),
+                "{ns}"
+            );
+            assert_eq!(got.decode().unwrap(), edited);
+            assert_eq!(got.expires_at(), 99_000);
         }
     }
 

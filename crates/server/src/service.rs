@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sessiond_core::cycle::{self, identity_changed};
+use sessiond_core::segment::Segment;
 use sessiond_core::{Changes, Delta, Key, Record, Session, SessionId, Value};
 use sessiond_store::{SessionStore, StoreError};
 
@@ -138,6 +139,16 @@ pub struct Outcome {
 fn record_of(session: &Session, previous: Option<(&Snapshot, &Delta)>) -> Record {
     let segment = previous.and_then(|(p, changed)| p.segment_after(changed.iter()));
     Record::encode(session, segment)
+}
+
+/// What [`SessionService::plain_edit`] found.
+enum Plain {
+    /// The edit needs the full path (decode, cycle).
+    No,
+    /// The edit changes nothing.
+    Unchanged,
+    /// The record of the edited session.
+    Edited(Record),
 }
 
 /// Loads, edits and saves sessions.
@@ -394,7 +405,10 @@ impl SessionService {
     /// lowered limit can still be edited, as long as it does not grow).
     fn check_public_size(&self, before: &Session, after: &Session) -> Result<(), ApiError> {
         let count = |s: &Session| s.namespaces.get("public").map_or(0, |p| p.len());
-        let (old, new) = (count(before), count(after));
+        self.check_public_count(count(before), count(after))
+    }
+
+    fn check_public_count(&self, old: usize, new: usize) -> Result<(), ApiError> {
         if new > self.max_public_keys && new > old {
             return Err(ApiError::bad_request(format!(
                 "the session would hold {new} keys in `public`, over the limit of {} (max_public_keys)",
@@ -534,6 +548,43 @@ impl SessionService {
             else {
                 return self.create(account, edit).await;
             };
+            match self.plain_edit(account, &loaded, edit)? {
+                Plain::No => {}
+                Plain::Unchanged => {
+                    let token = self.token_for(account, loaded.id(), token);
+                    return Ok(Outcome {
+                        snapshot: loaded,
+                        created: false,
+                        token,
+                    });
+                }
+                Plain::Edited(record) => {
+                    let expected = loaded.record().version();
+                    match self
+                        .timed(self.store.put_record(&record, Some(expected)))
+                        .await
+                    {
+                        Ok(()) => {
+                            let snapshot = Arc::new(Snapshot::edited(record, &loaded));
+                            self.cache_snapshot(&snapshot);
+                            let token = self.token_for(account, snapshot.id(), token);
+                            return Ok(Outcome {
+                                snapshot,
+                                created: false,
+                                token,
+                            });
+                        }
+                        Err(StoreError::Conflict) => {
+                            self.forget(&loaded.id());
+                            if turn.is_none() {
+                                turn = Some(self.turns.wait(loaded.id()).await);
+                            }
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
             let before = loaded.session()?;
             let mut session = before.clone();
             let delta = session.apply_owned(edit.changes_for(&session));
@@ -580,6 +631,53 @@ impl SessionService {
             }
         }
         Err(StoreError::Conflict.into())
+    }
+
+    /// `edit` applied to `loaded` without decoding it, when nothing but `public` values change
+    /// and the cycle would have nothing to do: no cookie to record or remove, no app watching a
+    /// written key, no segment input among them. Gives the record of the edited session (the
+    /// one the full path would save, byte for byte), or says the edit changes nothing.
+    fn plain_edit(
+        &self,
+        account: &Account,
+        loaded: &Snapshot,
+        edit: &Edit,
+    ) -> Result<Plain, ApiError> {
+        let record = loaded.record();
+        if !edit.watched_cookies.is_empty() || (edit.sync_cookies && record.has_secrets()) {
+            return Ok(Plain::No);
+        }
+        let index = account.apps.index();
+        let plain = |key: &Key| {
+            key.namespace == "public" && !Segment::reads(key) && index.watchers(key).is_empty()
+        };
+        if !edit.public.iter().all(|(key, _)| plain(key)) {
+            return Ok(Plain::No);
+        }
+        let Some(mut editing) = record.edit("public") else {
+            return Ok(Plain::No);
+        };
+        let before = editing.values.clone();
+        for (key, value) in edit.public.iter() {
+            match value {
+                Some(value) => {
+                    editing.values.insert(key.name.clone(), value.clone());
+                }
+                None => {
+                    editing.values.remove(key.name.as_str());
+                }
+            }
+        }
+        if editing.values == before {
+            return Ok(Plain::Unchanged);
+        }
+        self.check_public_count(before.len(), editing.values.len())?;
+        let now = now_ms();
+        Ok(Plain::Edited(editing.finish(
+            record.version() + 1,
+            now,
+            now.saturating_add(self.ttl_ms()),
+        )))
     }
 
     /// Saves `session` under a new id and ends `loaded` (its old id), taken over by the new

@@ -152,7 +152,16 @@ impl Snapshot {
     /// session: the cookie lines that did not change (the session token's, when the id is the
     /// same; the segment's, when its token is) are carried over instead of made again.
     pub fn successor(session: Session, record: Record, previous: &Snapshot) -> Self {
-        let next = Snapshot::saved(session, record);
+        Snapshot::after(Snapshot::saved(session, record), previous)
+    }
+
+    /// A snapshot of `record`, saved as the next version of `previous`'s session by an edit
+    /// that did not decode it (see [`Snapshot::successor`]).
+    pub fn edited(record: Record, previous: &Snapshot) -> Self {
+        Snapshot::after(Snapshot::read(record), previous)
+    }
+
+    fn after(next: Snapshot, previous: &Snapshot) -> Self {
         if let Some(segment) = previous.segment.get() {
             if previous.record.segment_token() == next.record.segment_token() {
                 let _ = next.segment.set(segment.clone());
