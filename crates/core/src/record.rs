@@ -539,6 +539,11 @@ impl Record {
         })
     }
 
+    /// Whether `other` has the same segment token (compared as stored).
+    pub fn same_segment(&self, other: &Record) -> bool {
+        self.bytes[self.segment.clone()] == other.bytes[other.segment.clone()]
+    }
+
     /// Whether the session holds values of the secret namespace.
     pub fn has_secrets(&self) -> bool {
         self.bytes.len() > self.secrets

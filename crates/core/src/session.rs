@@ -17,7 +17,8 @@ use crate::map::SortedMap;
 pub struct SessionId(Uuid);
 
 impl SessionId {
-    /// A fresh identifier drawn from the operating system's CSPRNG.
+    /// A fresh identifier from a cryptographically secure generator (the thread's generator
+    /// of `rand`, seeded from the operating system): no system call per id.
     pub fn random() -> Self {
         SessionId(Uuid::new_v4())
     }

@@ -163,7 +163,7 @@ impl Snapshot {
 
     fn after(next: Snapshot, previous: &Snapshot) -> Self {
         if let Some(segment) = previous.segment.get() {
-            if previous.record.segment_token() == next.record.segment_token() {
+            if previous.record.same_segment(&next.record) {
                 let _ = next.segment.set(segment.clone());
             }
         }
