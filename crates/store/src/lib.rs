@@ -1,7 +1,8 @@
 //! sessiond-store: where sessions live.
 //!
 //! # Layout
-//! - [`SessionStore`]: the one storage trait: get, compare-and-swap put, delete, expiry.
+//! - [`SessionStore`]: the one storage trait: get, compare-and-swap put (of one record or of
+//!   several, all or none), delete, expiry.
 //! - [`memory`]: a process-local backend (tests, throw-away demos).
 //! - [`embedded`]: the durable default, on disk, with group commit.
 //! - [`conformance`]: the test suite every backend must pass.
