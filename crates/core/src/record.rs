@@ -104,6 +104,27 @@ fn put_field(out: &mut Vec<u8>, field: &[u8], width: usize) -> Range<usize> {
     start..out.len()
 }
 
+/// A record of `out` (its fixed header), the account name, answer and segment token, and the
+/// secrets `secrets` appends.
+fn assemble(
+    mut out: Vec<u8>,
+    [account, answer, segment]: [&[u8]; 3],
+    secrets: impl FnOnce(&mut Vec<u8>),
+) -> Record {
+    let account = put_field(&mut out, account, 2);
+    let answer = put_field(&mut out, answer, 4);
+    let segment = put_field(&mut out, segment, 4);
+    let start = out.len();
+    secrets(&mut out);
+    Record {
+        bytes: Bytes::from(out),
+        account,
+        answer,
+        segment,
+        secrets: start,
+    }
+}
+
 /// Reads a length-prefixed field at `*at`, moving `*at` past it.
 fn take_field(bytes: &[u8], at: &mut usize, width: usize) -> Result<Range<usize>, RecordError> {
     let prefix = bytes
@@ -500,20 +521,12 @@ impl Record {
             flags |= REPLACED;
         }
         out.push(flags);
-        let account = put_field(&mut out, session.account.as_bytes(), 2);
-        let answer = put_field(&mut out, &answer, 4);
-        let segment = put_field(&mut out, segment.as_bytes(), 4);
-        let secrets = out.len();
-        if let Some(values) = session.namespaces.get(SECRET_NAMESPACE) {
-            serde_json::to_writer(&mut out, values).expect("values always serialize");
-        }
-        Record {
-            bytes: Bytes::from(out),
-            account,
-            answer,
-            segment,
-            secrets,
-        }
+        let fields = [session.account.as_bytes(), &answer, segment.as_bytes()];
+        assemble(out, fields, |out| {
+            if let Some(values) = session.namespaces.get(SECRET_NAMESPACE) {
+                serde_json::to_writer(out, values).expect("values always serialize");
+            }
+        })
     }
 
     /// Reads stored bytes (checks the layout, not the JSON: see [`Record::decode`]).
@@ -758,18 +771,14 @@ impl Record {
     /// token and secrets.
     fn with(&self, mut out: Vec<u8>, answer: &[u8]) -> Record {
         out.reserve(self.bytes.len() + 64);
-        let account = put_field(&mut out, &self.bytes[self.account.clone()], 2);
-        let answer = put_field(&mut out, answer, 4);
-        let segment = put_field(&mut out, &self.bytes[self.segment.clone()], 4);
-        let secrets = out.len();
-        out.extend_from_slice(&self.bytes[self.secrets..]);
-        Record {
-            bytes: Bytes::from(out),
-            account,
+        let fields = [
+            &self.bytes[self.account.clone()],
             answer,
-            segment,
-            secrets,
-        }
+            &self.bytes[self.segment.clone()],
+        ];
+        assemble(out, fields, |out| {
+            out.extend_from_slice(&self.bytes[self.secrets..])
+        })
     }
 
     /// The session's segment token (`vtex_segment`).

@@ -616,6 +616,13 @@ mod tests {
         apply_batch(engine, &mut writes).expect("batch commits")
     }
 
+    fn at_version(s: &Session, version: u64) -> Session {
+        Session {
+            version,
+            ..s.clone()
+        }
+    }
+
     fn stored_version(engine: &Engine, s: &Session) -> Option<u64> {
         let record = engine.sessions.get(s.id.as_bytes()).unwrap()?;
         Some(header(&record).unwrap().0)
@@ -626,10 +633,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(&dir.path().join("db")).unwrap();
         let a1 = session(TTL);
-        let mut a2 = a1.clone();
-        a2.version = 2;
-        let mut a3 = a1.clone();
-        a3.version = 3;
+        let (a2, a3) = (at_version(&a1, 2), at_version(&a1, 3));
         let b = session(TTL);
         let short = session(10);
         let results = one_batch(
@@ -693,10 +697,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(&dir.path().join("db")).unwrap();
         let a = session(TTL);
-        let mut a2 = a.clone();
-        a2.version = 2;
-        let mut a3 = a.clone();
-        a3.version = 3;
+        let (a2, a3) = (at_version(&a, 2), at_version(&a, 3));
         let (b, c) = (session(TTL), session(TTL));
         let together = |puts: Vec<(&Session, Option<u64>)>| {
             Op::PutAll(
