@@ -144,28 +144,9 @@ fn take_field(bytes: &[u8], at: &mut usize, width: usize) -> Result<Range<usize>
 /// JSON object `obj`, as serde_json writes objects (no white space). `None` when `obj` is not
 /// such an object or a key holds an escape (its raw form is not its text), or when `f` says so.
 fn members<'a>(obj: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8]) -> Option<()>) -> Option<()> {
-    if obj.first() != Some(&b'{') || obj.last() != Some(&b'}') {
-        return None;
-    }
-    let mut at = 1;
-    if obj.get(at) == Some(&b'}') {
-        return (at + 1 == obj.len()).then_some(());
-    }
-    loop {
-        let key_end = string_end(obj, at)?;
-        let key = &obj[at + 1..key_end - 1];
-        if key.contains(&b'\\') || obj.get(key_end) != Some(&b':') {
-            return None;
-        }
-        let value_start = key_end + 1;
-        let value_end = value_end(obj, value_start)?;
-        f(key, &obj[value_start..value_end])?;
-        match obj.get(value_end) {
-            Some(b',') => at = value_end + 1,
-            Some(b'}') if value_end + 1 == obj.len() => return Some(()),
-            _ => return None,
-        }
-    }
+    let mut c = Cursor { bytes: obj, at: 0 };
+    c.object(|c, key| f(key, c.value()?))?;
+    (c.at == obj.len()).then_some(())
 }
 
 /// The end (one past the closing quote) of the JSON string starting at `at`.
@@ -247,12 +228,7 @@ fn namespaces_as_stored(answer: &[u8]) -> Option<Namespaces> {
         }
         let mut all = Namespaces::new();
         c.object(|c, name| {
-            let mut namespace = Namespace::new();
-            c.object(|c, key| {
-                namespace.insert(text(key)?, envelope(c)?);
-                Some(())
-            })?;
-            all.insert(text(name)?, Arc::new(namespace));
+            all.insert(text(name)?, Arc::new(namespace_at(c)?));
             Some(())
         })?;
         namespaces.replace(all).is_none().then_some(())
@@ -276,15 +252,12 @@ impl Editing<'_> {
     /// [`Record::encode`] gives for the edited session with the record's segment token, the
     /// other namespaces copied as they are stored.
     pub fn finish(&self, version: u64, updated_at: u64, expires_at: u64) -> Record {
-        let r = self.record;
-        let mut header = r.bytes[..ACCOUNT_LEN].to_vec();
-        header[VERSION..VERSION + 8].copy_from_slice(&version.to_be_bytes());
+        let mut header = self.record.header_at(version, updated_at);
         header[EXPIRES..EXPIRES + 8].copy_from_slice(&expires_at.to_be_bytes());
-        header[UPDATED..UPDATED + 8].copy_from_slice(&updated_at.to_be_bytes());
         let answer = self
             .parts
             .answer(version, self.parts.active, Some((self.name, &self.values)));
-        r.with(header, &answer)
+        self.record.with(header, &answer)
     }
 }
 
@@ -293,6 +266,7 @@ struct Parts<'a> {
     id: &'a [u8],
     /// (name, values), in name order.
     namespaces: Vec<(&'a [u8], &'a [u8])>,
+    version: &'a [u8],
     active: &'a [u8],
     debug: &'a [u8],
 }
@@ -324,63 +298,65 @@ impl<'a> Parts<'a> {
             };
             field.replace(c.value()?).is_none().then_some(())
         })?;
-        (c.at == answer.len() && version.is_some()).then_some(())?;
+        (c.at == answer.len()).then_some(())?;
         Some(Parts {
             id: id?,
             namespaces: namespaces?,
+            version: version?,
             active: active?,
             debug: debug?,
         })
     }
 
-    /// The answer with `version` and `active`, and namespace `name` holding `values` when
-    /// `replace` says so (an empty namespace is left out, as the encoder does).
-    fn answer(&self, version: u64, active: &[u8], replace: Option<(&str, &Namespace)>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1024);
+    /// Writes `{"id":…,"namespaces":{`.
+    fn head(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"id\":");
         out.extend_from_slice(self.id);
         out.extend_from_slice(b",\"namespaces\":{");
-        let mut first = true;
-        let mut put = |out: &mut Vec<u8>,
-                       name: &[u8],
-                       values: Option<&[u8]>,
-                       new: Option<&Namespace>| {
-            if new.is_some_and(|n| n.is_empty()) {
-                return;
-            }
-            if !std::mem::replace(&mut first, false) {
+    }
+
+    /// Writes `},"version":…,"active":…,"debug":…}`.
+    fn tail(&self, out: &mut Vec<u8>, version: &[u8], active: &[u8]) {
+        for (name, value) in [
+            (&b"},\"version\":"[..], version),
+            (b",\"active\":", active),
+            (b",\"debug\":", self.debug),
+        ] {
+            out.extend_from_slice(name);
+            out.extend_from_slice(value);
+        }
+        out.push(b'}');
+    }
+
+    /// The answer with `version` and `active`, and namespace `name` holding `values` when
+    /// `replace` says so (an empty namespace is left out, as the encoder does).
+    fn answer(&self, version: u64, active: &[u8], replace: Option<(&str, &Namespace)>) -> Vec<u8> {
+        let fresh = replace.map(|(name, values)| {
+            let raw =
+                (!values.is_empty()).then(|| serde_json::to_vec(values).expect("values serialize"));
+            (name.as_bytes(), raw)
+        });
+        let mut entries: Vec<(&[u8], &[u8])> = self
+            .namespaces
+            .iter()
+            .filter(|(name, _)| fresh.as_ref().is_none_or(|(new, _)| name != new))
+            .copied()
+            .collect();
+        if let Some((name, Some(raw))) = &fresh {
+            let at = entries.partition_point(|(n, _)| n < name);
+            entries.insert(at, (name, raw));
+        }
+        let mut out = Vec::with_capacity(1024);
+        self.head(&mut out);
+        for (i, (name, values)) in entries.into_iter().enumerate() {
+            if i > 0 {
                 out.push(b',');
             }
-            quoted(out, name);
+            quoted(&mut out, name);
             out.push(b':');
-            match new {
-                Some(values) => serde_json::to_writer(&mut *out, values).expect("values serialize"),
-                None => out.extend_from_slice(values.unwrap_or_default()),
-            }
-        };
-        let mut pending = replace;
-        for &(name, values) in &self.namespaces {
-            if let Some((new_name, new)) = pending {
-                if new_name.as_bytes() <= name {
-                    put(&mut out, new_name.as_bytes(), None, Some(new));
-                    pending = None;
-                    if new_name.as_bytes() == name {
-                        continue;
-                    }
-                }
-            }
-            put(&mut out, name, Some(values), None);
+            out.extend_from_slice(values);
         }
-        if let Some((new_name, new)) = pending {
-            put(&mut out, new_name.as_bytes(), None, Some(new));
-        }
-        out.extend_from_slice(b"},\"version\":");
-        out.extend_from_slice(version.to_string().as_bytes());
-        out.extend_from_slice(b",\"active\":");
-        out.extend_from_slice(active);
-        out.extend_from_slice(b",\"debug\":");
-        out.extend_from_slice(self.debug);
-        out.push(b'}');
+        self.tail(&mut out, version.to_string().as_bytes(), active);
         out
     }
 }
@@ -436,6 +412,16 @@ impl<'a> Cursor<'a> {
             }
         }
     }
+}
+
+/// The stored namespace (an object of envelopes) at the cursor.
+fn namespace_at(c: &mut Cursor<'_>) -> Option<Namespace> {
+    let mut namespace = Namespace::new();
+    c.object(|c, key| {
+        namespace.insert(text(key)?, envelope(c)?);
+        Some(())
+    })?;
+    Some(namespace)
 }
 
 /// A stored `{"value":…}` or `{"value":…,"keepAlive":true}` envelope at the cursor.
@@ -627,31 +613,17 @@ impl Record {
     /// a key this cannot take as it is (one written with escapes) or is not as this encoder
     /// writes it: then decode the session.
     pub fn answer_for(&self, items: &Items) -> Option<Vec<u8>> {
-        let answer = &self.bytes[self.answer.clone()];
-        let [mut id, mut namespaces, mut version, mut active, mut debug] = [None; 5];
-        members(answer, |key, value| {
-            match key {
-                b"id" => id = Some(value),
-                b"namespaces" => namespaces = Some(value),
-                b"version" => version = Some(value),
-                b"active" => active = Some(value),
-                b"debug" => debug = Some(value),
-                _ => return None,
-            }
-            Some(())
-        })?;
-        let mut out = Vec::with_capacity(answer.len());
-        out.extend_from_slice(b"{\"id\":");
-        out.extend_from_slice(id?);
-        out.extend_from_slice(b",\"namespaces\":{");
+        let parts = Parts::of(&self.bytes[self.answer.clone()])?;
+        let mut out = Vec::with_capacity(self.answer.len());
+        parts.head(&mut out);
         if !items.is_empty() {
             let mut first = true;
-            members(namespaces?, |ns, values| {
+            for &(ns, values) in &parts.namespaces {
                 let name = std::str::from_utf8(ns).ok()?;
                 let whole = items.takes_whole(name);
                 let wanted = items.named_keys(name);
                 if !whole && wanted.is_none() {
-                    return Some(());
+                    continue;
                 }
                 let start = out.len();
                 if !first {
@@ -663,7 +635,7 @@ impl Record {
                     // The stored answer holds no empty namespace.
                     out.extend_from_slice(values);
                     first = false;
-                    return Some(());
+                    continue;
                 }
                 let wanted = wanted?;
                 out.push(b'{');
@@ -686,18 +658,9 @@ impl Record {
                 } else {
                     out.truncate(start);
                 }
-                Some(())
-            })?;
+            }
         }
-        for (name, value) in [
-            (&b"},\"version\":"[..], version?),
-            (b",\"active\":", active?),
-            (b",\"debug\":", debug?),
-        ] {
-            out.extend_from_slice(name);
-            out.extend_from_slice(value);
-        }
-        out.push(b'}');
+        parts.tail(&mut out, parts.version, parts.active);
         Some(out)
     }
 
@@ -729,9 +692,7 @@ impl Record {
         replaced_by: Option<SessionId>,
     ) -> Option<Record> {
         let parts = Parts::of(&self.bytes[self.answer.clone()])?;
-        let mut header = self.bytes[..ACCOUNT_LEN].to_vec();
-        header[VERSION..VERSION + 8].copy_from_slice(&version.to_be_bytes());
-        header[UPDATED..UPDATED + 8].copy_from_slice(&updated_at.to_be_bytes());
+        let mut header = self.header_at(version, updated_at);
         let next = replaced_by.unwrap_or(SessionId::min());
         header[REPLACED_BY..REPLACED_BY + 16].copy_from_slice(next.as_bytes());
         let mut flags = self.flags() & DEBUG;
@@ -753,10 +714,7 @@ impl Record {
         let mut values = Namespace::new();
         if let Some(&(_, raw)) = parts.namespaces.iter().find(|(n, _)| *n == name.as_bytes()) {
             let mut c = Cursor { bytes: raw, at: 0 };
-            c.object(|c, key| {
-                values.insert(text(key)?, envelope(c)?);
-                Some(())
-            })?;
+            values = namespace_at(&mut c)?;
             (c.at == raw.len()).then_some(())?;
         }
         Some(Editing {
@@ -765,6 +723,14 @@ impl Record {
             name,
             values,
         })
+    }
+
+    /// This record's fixed header with `version` and `updated_at` set.
+    fn header_at(&self, version: u64, updated_at: u64) -> Vec<u8> {
+        let mut header = self.bytes[..ACCOUNT_LEN].to_vec();
+        header[VERSION..VERSION + 8].copy_from_slice(&version.to_be_bytes());
+        header[UPDATED..UPDATED + 8].copy_from_slice(&updated_at.to_be_bytes());
+        header
     }
 
     /// A record of `header` (the fixed fields), `answer`, and this record's account, segment

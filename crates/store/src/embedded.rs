@@ -377,18 +377,16 @@ impl Pending<'_> {
     /// Puts that succeed or fail together: every condition is checked, each against the state
     /// the earlier puts leave, before any record moves into the batch.
     fn put_all(&mut self, puts: &mut [Put]) -> Result<Result<Done, StoreError>, fjall::Error> {
-        let mut after: HashMap<SessionId, (u64, u64)> = HashMap::with_capacity(puts.len());
         let mut old_expiries = Vec::with_capacity(puts.len());
-        for put in puts.iter() {
-            let state = match after.get(&put.id) {
-                Some(&s) => Ok(Some(s)),
+        for (i, put) in puts.iter().enumerate() {
+            let state = match puts[..i].iter().rev().find(|earlier| earlier.id == put.id) {
+                Some(earlier) => Ok(Some((earlier.version, earlier.expires_at))),
                 None => self.state(&put.id)?,
             };
             match check(state, put) {
                 Ok(old_expiry) => old_expiries.push(old_expiry),
                 Err(e) => return Ok(Err(e)),
             }
-            after.insert(put.id, (put.version, put.expires_at));
         }
         for (put, old_expiry) in puts.iter_mut().zip(old_expiries) {
             self.apply(put, old_expiry);

@@ -68,7 +68,8 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn put_records(&self, puts: &[(&Record, Option<u64>)]) -> Result<(), StoreError> {
         for (i, (record, expected)) in puts.iter().enumerate() {
             if let Err(e) = self.put_record(record, *expected).await {
-                for (written, _) in puts[..i].iter().filter(|(_, e)| e.is_none()) {
+                let created = puts[..i].iter().filter(|(_, expected)| expected.is_none());
+                for (written, _) in created {
                     self.delete(written.id()).await?;
                 }
                 return Err(e);

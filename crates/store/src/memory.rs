@@ -57,17 +57,19 @@ impl SessionStore for MemoryStore {
         let mut inner = self.lock();
         // Every condition first, each against the stored version or the one an earlier put
         // of the same call leaves.
-        let mut after: HashMap<SessionId, u64> = HashMap::new();
-        for (record, expected) in puts {
+        for (i, (record, expected)) in puts.iter().enumerate() {
             let id = record.id();
-            let current = match after.get(&id) {
-                Some(&v) => Some(v),
+            let current = match puts[..i]
+                .iter()
+                .rev()
+                .find(|(earlier, _)| earlier.id() == id)
+            {
+                Some((earlier, _)) => Some(earlier.version()),
                 None => inner.sessions.get(&id).map(|r| r.version()),
             };
             if current != *expected {
                 return Err(StoreError::Conflict);
             }
-            after.insert(id, record.version());
         }
         for (record, _) in puts {
             let id = record.id();
