@@ -253,9 +253,8 @@ impl SessionService {
     }
 
     /// Saves `session` if the stored version is `expected` (see [`SessionStore::put_record`])
-    /// and caches it: as the successor of `previous`, the snapshot it was derived from by
-    /// changing the keys given with it, or (no `previous`: a created session) as its record
-    /// alone. A conflict means the cached copy is stale: it is dropped, so the retry reads the
+    /// and caches its record (carrying over the cookie lines of `previous`, the snapshot it was
+    /// derived from by changing the keys given with it). A conflict means the cached copy is stale: it is dropped, so the retry reads the
     /// store.
     async fn save(
         &self,
@@ -265,7 +264,7 @@ impl SessionService {
     ) -> Result<Arc<Snapshot>, StoreError> {
         let record = record_of(&session, previous);
         match self.timed(self.store.put_record(&record, expected)).await {
-            Ok(()) => Ok(self.cached(session, record, previous)),
+            Ok(()) => Ok(self.cached(record, previous)),
             Err(e) => {
                 self.forget(&record.id());
                 Err(e)
@@ -273,17 +272,12 @@ impl SessionService {
         }
     }
 
-    /// Caches what was just saved: `record` of `session`, derived from `previous` (or a
-    /// created session, cached as its record alone: what comes next is mostly reads, and it is
-    /// decoded again only if it is edited).
-    fn cached(
-        &self,
-        session: Session,
-        record: Record,
-        previous: Option<(&Snapshot, &Delta)>,
-    ) -> Arc<Snapshot> {
+    /// Caches what was just saved: `record`, derived from `previous` (its cookie lines carry
+    /// over). Cached as the record alone: what comes next is mostly reads, served from the
+    /// record's bytes, and plain edits, made on them; a full edit decodes it again.
+    fn cached(&self, record: Record, previous: Option<(&Snapshot, &Delta)>) -> Arc<Snapshot> {
         let snapshot = Arc::new(match previous {
-            Some((previous, _)) => Snapshot::successor(session, record, previous),
+            Some((previous, _)) => Snapshot::edited(record, previous),
             None => Snapshot::read(record),
         });
         self.cache_snapshot(&snapshot);
@@ -703,7 +697,7 @@ impl SessionService {
             .await;
         match saved {
             Ok(()) => {
-                let snapshot = self.cached(session, record, Some((loaded, changed)));
+                let snapshot = self.cached(record, Some((loaded, changed)));
                 self.cache_snapshot(&Arc::new(Snapshot::read(ended)));
                 let token = self.issue(account, snapshot.id());
                 Ok(Some(Outcome {

@@ -143,20 +143,10 @@ impl Snapshot {
         Snapshot::of(Record::encode(&session, None), Some(session))
     }
 
-    /// A snapshot of `session`, just saved as `record` (encoded from it).
-    pub fn saved(session: Session, record: Record) -> Self {
-        Snapshot::of(record, Some(session))
-    }
-
-    /// A snapshot of `session`, saved as `record` as the next stored version of `previous`'s
-    /// session: the cookie lines that did not change (the session token's, when the id is the
-    /// same; the segment's, when its token is) are carried over instead of made again.
-    pub fn successor(session: Session, record: Record, previous: &Snapshot) -> Self {
-        Snapshot::after(Snapshot::saved(session, record), previous)
-    }
-
-    /// A snapshot of `record`, saved as the next version of `previous`'s session by an edit
-    /// that did not decode it (see [`Snapshot::successor`]).
+    /// A snapshot of `record`, saved as the next stored version of `previous`'s session: the
+    /// cookie lines that did not change (the session token's, when the id is the same; the
+    /// segment's, when its token is) are carried over instead of made again. Nothing is
+    /// decoded: the record alone is kept, as for a read.
     pub fn edited(record: Record, previous: &Snapshot) -> Self {
         Snapshot::after(Snapshot::read(record), previous)
     }
@@ -493,7 +483,7 @@ mod tests {
         same.version = 2;
         same.set(&other, Value::new("x"));
         let record = Record::encode(&same, hint);
-        let second = Snapshot::successor(same, record, &first);
+        let second = Snapshot::edited(record, &first);
         assert_eq!(second.segment.get().unwrap().cookie, segment_line);
         assert_eq!(*second.token.get().unwrap(), token_line);
 
@@ -503,7 +493,7 @@ mod tests {
         changed.version = 3;
         changed.set(&utm, Value::new("google"));
         let record = Record::encode(&changed, None);
-        let third = Snapshot::successor(changed, record, &second);
+        let third = Snapshot::edited(record, &second);
         assert!(third.segment.get().is_none(), "made again when asked");
         assert_ne!(third.segment_token(), first.segment_token());
         assert!(third
@@ -515,7 +505,7 @@ mod tests {
         let mut moved = third.session().unwrap().clone();
         moved.id = SessionId::random();
         let record = Record::encode(&moved, None);
-        let fourth = Snapshot::successor(moved, record, &third);
+        let fourth = Snapshot::edited(record, &third);
         assert!(fourth.token.get().is_none(), "a new id has a new token");
     }
 
