@@ -254,17 +254,17 @@ impl SessionService {
 
     /// Saves `session` if the stored version is `expected` (see [`SessionStore::put_record`])
     /// and caches its record (carrying over the cookie lines of `previous`, the snapshot it was
-    /// derived from by changing the keys given with it). A conflict means the cached copy is stale: it is dropped, so the retry reads the
-    /// store.
+    /// derived from by changing the keys given with it). A conflict means the cached copy is
+    /// stale: it is dropped, so the retry reads the store.
     async fn save(
         &self,
-        session: Session,
+        session: &Session,
         expected: Option<u64>,
         previous: Option<(&Snapshot, &Delta)>,
     ) -> Result<Arc<Snapshot>, StoreError> {
-        let record = record_of(&session, previous);
+        let record = record_of(session, previous);
         match self.timed(self.store.put_record(&record, expected)).await {
-            Ok(()) => Ok(self.cached(record, previous)),
+            Ok(()) => Ok(self.cached(record, previous.map(|(p, _)| p))),
             Err(e) => {
                 self.forget(&record.id());
                 Err(e)
@@ -275,9 +275,9 @@ impl SessionService {
     /// Caches what was just saved: `record`, derived from `previous` (its cookie lines carry
     /// over). Cached as the record alone: what comes next is mostly reads, served from the
     /// record's bytes, and plain edits, made on them; a full edit decodes it again.
-    fn cached(&self, record: Record, previous: Option<(&Snapshot, &Delta)>) -> Arc<Snapshot> {
+    fn cached(&self, record: Record, previous: Option<&Snapshot>) -> Arc<Snapshot> {
         let snapshot = Arc::new(match previous {
-            Some((previous, _)) => Snapshot::edited(record, previous),
+            Some(previous) => Snapshot::edited(record, previous),
             None => Snapshot::read(record),
         });
         self.cache_snapshot(&snapshot);
@@ -493,7 +493,7 @@ impl SessionService {
 
     async fn create(&self, account: &Account, edit: &Edit) -> Result<Outcome, ApiError> {
         let session = self.build(account, edit).await?;
-        let snapshot = self.save(session, None, None).await?;
+        let snapshot = self.save(&session, None, None).await?;
         let token = self.issue(account, snapshot.id());
         Ok(Outcome {
             snapshot,
@@ -602,7 +602,7 @@ impl SessionService {
                 self.rotate(account, (&previous, &changed), session).await?
             } else {
                 match self
-                    .save(session, Some(loaded.version), Some((&previous, &changed)))
+                    .save(&session, Some(loaded.version), Some((&previous, &changed)))
                     .await
                 {
                     Ok(snapshot) => {
@@ -697,7 +697,7 @@ impl SessionService {
             .await;
         match saved {
             Ok(()) => {
-                let snapshot = self.cached(record, Some((loaded, changed)));
+                let snapshot = self.cached(record, Some(loaded));
                 self.cache_snapshot(&Arc::new(Snapshot::read(ended)));
                 let token = self.issue(account, snapshot.id());
                 Ok(Some(Outcome {
