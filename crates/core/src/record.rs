@@ -26,7 +26,7 @@
 //! | the rest | the secret namespace's values as JSON, or nothing when it is empty |
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -664,43 +664,31 @@ impl Record {
         Some(out)
     }
 
-    /// This record with the session ended: `version` and `updated_at` set, inactive, and taken
-    /// over by `replaced_by` when given; what [`Record::encode`] gives for the ended session
-    /// with this record's segment token. The values are copied as they are stored, not decoded
-    /// (unless the stored answer is not as this encoder writes it).
-    pub fn ended(
-        &self,
-        version: u64,
-        updated_at: u64,
-        replaced_by: Option<SessionId>,
-    ) -> Result<Record, RecordError> {
-        if let Some(record) = self.ended_as_stored(version, updated_at, replaced_by) {
-            return Ok(record);
-        }
-        let mut session = self.decode()?;
-        session.version = version;
-        session.updated_at = updated_at;
-        session.active = false;
-        session.replaced_by = replaced_by;
-        Ok(Record::encode(&session, Some(self.segment_token())))
-    }
-
-    fn ended_as_stored(
-        &self,
-        version: u64,
-        updated_at: u64,
-        replaced_by: Option<SessionId>,
-    ) -> Option<Record> {
-        let parts = Parts::of(&self.bytes[self.answer.clone()])?;
+    /// The record that ends this one's session: the same id, account, deadline, creation time
+    /// and debug flag, `version` and `updated_at` set, inactive, taken over by `replaced_by`
+    /// when given, and nothing else. An ended session is never answered, edited or
+    /// carried over (its values went to its successor, or were dropped by a reset): what is
+    /// read of it is whether it is active, by whom it was replaced and when. So it holds no
+    /// values, and none of the identity tokens the session had recorded.
+    pub fn ended(&self, version: u64, updated_at: u64, replaced_by: Option<SessionId>) -> Record {
+        static EMPTY_SEGMENT: OnceLock<String> = OnceLock::new();
+        let segment = EMPTY_SEGMENT.get_or_init(|| Segment::of(&Session::new("", 0, 0)).encode());
         let mut header = self.header_at(version, updated_at);
         let next = replaced_by.unwrap_or(SessionId::min());
         header[REPLACED_BY..REPLACED_BY + 16].copy_from_slice(next.as_bytes());
-        let mut flags = self.flags() & DEBUG;
-        if replaced_by.is_some() {
-            flags |= REPLACED;
-        }
-        header[FLAGS] = flags;
-        Some(self.with(header, &parts.answer(version, b"false", None)))
+        let debug = self.flags() & DEBUG;
+        header[FLAGS] = debug | if replaced_by.is_some() { REPLACED } else { 0 };
+        let answer = format!(
+            r#"{{"id":"{}","namespaces":{{}},"version":{version},"active":false,"debug":{}}}"#,
+            self.id(),
+            debug != 0
+        );
+        let fields = [
+            &self.bytes[self.account.clone()],
+            answer.as_bytes(),
+            segment.as_bytes(),
+        ];
+        assemble(header, fields, |_| {})
     }
 
     /// Namespace `name` read for an edit, the others left as they are stored. `None` when the
@@ -965,43 +953,44 @@ mod tests {
     }
 
     #[test]
-    fn an_ended_record_is_the_record_of_the_ended_session() {
+    fn an_ended_record_holds_what_is_read_of_an_ended_session_and_no_values() {
         for debug in [false, true] {
             let mut s = session();
             s.debug = debug;
             s.set(
-                &Key::new("public", "x"),
-                Value::new(serde_json::json!({"version": 1})),
+                &Key::new("cookie", "VtexIdclientAutCookie_demo"),
+                Value::new("jwt"),
             );
             let r = Record::encode(&s, None);
             for next in [None, Some(SessionId::random())] {
-                let ended = r.ended(8, 3_000, next).unwrap();
-                let mut e = s.clone();
-                e.version = 8;
-                e.updated_at = 3_000;
-                e.active = false;
-                e.replaced_by = next;
-                assert_eq!(
-                    ended.bytes(),
-                    Record::encode(&e, Some(r.segment_token())).bytes()
-                );
+                let ended = r.ended(8, 3_000, next);
+                let e = Session {
+                    namespaces: Namespaces::new(),
+                    version: 8,
+                    updated_at: 3_000,
+                    active: false,
+                    replaced_by: next,
+                    ..s.clone()
+                };
+                assert_eq!(ended.bytes(), Record::encode(&e, None).bytes());
                 assert_eq!(ended.decode().unwrap(), e);
                 let parsed = Record::parse(ended.bytes().clone()).unwrap();
-                assert_eq!((parsed.version(), parsed.replaced_by()), (8, next));
+                assert_eq!(
+                    (parsed.version(), parsed.replaced_by(), parsed.account()),
+                    (8, next, s.account.as_str())
+                );
+                assert_eq!(
+                    (parsed.updated_at(), parsed.expires_at()),
+                    (3_000, s.expires_at)
+                );
                 assert!(!parsed.active());
+                assert!(
+                    !parsed.has_secrets(),
+                    "no identity token outlives its session"
+                );
+                assert!(ended.bytes().len() < r.bytes().len());
             }
         }
-        // An answer this encoder did not write is decoded and encoded anew.
-        let r = Record::encode(&session(), None);
-        let mut odd = r.bytes().to_vec();
-        let at = r.answer.start + 1;
-        odd[at..at + 4].copy_from_slice(b"\"iD\"");
-        let odd = Record::parse(Bytes::from(odd)).unwrap();
-        assert!(odd.ended_as_stored(8, 3_000, None).is_none());
-        assert_eq!(
-            odd.ended(8, 3_000, None).unwrap().bytes(),
-            r.ended(8, 3_000, None).unwrap().bytes()
-        );
     }
 
     #[test]

@@ -685,9 +685,7 @@ impl SessionService {
     ) -> Result<Option<Outcome>, ApiError> {
         session.id = SessionId::random();
         let old = loaded.record();
-        let ended = old
-            .ended(old.version() + 1, session.updated_at, Some(session.id))
-            .map_err(StoreError::from)?;
+        let ended = old.ended(old.version() + 1, session.updated_at, Some(session.id));
         let record = record_of(&session, Some((loaded, changed)));
         let saved = self
             .timed(
@@ -730,9 +728,7 @@ impl SessionService {
             };
             carry.public = snapshot.session()?.kept_alive();
             let old = snapshot.record();
-            let record = old
-                .ended(old.version() + 1, now_ms(), None)
-                .map_err(StoreError::from)?;
+            let record = old.ended(old.version() + 1, now_ms(), None);
             match self
                 .timed(self.store.put_record(&record, Some(old.version())))
                 .await

@@ -139,3 +139,88 @@ async fn acknowledged_writes_survive_sigkill() {
         assert!(version == 1 + acked[w].len() || version == 2 + acked[w].len());
     }
 }
+
+/// What a log-in leaves of the session it replaces, as stored: the end of it (inactive, by
+/// whom replaced), with none of its values or identity tokens.
+#[tokio::test]
+async fn a_log_in_stores_only_the_end_of_the_old_session() {
+    use sessiond_store::embedded::{EmbeddedOptions, EmbeddedStore};
+    use sessiond_store::SessionStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, base) = start(dir.path());
+    let client = plain();
+    let created: Value = client
+        .post(format!("{base}/api/sessions"))
+        .json(&json!({"public": {"k": {"value": "v"}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let old_token = created["sessionToken"].as_str().unwrap().to_owned();
+    let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .args([
+            "auth-token",
+            "--account",
+            "demo",
+            "--email",
+            "alice@example.com",
+        ])
+        .output()
+        .unwrap();
+    let identity = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let r = client
+        .patch(format!("{base}/api/sessions"))
+        .header(
+            "cookie",
+            format!("vtex_session={old_token}; VtexIdclientAutCookie_demo={identity}"),
+        )
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let pair: Value = r.json().await.unwrap();
+    let new_id = common::jwt_part(pair["sessionToken"].as_str().unwrap(), 1)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let old_id = common::jwt_part(&old_token, 1)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_id, old_id, "a log-in moves the session to a new id");
+    drop(server);
+
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let record = store
+        .get_record(old_id.parse().unwrap(), 0)
+        .await
+        .unwrap()
+        .expect("the end of the old session is stored");
+    assert!(!record.active());
+    assert_eq!(
+        record.replaced_by().map(|id| id.to_string()),
+        Some(new_id.clone())
+    );
+    assert!(!record.has_secrets(), "no identity token is kept with it");
+    let ended = record.decode().unwrap();
+    assert!(
+        ended.namespaces.is_empty(),
+        "no values: {:?}",
+        ended.namespaces
+    );
+    let new = store
+        .get_record(new_id.parse().unwrap(), 0)
+        .await
+        .unwrap()
+        .expect("the new session is stored");
+    assert!(new.active() && new.has_secrets());
+    assert_eq!(
+        new.decode().unwrap().get_str("public", "k"),
+        Some("v"),
+        "the values moved to the new session"
+    );
+}
