@@ -15,28 +15,6 @@ const ADMIN: &str = "a0a80101-0000-4000-8000-000000000001";
 const STORE_COOKIE: &str = "VtexIdclientAutCookie_demo";
 const ADMIN_COOKIE: &str = "VtexIdclientAutCookie";
 
-/// An identity token printed by `sessiond auth-token` (demo configuration unless `config`).
-fn mint(account: &str, email: &str, admin: bool, config: Option<&std::path::Path>) -> String {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"));
-    cmd.env_remove("SESSIOND_CONFIG")
-        .args(["auth-token", "--account", account, "--email", email]);
-    if admin {
-        cmd.arg("--admin");
-    }
-    if let Some(path) = config {
-        cmd.arg("--config").arg(path);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "auth-token failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert_eq!(token.split('.').count(), 3, "{token}");
-    token
-}
-
 fn store_token(email: &str) -> String {
     mint("demo", email, false, None)
 }
@@ -53,11 +31,6 @@ fn text<'a>(s: &'a Value, ns: &str, key: &str) -> Option<&'a str> {
 /// One namespace of a session answer (`null` when absent).
 fn ns<'a>(s: &'a Value, name: &str) -> &'a Value {
     s["namespaces"].get(name).unwrap_or(&Value::Null)
-}
-
-/// The session id a session token names.
-fn token_id(token: &str) -> String {
-    jwt_part(token, 1)["id"].as_str().unwrap().to_owned()
 }
 
 /// What one request answered.

@@ -149,29 +149,10 @@ async fn a_log_in_stores_only_the_end_of_the_old_session() {
 
     let dir = tempfile::tempdir().unwrap();
     let (server, base) = start(dir.path());
-    let client = plain();
-    let created: Value = client
-        .post(format!("{base}/api/sessions"))
-        .json(&json!({"public": {"k": {"value": "v"}}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let old_token = created["sessionToken"].as_str().unwrap().to_owned();
-    let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
-        .args([
-            "auth-token",
-            "--account",
-            "demo",
-            "--email",
-            "alice@example.com",
-        ])
-        .output()
-        .unwrap();
-    let identity = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let r = client
+    let old_token =
+        common::create_session_at(&base, json!({"public": {"k": {"value": "v"}}})).await;
+    let identity = common::mint("demo", "alice@example.com", false, None);
+    let r = plain()
         .patch(format!("{base}/api/sessions"))
         .header(
             "cookie",
@@ -183,14 +164,8 @@ async fn a_log_in_stores_only_the_end_of_the_old_session() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let pair: Value = r.json().await.unwrap();
-    let new_id = common::jwt_part(pair["sessionToken"].as_str().unwrap(), 1)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let old_id = common::jwt_part(&old_token, 1)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let new_id = common::token_id(pair["sessionToken"].as_str().unwrap());
+    let old_id = common::token_id(&old_token);
     assert_ne!(new_id, old_id, "a log-in moves the session to a new id");
     drop(server);
 

@@ -180,19 +180,7 @@ impl<'a> Visitor<'a> {
 }
 
 fn alice_token() -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"))
-        .env_remove("SESSIOND_CONFIG")
-        .args([
-            "auth-token",
-            "--account",
-            "demo",
-            "--email",
-            "alice@example.com",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    common::mint("demo", "alice@example.com", false, None)
 }
 
 /// Checks the headers of a call and returns its body as JSON.

@@ -114,8 +114,13 @@ pub fn jwt_part(token: &str, index: usize) -> Value {
 
 /// Creates a session with `POST /api/sessions` and `body` (no cookie); its session token.
 pub async fn create_session(app: &TestApp, body: Value) -> String {
+    create_session_at(&app.url(""), body).await
+}
+
+/// [`create_session`] on the server at `base` (`http://host:port`).
+pub async fn create_session_at(base: &str, body: Value) -> String {
     let pair: Value = plain()
-        .post(app.url("/api/sessions"))
+        .post(format!("{base}/api/sessions"))
         .json(&body)
         .send()
         .await
@@ -124,6 +129,33 @@ pub async fn create_session(app: &TestApp, body: Value) -> String {
         .await
         .unwrap();
     pair["sessionToken"].as_str().unwrap().to_owned()
+}
+
+/// The session id a session token names.
+pub fn token_id(token: &str) -> String {
+    jwt_part(token, 1)["id"].as_str().unwrap().to_owned()
+}
+
+/// An identity token printed by `sessiond auth-token` (demo configuration unless `config`).
+pub fn mint(account: &str, email: &str, admin: bool, config: Option<&std::path::Path>) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"));
+    cmd.env_remove("SESSIOND_CONFIG")
+        .args(["auth-token", "--account", account, "--email", email]);
+    if admin {
+        cmd.arg("--admin");
+    }
+    if let Some(path) = config {
+        cmd.arg("--config").arg(path);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "auth-token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    token
 }
 
 /// GET `path` with the `Cookie` header `cookie` (none when empty); the JSON answer.
