@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sessiond_apps::builtin::{self, mint_identity_token};
-use sessiond_apps::commerce::{CommerceData, Identity};
+use sessiond_apps::builtin;
+use sessiond_apps::commerce::CommerceData;
+use sessiond_apps::identity::{mint, Identity, Mint, Verifier};
 use sessiond_core::cycle::{self, Apps};
 use sessiond_core::{Changes, Key, Segment, Session, Value};
 
@@ -41,17 +42,16 @@ fn commerce() -> CommerceData {
 fn bench_login(c: &mut Criterion) {
     let identity = Identity {
         hs256_secret: Some("demo-identity-secret".into()),
-        public_key_pem: None,
+        ..Identity::default()
     };
+    let verifier = Arc::new(Verifier::new(&identity).expect("a usable identity"));
     let commerce = Arc::new(commerce());
     let apps = Apps::new(
         builtin::NAMES
             .iter()
             .map(|name| {
                 let spec = builtin::spec(name).expect("a built-in");
-                let t = builtin::transformer(name, ACCOUNT, commerce.clone(), &identity)
-                    .expect("builds")
-                    .expect("exists");
+                let t = builtin::transformer(name, commerce.clone(), &verifier).expect("exists");
                 (spec, t, Duration::from_secs(2))
             })
             .collect(),
@@ -76,15 +76,15 @@ fn bench_login(c: &mut Criterion) {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    let token = mint_identity_token(
-        &identity,
-        ACCOUNT,
-        "alice@example.com",
-        "c0a80101-0000-4000-8000-000000000001",
-        now,
-        3600,
-    )
-    .expect("token");
+    let what = Mint {
+        account: ACCOUNT,
+        email: "alice@example.com",
+        user_id: "c0a80101-0000-4000-8000-000000000001",
+        admin: false,
+        now_secs: now,
+        ttl_secs: 3600,
+    };
+    let token = mint(&identity, &what, None).expect("token");
     let mut login = Changes::new();
     login.set(
         Key::new("cookie", "VtexIdclientAutCookie_demo"),

@@ -1,5 +1,5 @@
 //! The commerce data of an account, as its configuration provides it: sales channels,
-//! customers, admins, delivery areas, campaigns, and the keys that sign identity tokens.
+//! customers, admins, delivery areas, campaigns (identity keys are in [`crate::identity`]).
 
 use serde::Deserialize;
 
@@ -136,18 +136,4 @@ pub struct Campaign {
     /// Allowed price tables.
     #[serde(default)]
     pub price_tables: Vec<String>,
-}
-
-/// The keys of an account's identity tokens (`VtexIdclientAutCookie*`): the authentication app
-/// verifies tokens with them, and `sessiond auth-token` signs demo tokens with the secret.
-///
-/// With `public_key_pem` set, only RS256/ES256 tokens matching that key are accepted (never an
-/// HS256 token, so the public key cannot be abused as an HMAC secret).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Identity {
-    /// Shared HS256 secret.
-    pub hs256_secret: Option<String>,
-    /// RSA or P-256 public key, PEM (`-----BEGIN PUBLIC KEY-----`).
-    pub public_key_pem: Option<String>,
 }

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::{AppIndex, AppSpec, KeyPattern};
-use crate::session::{Changes, Delta, Namespace, Namespaces, Session};
+use crate::items::SECRET_NAMESPACE;
+use crate::session::{Changes, Delta, Key, Namespace, Namespaces, Session};
 use crate::trace::{AppCall, Round, Trace};
 
 /// A boxed, sendable future (what [`Transformer::transform`] returns).
@@ -47,6 +48,11 @@ pub enum AppError {
     /// Connection error, non-2xx answer, or malformed answer.
     #[error("{0}")]
     Failed(String),
+    /// The app cannot decide yet: something it depends on is out of reach (an identity
+    /// provider's keys, say). Its outputs stay unchanged, and the request's cookies it watches
+    /// are not recorded ([`Trace::unrecorded`]), so the next request sending them asks it again.
+    #[error("cannot decide yet: {0}")]
+    Unavailable(String),
     /// The app refused the request (401/403): it fails the whole request with this error.
     #[error("rejected with {status}: {kind}: {message}")]
     Rejected {
@@ -188,6 +194,12 @@ pub async fn run_with(
     let started = Instant::now();
     let mut trace = Trace::default();
     let mut all_changed = changed.clone();
+    // The request's cookie changes: an app that cannot decide on them leaves them unrecorded.
+    let request_cookies: Vec<Key> = changed
+        .iter()
+        .filter(|k| k.namespace == SECRET_NAMESPACE)
+        .cloned()
+        .collect();
     let mut delta = changed;
     // Standing rejections, by app position: cleared when the app answers again.
     let mut rejected: BTreeMap<usize, (u16, String, String)> = BTreeMap::new();
@@ -253,6 +265,7 @@ pub async fn run_with(
                 dropped: Vec::new(),
                 error: None,
                 rejected: false,
+                undecided: false,
                 micros: elapsed.as_micros() as u64,
             };
             match result {
@@ -281,7 +294,17 @@ pub async fn run_with(
                     call.rejected = true;
                     rejected.insert(i, (status, kind, message));
                 }
-                Err(e) => call.error = Some(e.to_string()),
+                Err(e) => {
+                    if matches!(e, AppError::Unavailable(_)) {
+                        call.undecided = true;
+                        for key in request_cookies.iter().filter(|k| spec.watches(k)) {
+                            if !trace.unrecorded.contains(key) {
+                                trace.unrecorded.push(key.clone());
+                            }
+                        }
+                    }
+                    call.error = Some(e.to_string());
+                }
             }
             round.calls.push(call);
         }
@@ -323,7 +346,7 @@ pub fn identity_changed(before: &Session, after: &Session) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{Key, Value};
+    use crate::session::Value;
     use serde_json::json;
     use std::sync::Mutex;
 
@@ -642,6 +665,38 @@ mod tests {
             trace.rounds[0].calls[0].error.as_deref(),
             Some("answered HTTP 500")
         );
+    }
+
+    #[tokio::test]
+    async fn cookies_an_app_cannot_decide_on_are_left_unrecorded() {
+        let undecided = fake(|_| Err(AppError::Unavailable("no keys yet".into())));
+        let broken = fake(|_| Err(AppError::Failed("answered HTTP 500".into())));
+        let apps = install(vec![
+            (
+                spec(
+                    "auth",
+                    json!({"input": {"cookie": ["id_.*"]}, "output": {"a": ["user"]}}),
+                ),
+                undecided,
+            ),
+            (
+                spec(
+                    "loyalty",
+                    json!({"input": {"cookie": ["card"], "public": ["go"]}, "output": {"l": ["tier"]}}),
+                ),
+                broken,
+            ),
+        ]);
+        let (mut s, delta) = session_with(&[
+            ("cookie", "id_demo", "t1"),
+            ("cookie", "card", "c"),
+            ("public", "go", "1"),
+        ]);
+        let trace = run(&apps, "demo", &mut s, delta, false, 10).await.unwrap();
+        // Only the undecided app's cookies; a plain failure records what it was sent.
+        assert_eq!(trace.unrecorded, vec![Key::new("cookie", "id_demo")]);
+        let error = trace.rounds[0].calls[0].error.as_deref().unwrap();
+        assert!(error.contains("cannot decide yet: no keys yet"), "{error}");
     }
 
     #[tokio::test]

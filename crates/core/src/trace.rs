@@ -17,6 +17,11 @@ pub struct Trace {
     /// Every key changed by the request (what the cycle started from) or by the cycle.
     #[serde(skip)]
     pub changed: Delta,
+    /// The request's cookie keys that an app watching them could not decide on
+    /// ([`crate::AppError::Unavailable`]): the caller leaves them as they were before the
+    /// request, so the next request sending those cookies calls the app again.
+    #[serde(skip)]
+    pub unrecorded: Vec<Key>,
 }
 
 /// One round of a cycle.
@@ -48,6 +53,9 @@ pub struct AppCall {
     pub error: Option<String>,
     /// Whether the app rejected the request (401/403) rather than failed.
     pub rejected: bool,
+    /// Whether the app could not decide yet ([`crate::AppError::Unavailable`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub undecided: bool,
     /// Duration of the call, microseconds.
     pub micros: u64,
 }

@@ -42,6 +42,7 @@ impl Application {
     /// Opens the store, loads the keys, builds the accounts and binds the listen address.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let tenancy = Tenancy::new(&settings.accounts, &settings.default_account)?;
+        tenancy.start();
         for account in tenancy.accounts() {
             for warning in crate::cli::app_warnings(account.apps.index().apps()) {
                 tracing::warn!(account = %account.name, "{warning}");

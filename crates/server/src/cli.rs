@@ -42,8 +42,8 @@ pub enum Command {
         #[arg(long, env = "SESSIOND_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Print an identity token (the VtexIdclientAutCookie value) signed with the account's
-    /// identity key: for demos and tests.
+    /// Print an identity token (the VtexIdclientAutCookie value) with VTEX ID's claims, signed
+    /// with the account's identity key: for demos and tests.
     AuthToken {
         /// The account whose identity key signs the token.
         #[arg(long)]
@@ -54,6 +54,10 @@ pub enum Command {
         /// Mint an admin token (VtexIdclientAutCookie) instead of a store-user token.
         #[arg(long)]
         admin: bool,
+        /// For an account whose identity is a `public_key_pem`: the private key (PEM file)
+        /// that signs its tokens.
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
         /// Configuration file (TOML); the built-in demo configuration when absent.
         #[arg(long, env = "SESSIOND_CONFIG")]
         config: Option<PathBuf>,
@@ -65,11 +69,14 @@ const AUTH_TOKEN_TTL_SECS: u64 = 24 * 3600;
 
 /// The identity token `sessiond auth-token` prints: `userId` is the customer's (or, with
 /// `admin`, the admin's) id when the email is known, else a stable id derived from the email.
+/// With `signing_key` (a PEM file), signs with that private key (the account's identity is a
+/// public key); else with the account's `hs256_secret`.
 pub fn auth_token(
     settings: &Settings,
     account: &str,
     email: &str,
     admin: bool,
+    signing_key: Option<&std::path::Path>,
 ) -> Result<String, String> {
     if email.trim().is_empty() || !email.contains('@') {
         return Err(format!("`{email}` is not an email address"));
@@ -100,20 +107,21 @@ pub fn auth_token(
         )
         .to_string()
     });
-    let now = crate::service::now_ms() / 1000;
-    let mint = if admin {
-        sessiond_apps::builtin::mint_admin_token
-    } else {
-        sessiond_apps::builtin::mint_identity_token
-    };
-    mint(
-        &acct.identity,
-        &acct.name,
+    let signing_key = signing_key
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the signing key {}: {e}", path.display()))
+        })
+        .transpose()?;
+    let what = sessiond_apps::identity::Mint {
+        account: &acct.name,
         email,
-        &user_id,
-        now,
-        AUTH_TOKEN_TTL_SECS,
-    )
+        user_id: &user_id,
+        admin,
+        now_secs: crate::service::now_ms() / 1000,
+        ttl_secs: AUTH_TOKEN_TTL_SECS,
+    };
+    sessiond_apps::identity::mint(acct.identity.identity(), &what, signing_key.as_deref())
 }
 
 /// Namespaces filled by the manager itself (request, cookies, account) rather than by an app.

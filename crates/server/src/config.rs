@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sessiond_apps::commerce::{
-    Admin, Campaign, CommerceData, Customer, DeliveryArea, Identity, SalesChannel,
+    Admin, Campaign, CommerceData, Customer, DeliveryArea, SalesChannel,
 };
+use sessiond_apps::identity::Identity;
 
 /// The demo configuration, used when no `--config` is given.
 pub const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
@@ -131,7 +132,7 @@ pub struct AccountConfig {
     pub id: Option<String>,
     /// Most transform rounds per request.
     pub max_rounds: Option<u32>,
-    /// Keys that sign the account's identity tokens.
+    /// How the account's identity tokens are verified (SPEC §6a).
     pub identity: Option<Identity>,
     /// Installed session apps, in precedence order.
     #[serde(default)]

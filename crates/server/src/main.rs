@@ -30,9 +30,11 @@ fn main() -> anyhow::Result<()> {
             ref account,
             ref email,
             admin,
+            ref signing_key,
             ..
         } => {
-            let token = auth_token(&settings, account, email, admin).map_err(anyhow::Error::msg)?;
+            let token = auth_token(&settings, account, email, admin, signing_key.as_deref())
+                .map_err(anyhow::Error::msg)?;
             println!("{token}");
             Ok(())
         }

@@ -391,7 +391,8 @@ impl SessionService {
         );
         changes.extend(edit.changes_for(&session));
         let delta = session.apply_owned(changes);
-        self.settle(account, &mut session, delta, true).await?;
+        self.settle(account, &mut session, None, delta, true)
+            .await?;
         Ok(session)
     }
 
@@ -413,12 +414,17 @@ impl SessionService {
     }
 
     /// Runs the transform cycle (the create cycle when `created`) on `session`, which the
-    /// request changed in the keys of `delta`. Returns every key changed by the request or the
-    /// cycle.
+    /// request changed in the keys of `delta` (from `before`, or from nothing for a new
+    /// session). Returns every key changed by the request or the cycle.
+    ///
+    /// The request's cookies that an app could not decide on yet (its identity provider's keys
+    /// are out of reach, say) are put back as they were before the request, so the next request
+    /// sending them runs the app again instead of finding them already recorded.
     async fn settle(
         &self,
         account: &Account,
         session: &mut Session,
+        before: Option<&Session>,
         delta: Delta,
         created: bool,
     ) -> Result<Delta, ApiError> {
@@ -446,6 +452,11 @@ impl SessionService {
         };
         for call in trace.rounds.iter().flat_map(|r| &r.calls) {
             if let Some(error) = call.error.as_ref().filter(|_| !call.rejected) {
+                // An app that cannot decide yet says why itself, once per streak.
+                if call.undecided {
+                    tracing::debug!(account = %account.name, app = %call.app, %error, "session app cannot decide yet");
+                    continue;
+                }
                 tracing::warn!(account = %account.name, app = %call.app, %error, "session app failed; its outputs are unchanged");
             }
         }
@@ -459,6 +470,16 @@ impl SessionService {
         }
         if !trace.rounds.is_empty() {
             tracing::debug!(session = %session.id, trace = %serde_json::to_string(&trace.redacted()).unwrap_or_default(), "transform cycle");
+        }
+        if !trace.unrecorded.is_empty() {
+            let mut restore = Changes::new();
+            for key in trace.unrecorded {
+                match before.and_then(|b| b.get(&key.namespace, &key.name)) {
+                    Some(value) => restore.set(key, value.clone()),
+                    None => restore.remove(key),
+                }
+            }
+            session.apply_owned(restore);
         }
         Ok(trace.changed)
     }
@@ -583,7 +604,9 @@ impl SessionService {
             let mut session = before.clone();
             let delta = session.apply_owned(edit.changes_for(&session));
             self.check_public_size(before, &session)?;
-            let changed = self.settle(account, &mut session, delta, false).await?;
+            let changed = self
+                .settle(account, &mut session, Some(before), delta, false)
+                .await?;
             if session.namespaces == before.namespaces {
                 let token = self.token_for(account, session.id, token);
                 return Ok(Outcome {

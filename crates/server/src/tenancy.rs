@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessiond_apps::commerce::Identity;
 use sessiond_apps::http::HttpApp;
+use sessiond_apps::identity::Verifier;
 use sessiond_apps::{builtin, CommerceData};
 use sessiond_core::{AppSpec, Apps, Transformer};
 
@@ -34,8 +34,8 @@ pub struct Account {
     pub apps: Apps,
     /// Commerce data read by the built-in apps.
     pub commerce: Arc<CommerceData>,
-    /// Identity-token keys.
-    pub identity: Identity,
+    /// Verifies the account's identity tokens (and holds its identity table).
+    pub identity: Arc<Verifier>,
 }
 
 impl Account {
@@ -56,7 +56,10 @@ impl Account {
             None => uuid::Uuid::new_v5(&ACCOUNT_ID_NAMESPACE, name.as_bytes()).to_string(),
         };
         let commerce = Arc::new(cfg.commerce());
-        let identity = cfg.identity.clone().unwrap_or_default();
+        let identity = Arc::new(
+            Verifier::new(&cfg.identity.clone().unwrap_or_default())
+                .map_err(|e| ConfigError::Invalid(format!("account `{name}`: {e}")))?,
+        );
         let mut installed = Vec::with_capacity(cfg.apps.len());
         for app in &cfg.apps {
             let spec = app_spec(&name, app)?;
@@ -66,16 +69,14 @@ impl Account {
                     checked_url(&name, &app.name, &transform_url(url, &app.name))?,
                     app.secret.as_deref(),
                 )),
-                None => builtin::transformer(&app.name, &name, commerce.clone(), &identity)
-                    .map_err(|e| {
-                        ConfigError::Invalid(format!("account `{name}`, app `{}`: {e}", app.name))
-                    })?
-                    .ok_or_else(|| {
+                None => builtin::transformer(&app.name, commerce.clone(), &identity).ok_or_else(
+                    || {
                         ConfigError::Invalid(format!(
                             "account `{name}`: no built-in app is named `{}`",
                             app.name
                         ))
-                    })?,
+                    },
+                )?,
             };
             let timeout = app
                 .timeout_ms
@@ -253,6 +254,23 @@ impl Tenancy {
     /// All accounts.
     pub fn accounts(&self) -> impl Iterator<Item = &Arc<Account>> {
         self.accounts.values()
+    }
+
+    /// Starts what the accounts keep up to date in the background: the keys of identity
+    /// providers given by `jwks_url`, for the accounts whose apps read identity tokens.
+    /// Needs a Tokio runtime.
+    pub fn start(&self) {
+        for account in self.accounts() {
+            let reads_tokens = account
+                .apps
+                .index()
+                .apps()
+                .iter()
+                .any(|app| app.name == builtin::AUTHENTICATION);
+            if reads_tokens {
+                account.identity.start();
+            }
+        }
     }
 }
 

@@ -335,17 +335,21 @@ async fn invalid_identity_tokens_authenticate_nobody() {
         .unwrap()
         .as_secs();
     // The binary only mints live tokens: the expired one is signed by the same minting code
-    // (`sessiond_apps::builtin::mint_identity_token`, what `auth-token` calls) in the past.
-    let expired = sessiond_apps::builtin::mint_identity_token(
-        &sessiond_apps::commerce::Identity {
+    // (`sessiond_apps::identity::mint`, what `auth-token` calls) in the past.
+    let expired = sessiond_apps::identity::mint(
+        &sessiond_apps::identity::Identity {
             hs256_secret: Some("demo-identity-secret".into()),
-            public_key_pem: None,
+            ..Default::default()
         },
-        "demo",
-        "alice@example.com",
-        ALICE,
-        now - 7200,
-        3600,
+        &sessiond_apps::identity::Mint {
+            account: "demo",
+            email: "alice@example.com",
+            user_id: ALICE,
+            admin: false,
+            now_secs: now - 7200,
+            ttl_secs: 3600,
+        },
+        None,
     )
     .unwrap();
     let mut tampered = good.clone();

@@ -1,300 +1,94 @@
 //! `vtex.authentication-session`: who is logged in, from the identity-token cookies.
 //!
 //! `cookie.VtexIdclientAutCookie` carries the admin's token, `cookie.VtexIdclientAutCookie_<account>`
-//! the store user's. Each is a JWT verified with the account's identity keys: HS256 with the
-//! shared secret, or, when a public key is configured, RS256 (RSA key) or ES256 (P-256 key) and
-//! nothing else — never `none`, never HS256 (the public key is not a secret). A valid, unexpired
-//! token for this account writes the id/email pair; anything else clears it.
+//! the store user's. The account's [`Verifier`] says what each is worth (SPEC §6a): the admin
+//! cookie logs in only tokens with the admin audience, the store cookie only tokens with the
+//! store audience or none, so a shopper's token never makes them an admin, nor the reverse.
+//! A token that logs nobody in clears the pair its cookie writes.
 //!
-//! A token is verified once: the claims of the tokens that verified are remembered by the
-//! token's SHA-256 digest until their `exp` (a visitor's cookie comes with every request that
-//! re-runs the app; with RS256 or ES256 keys a verification costs tens of microseconds).
-//!
-//! Also owns [`mint_identity_token`], which signs the tokens this app accepts.
+//! When a token cannot be checked yet (its provider's keys are out of reach), the app answers
+//! [`AppError::Unavailable`]: its outputs stay as they were and the cookie is not recorded, so
+//! the next request sending it asks again and logs the user in once the keys arrive.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
-use sessiond_core::{AppError, Call, Changes};
-use sha2::{Digest, Sha256};
+use sessiond_core::cycle::BoxFuture;
+use sessiond_core::{AppError, Call, Changes, Transformer};
 
-use super::{same_ci, text, App, Outputs};
-use crate::commerce::Identity;
+use super::{same_ci, text, Outputs};
+use crate::identity::{Cookie, Verdict, Verifier};
 
 /// The admin's identity cookie.
 const ADMIN_COOKIE: &str = "VtexIdclientAutCookie";
-/// The `aud` claim of admin tokens.
-const ADMIN_AUDIENCE: &str = "admin";
-/// The `aud` claim of store-user tokens minted here.
-const STORE_AUDIENCE: &str = "store";
 /// The prefix of the store user's identity cookie (followed by the account name).
 const STORE_COOKIE_PREFIX: &str = "VtexIdclientAutCookie_";
 
-/// The claims of an identity token, all required.
-#[derive(Deserialize)]
-struct Claims {
-    /// The user's email.
-    sub: String,
-    /// The user's id.
-    #[serde(rename = "userId")]
-    user_id: String,
-    /// The account the token was issued for.
-    account: String,
-    /// `admin` for admin tokens; store-user tokens say `store` or nothing.
-    #[serde(default)]
-    aud: Option<String>,
-    /// Expiry, seconds since the Unix epoch (checked by the validation, without leeway).
-    exp: u64,
-}
-
-/// Most identity tokens remembered as verified; the memory starts over when full.
-const REMEMBERED_TOKENS: usize = 1 << 16;
-
-/// What a verified token says, as far as the app reads it.
-#[derive(Clone)]
-struct Verified {
-    user_id: String,
-    email: String,
-    account: String,
-    admin: bool,
-    /// Seconds since the Unix epoch; the token is valid while `exp > now`.
-    exp: u64,
-}
-
-/// The authentication app of one account: how it verifies identity tokens.
+/// The authentication app of one account.
 pub(super) struct Authentication {
-    /// The verification key and rules; `None` when the account has no identity keys.
-    verifier: Option<(DecodingKey, Validation)>,
-    /// Tokens that verified, by SHA-256 digest of the (trimmed) token.
-    verified: Mutex<HashMap<[u8; 32], Verified>>,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    verifier: Arc<Verifier>,
 }
 
 impl Authentication {
-    /// The app verifying tokens with `identity`; errs when the keys are unusable.
-    pub(super) fn new(identity: &Identity) -> Result<Self, String> {
-        let verifier = match (&identity.public_key_pem, &identity.hs256_secret) {
-            (Some(pem), _) => Some(public_key(pem)?),
-            (None, Some(secret)) if secret.is_empty() => {
-                return Err("the identity hs256_secret is empty".to_owned())
-            }
-            (None, Some(secret)) => Some((
-                DecodingKey::from_secret(secret.as_bytes()),
-                Algorithm::HS256,
-            )),
-            (None, None) => None,
+    /// The app logging users in with the tokens `verifier` accepts.
+    pub(super) fn new(verifier: Arc<Verifier>) -> Self {
+        Authentication { verifier }
+    }
+
+    /// The user the store cookies of `call` log in: the first token that logs someone in;
+    /// otherwise undecided when one of them could not be checked yet.
+    async fn store_user(&self, call: &Call<'_>) -> Verdict {
+        let Some(cookies) = call.input.get("cookie") else {
+            return Verdict::Refused;
         };
-        Ok(Authentication {
-            verified: Mutex::default(),
-            verifier: verifier.map(|(key, algorithm)| {
-                let mut validation = Validation::new(algorithm);
-                validation.leeway = 0;
-                validation.validate_aud = false;
-                validation.set_required_spec_claims(&["exp"]);
-                (key, validation)
-            }),
+        let tokens = cookies
+            .iter()
+            .filter(|(name, _)| {
+                name.strip_prefix(STORE_COOKIE_PREFIX)
+                    .is_some_and(|suffix| same_ci(suffix, call.account))
+            })
+            .filter_map(|(_, value)| value.as_str());
+        let mut verdict = Verdict::Refused;
+        for token in tokens {
+            match self
+                .verifier
+                .verify(token, call.account, Cookie::Store)
+                .await
+            {
+                Verdict::User(user) => return Verdict::User(user),
+                Verdict::Undecided(why) => verdict = Verdict::Undecided(why),
+                Verdict::Refused => {}
+            }
+        }
+        verdict
+    }
+}
+
+impl Transformer for Authentication {
+    fn transform<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Changes, AppError>> {
+        Box::pin(async move {
+            let admin = match text(&call, "cookie", ADMIN_COOKIE) {
+                Some(token) => {
+                    self.verifier
+                        .verify(token, call.account, Cookie::Admin)
+                        .await
+                }
+                None => Verdict::Refused,
+            };
+            let store = self.store_user(&call).await;
+            let user = |verdict: Verdict| match verdict {
+                Verdict::User(user) => Ok(Some(user)),
+                Verdict::Refused => Ok(None),
+                Verdict::Undecided(why) => Err(AppError::Unavailable(why)),
+            };
+            let (admin, store) = (user(admin)?, user(store)?);
+            let mut out = Outputs::new("authentication");
+            out.put("adminUserId", admin.as_ref().map(|u| u.id.as_str()));
+            out.put("adminUserEmail", admin.as_ref().map(|u| u.email.as_str()));
+            out.put("storeUserId", store.as_ref().map(|u| u.id.as_str()));
+            out.put("storeUserEmail", store.as_ref().map(|u| u.email.as_str()));
+            Ok(out.into_changes())
         })
     }
-
-    /// The `(userId, email)` of `token` when it verifies, was issued for `account`, and is of
-    /// the kind the cookie carries: the admin cookie takes only `aud: "admin"` tokens, the store
-    /// cookie never does (a shopper's token must not make them an admin, nor the reverse).
-    fn verify(&self, token: &str, account: &str, admin: bool) -> Option<(String, String)> {
-        let v = self.verified(token.trim(), now_secs())?;
-        (v.admin == admin
-            && same_ci(&v.account, account)
-            && !v.user_id.is_empty()
-            && !v.email.is_empty())
-        .then_some((v.user_id, v.email))
-    }
-
-    /// The claims of `token` if its signature holds and it has not expired at `now`: from the
-    /// memory of verified tokens, else checked (and remembered when it verifies).
-    fn verified(&self, token: &str, now: u64) -> Option<Verified> {
-        let (key, validation) = self.verifier.as_ref()?;
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        // Each operation is one lookup, insert or clear: a panic cannot leave it half-written.
-        let memory = || self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = memory().get(&digest).filter(|v| v.exp > now) {
-            return Some(v.clone());
-        }
-        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
-            .ok()?
-            .claims;
-        let v = Verified {
-            admin: claims.aud.as_deref() == Some(ADMIN_AUDIENCE),
-            user_id: claims.user_id,
-            email: claims.sub,
-            account: claims.account,
-            exp: claims.exp,
-        };
-        let mut remembered = memory();
-        if remembered.len() >= REMEMBERED_TOKENS {
-            remembered.clear();
-        }
-        remembered.insert(digest, v.clone());
-        Some(v)
-    }
-}
-
-/// The verification key of a public key PEM and the one algorithm it accepts.
-fn public_key(pem: &str) -> Result<(DecodingKey, Algorithm), String> {
-    if pem.contains("PRIVATE KEY") {
-        return Err(
-            "the identity public_key_pem holds a private key; configure the public key \
-                    (-----BEGIN PUBLIC KEY-----)"
-                .to_owned(),
-        );
-    }
-    if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
-        // A P-256 point is 65 bytes uncompressed or 33 compressed; other curves are longer.
-        let is_p256 = match key.try_get_as_bytes() {
-            Ok(point) => matches!(
-                (point.len(), point.first()),
-                (65, Some(4)) | (33, Some(2 | 3))
-            ),
-            Err(_) => false,
-        };
-        if !is_p256 {
-            return Err(
-                "the identity public_key_pem is an EC key on a curve other than P-256 (ES256)"
-                    .to_owned(),
-            );
-        }
-        return Ok((key, Algorithm::ES256));
-    }
-    match DecodingKey::from_rsa_pem(pem.as_bytes()) {
-        Ok(key) => Ok((key, Algorithm::RS256)),
-        Err(e) => Err(format!(
-            "the identity public_key_pem is not a PEM RSA or P-256 public key: {e}"
-        )),
-    }
-}
-
-impl App for Authentication {
-    fn answer(&self, call: &Call<'_>) -> Result<Changes, AppError> {
-        let admin = text(call, "cookie", ADMIN_COOKIE)
-            .and_then(|token| self.verify(token, call.account, true));
-        let store = call.input.get("cookie").and_then(|cookies| {
-            cookies
-                .iter()
-                .filter(|(name, _)| {
-                    name.strip_prefix(STORE_COOKIE_PREFIX)
-                        .is_some_and(|suffix| same_ci(suffix, call.account))
-                })
-                .filter_map(|(_, value)| value.as_str())
-                .find_map(|token| self.verify(token, call.account, false))
-        });
-        let mut out = Outputs::new("authentication");
-        out.put("adminUserId", admin.as_ref().map(|(id, _)| id.as_str()));
-        out.put(
-            "adminUserEmail",
-            admin.as_ref().map(|(_, email)| email.as_str()),
-        );
-        out.put("storeUserId", store.as_ref().map(|(id, _)| id.as_str()));
-        out.put(
-            "storeUserEmail",
-            store.as_ref().map(|(_, email)| email.as_str()),
-        );
-        Ok(out.into_changes())
-    }
-}
-
-/// The claims [`mint_identity_token`] signs.
-#[derive(Serialize)]
-struct MintedClaims<'a> {
-    sub: &'a str,
-    #[serde(rename = "userId")]
-    user_id: &'a str,
-    account: &'a str,
-    aud: &'a str,
-    iat: u64,
-    exp: u64,
-}
-
-/// Signs a store-user identity token (a `VtexIdclientAutCookie_<account>` value) for
-/// `email`/`user_id` of `account`, valid from `now_secs` for `ttl_secs`: HS256 with the account's
-/// `hs256_secret`, claims `sub` (email), `userId`, `account`, `aud: "store"`, `iat`, `exp`. It is
-/// what `sessiond auth-token` prints, so demos and tests can log in without an identity
-/// provider. Errs when the account has no secret.
-pub fn mint_identity_token(
-    identity: &Identity,
-    account: &str,
-    email: &str,
-    user_id: &str,
-    now_secs: u64,
-    ttl_secs: u64,
-) -> Result<String, String> {
-    mint(
-        identity,
-        account,
-        email,
-        user_id,
-        STORE_AUDIENCE,
-        now_secs,
-        ttl_secs,
-    )
-}
-
-/// Like [`mint_identity_token`], for an admin (`aud: "admin"`, the `VtexIdclientAutCookie`
-/// value): `sessiond auth-token --admin`.
-pub fn mint_admin_token(
-    identity: &Identity,
-    account: &str,
-    email: &str,
-    user_id: &str,
-    now_secs: u64,
-    ttl_secs: u64,
-) -> Result<String, String> {
-    mint(
-        identity,
-        account,
-        email,
-        user_id,
-        ADMIN_AUDIENCE,
-        now_secs,
-        ttl_secs,
-    )
-}
-
-fn mint(
-    identity: &Identity,
-    account: &str,
-    email: &str,
-    user_id: &str,
-    aud: &str,
-    now_secs: u64,
-    ttl_secs: u64,
-) -> Result<String, String> {
-    let secret = identity
-        .hs256_secret
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            format!("account {account} has no identity hs256_secret to sign tokens with")
-        })?;
-    let claims = MintedClaims {
-        sub: email,
-        user_id,
-        account,
-        aud,
-        iat: now_secs,
-        exp: now_secs.saturating_add(ttl_secs),
-    };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .map_err(|e| format!("cannot sign the identity token: {e}"))
 }
 
 #[cfg(test)]
@@ -302,6 +96,8 @@ mod tests {
     use super::super::testing::*;
     use super::super::transformer;
     use super::*;
+    use crate::identity::{mint, Identity, Mint, User};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
     const APP: &str = "vtex.authentication-session";
     const STORE: &str = "cookie.VtexIdclientAutCookie_demo";
@@ -357,14 +153,43 @@ bCvQ4za4Dm+chhZ3zekcTKs=
 -----END PRIVATE KEY-----
 ";
 
+    const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEA/9Wa8wwyjCuP7YJpZfD6iOR1gACA78rci6LUa0bpvSc=
+-----END PUBLIC KEY-----
+";
+    const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEILg+zEvbb3cO0rmWVhYo4OXTyjWDGUaXFUzXlLAVlyKY
+-----END PRIVATE KEY-----
+";
+
+    /// VTEX ID's store-user claims for Alice, expiring at `exp`.
     fn claims(account: &str, exp: u64) -> serde_json::Value {
         serde_json::json!({
             "sub": "alice@example.com",
             "userId": ALICE,
             "account": account,
+            "audience": "webstore",
+            "sess": "b3c1",
+            "type": "user",
+            "iss": "token-emitter",
+            "jti": "0f0e",
+            "isRepresentative": false,
             "iat": now(),
             "exp": exp,
         })
+    }
+
+    /// Alice's claims with `edit` applied (`null` removes a claim).
+    fn claims_with(edit: serde_json::Value) -> serde_json::Value {
+        let mut c = claims(ACCOUNT, now() + 60);
+        for (k, v) in edit.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
     }
 
     fn sign(algorithm: Algorithm, key: &EncodingKey, claims: &serde_json::Value) -> String {
@@ -386,15 +211,14 @@ bCvQ4za4Dm+chhZ3zekcTKs=
 
     fn public(pem: &str) -> Identity {
         Identity {
-            hs256_secret: Some(SECRET.to_owned()),
             public_key_pem: Some(pem.to_owned()),
+            ..Identity::default()
         }
     }
 
     async fn run_with(identity: &Identity, set: &[(&str, &str)]) -> Answer {
-        let app = transformer(APP, ACCOUNT, demo(), identity)
-            .unwrap()
-            .unwrap();
+        let verifier = Arc::new(Verifier::new(identity).unwrap());
+        let app = transformer(APP, demo(), &verifier).unwrap();
         let changed: Vec<&str> = set.iter().map(|(k, _)| *k).collect();
         call(app.as_ref(), APP, set, &changed).await.unwrap()
     }
@@ -406,8 +230,31 @@ bCvQ4za4Dm+chhZ3zekcTKs=
         ))
     }
 
+    fn admin_user(a: &Answer) -> Option<(&str, &str)> {
+        Some((
+            written(a, "authentication.adminUserId")?,
+            written(a, "authentication.adminUserEmail")?,
+        ))
+    }
+
     fn store_cleared(a: &Answer) -> bool {
         removed(a, "authentication.storeUserId") && removed(a, "authentication.storeUserEmail")
+    }
+
+    fn admin_cleared(a: &Answer) -> bool {
+        removed(a, "authentication.adminUserId") && removed(a, "authentication.adminUserEmail")
+    }
+
+    /// Whether `token` logs Alice in through the store cookie of the demo account.
+    async fn logs_in(identity: &Identity, token: &str) -> bool {
+        let a = run_with(identity, &[(STORE, token)]).await;
+        match store_user(&a) {
+            Some(user) => user == (ALICE, "alice@example.com"),
+            None => {
+                assert!(store_cleared(&a));
+                false
+            }
+        }
     }
 
     #[tokio::test]
@@ -415,8 +262,7 @@ bCvQ4za4Dm+chhZ3zekcTKs=
         let token = store_token("alice@example.com", ALICE);
         let a = run(APP, &[(STORE, &token)], &[STORE]).await.unwrap();
         assert_eq!(store_user(&a), Some((ALICE, "alice@example.com")));
-        assert!(removed(&a, "authentication.adminUserId"));
-        assert!(removed(&a, "authentication.adminUserEmail"));
+        assert!(admin_cleared(&a));
         // The cookie suffix is the account name, in any case.
         let a = run(APP, &[("cookie.VtexIdclientAutCookie_DEMO", &token)], &[])
             .await
@@ -427,54 +273,149 @@ bCvQ4za4Dm+chhZ3zekcTKs=
     #[tokio::test]
     async fn a_valid_admin_token_logs_the_admin_in() {
         let id = "a0a80101-0000-4000-8000-000000000001";
-        let token =
-            mint_admin_token(&identity(), "DEMO", "admin@example.com", id, now(), 60).unwrap();
+        let token = minted("admin@example.com", id, true, now(), 60);
         let a = run(APP, &[(ADMIN, &token)], &[ADMIN]).await.unwrap();
-        assert_eq!(written(&a, "authentication.adminUserId"), Some(id));
-        assert_eq!(
-            written(&a, "authentication.adminUserEmail"),
-            Some("admin@example.com")
-        );
+        assert_eq!(admin_user(&a), Some((id, "admin@example.com")));
         assert!(store_cleared(&a));
     }
 
     #[tokio::test]
-    async fn expired_tokens_are_refused_without_leeway() {
-        let token = mint_identity_token(
-            &identity(),
-            ACCOUNT,
-            "alice@example.com",
-            ALICE,
-            now() - 3600,
-            30,
-        )
-        .unwrap();
-        assert!(store_cleared(
-            &run(APP, &[(STORE, &token)], &[]).await.unwrap()
-        ));
-        // Expired a few seconds ago: still refused (the library's default leeway is 60 s).
-        let token = hs256(SECRET, &claims(ACCOUNT, now() - 5));
-        assert!(store_cleared(
-            &run(APP, &[(STORE, &token)], &[]).await.unwrap()
-        ));
+    async fn vtex_id_audiences_pick_the_cookie() {
+        let identity = identity();
+        let admin = hs256(
+            SECRET,
+            &claims_with(serde_json::json!({"audience": "admin"})),
+        );
+        let store = hs256(SECRET, &claims(ACCOUNT, now() + 60));
+        let a = run_with(&identity, &[(ADMIN, &admin), (STORE, &store)]).await;
+        assert_eq!(admin_user(&a), Some((ALICE, "alice@example.com")));
+        assert_eq!(store_user(&a), Some((ALICE, "alice@example.com")));
+        // Swapped, neither logs anyone in: a store token never makes an admin.
+        let a = run_with(&identity, &[(ADMIN, &store), (STORE, &admin)]).await;
+        assert!(admin_cleared(&a) && store_cleared(&a));
+    }
+
+    #[tokio::test]
+    async fn audiences_come_from_aud_as_text_or_list_or_from_audience() {
+        let admin_in = |edit| async move {
+            let token = hs256(SECRET, &claims_with(edit));
+            admin_user(&run_with(&identity(), &[(ADMIN, &token)]).await).is_some()
+        };
+        assert!(admin_in(serde_json::json!({"audience": null, "aud": "admin"})).await);
+        assert!(admin_in(serde_json::json!({"audience": null, "aud": ["web", "admin"]})).await);
+        assert!(!admin_in(serde_json::json!({"audience": null, "aud": ["webstore"]})).await);
+        assert!(!admin_in(serde_json::json!({"audience": null})).await);
+        for (edit, store) in [
+            (serde_json::json!({"audience": null}), true),
+            (
+                serde_json::json!({"audience": null, "aud": "webstore"}),
+                true,
+            ),
+            (
+                serde_json::json!({"audience": null, "aud": ["x", "webstore"]}),
+                true,
+            ),
+            // A third audience is no log-in in either cookie.
+            (serde_json::json!({"audience": "partner"}), false),
+            (
+                serde_json::json!({"audience": null, "aud": ["partner"]}),
+                false,
+            ),
+            (serde_json::json!({"audience": null, "aud": 7}), false),
+        ] {
+            let token = hs256(SECRET, &claims_with(edit.clone()));
+            assert_eq!(logs_in(&identity(), &token).await, store, "{edit}");
+            assert!(
+                admin_cleared(&run_with(&identity(), &[(ADMIN, &token)]).await),
+                "{edit}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn configured_claims_and_audiences_are_read() {
+        let oidc = Identity {
+            hs256_secret: Some(SECRET.into()),
+            email_claim: Some("email".into()),
+            user_id_claim: Some("sub".into()),
+            admin_audience: Some("backoffice".into()),
+            store_audience: Some("shop-client".into()),
+            issuer: Some("https://idp.example.com/".into()),
+            ..Identity::default()
+        };
+        let token = |edit| {
+            let mut c = serde_json::json!({
+                "sub": ALICE,
+                "email": "alice@example.com",
+                "aud": ["shop-client"],
+                "iss": "https://idp.example.com/",
+                "exp": now() + 60,
+            });
+            for (k, v) in serde_json::Value::as_object(&edit).unwrap() {
+                c[k] = v.clone();
+            }
+            hs256(SECRET, &c)
+        };
+        // No account claim: OIDC providers send none.
+        assert!(logs_in(&oidc, &token(serde_json::json!({}))).await);
+        assert!(!logs_in(&oidc, &token(serde_json::json!({"iss": "https://evil/"}))).await);
+        assert!(!logs_in(&oidc, &token(serde_json::json!({"aud": "webstore"}))).await);
+        assert!(!logs_in(&oidc, &token(serde_json::json!({"account": "other"}))).await);
+        assert!(logs_in(&oidc, &token(serde_json::json!({"account": "DEMO"}))).await);
+        let admin = token(serde_json::json!({"aud": "backoffice"}));
+        let a = run_with(&oidc, &[(ADMIN, &admin)]).await;
+        assert_eq!(admin_user(&a), Some((ALICE, "alice@example.com")));
+        // Without `iss` while an issuer is configured: refused.
+        let mut c =
+            serde_json::json!({"sub": ALICE, "email": "alice@example.com", "exp": now() + 60});
+        assert!(!logs_in(&oidc, &hs256(SECRET, &c)).await);
+        c["iss"] = "https://idp.example.com/".into();
+        assert!(logs_in(&oidc, &hs256(SECRET, &c)).await);
+    }
+
+    #[tokio::test]
+    async fn exp_is_checked_without_leeway_and_nbf_with_a_minute() {
+        let identity = identity();
+        assert!(
+            !logs_in(
+                &identity,
+                &minted("alice@example.com", ALICE, false, now() - 3600, 30)
+            )
+            .await
+        );
+        // Expired a few seconds ago: refused.
+        assert!(!logs_in(&identity, &hs256(SECRET, &claims(ACCOUNT, now() - 5))).await);
+        let nbf = |offset: i64| {
+            hs256(
+                SECRET,
+                &claims_with(serde_json::json!({"nbf": now() as i64 + offset})),
+            )
+        };
+        assert!(
+            !logs_in(&identity, &nbf(600)).await,
+            "valid only in ten minutes"
+        );
+        assert!(logs_in(&identity, &nbf(30)).await, "a clock a little ahead");
+        assert!(logs_in(&identity, &nbf(-30)).await);
     }
 
     #[tokio::test]
     async fn tokens_of_another_account_are_refused() {
         let token = hs256(SECRET, &claims("other", now() + 60));
-        assert!(store_cleared(
-            &run(APP, &[(STORE, &token)], &[]).await.unwrap()
+        assert!(!logs_in(&identity(), &token).await);
+        let admin = hs256(
+            SECRET,
+            &claims_with(serde_json::json!({"account": "other", "audience": "admin"})),
+        );
+        assert!(admin_cleared(
+            &run(APP, &[(ADMIN, &admin)], &[]).await.unwrap()
         ));
-        let a = run(APP, &[(ADMIN, &token)], &[]).await.unwrap();
-        assert!(removed(&a, "authentication.adminUserId"));
     }
 
     #[tokio::test]
     async fn bad_signatures_and_garbage_are_refused() {
         let token = hs256("not-the-secret", &claims(ACCOUNT, now() + 60));
-        assert!(store_cleared(
-            &run(APP, &[(STORE, &token)], &[]).await.unwrap()
-        ));
+        assert!(!logs_in(&identity(), &token).await);
         let good = store_token("alice@example.com", ALICE);
         let tampered = format!("{}x", &good[..good.len() - 1]);
         let tampered = if tampered == good {
@@ -490,16 +431,12 @@ bCvQ4za4Dm+chhZ3zekcTKs=
 
     #[tokio::test]
     async fn tokens_missing_a_claim_are_refused() {
-        let mut no_exp = claims(ACCOUNT, 0);
-        no_exp.as_object_mut().unwrap().remove("exp");
-        let mut no_user = claims(ACCOUNT, now() + 60);
-        no_user.as_object_mut().unwrap().remove("userId");
-        for c in [no_exp, no_user] {
-            let token = hs256(SECRET, &c);
-            assert!(store_cleared(
-                &run(APP, &[(STORE, &token)], &[]).await.unwrap()
-            ));
+        for missing in ["exp", "userId", "sub"] {
+            let token = hs256(SECRET, &claims_with(serde_json::json!({ missing: null })));
+            assert!(!logs_in(&identity(), &token).await, "{missing}");
         }
+        let empty = hs256(SECRET, &claims_with(serde_json::json!({"userId": " "})));
+        assert!(!logs_in(&identity(), &empty).await);
     }
 
     #[tokio::test]
@@ -528,175 +465,209 @@ bCvQ4za4Dm+chhZ3zekcTKs=
 
     #[tokio::test]
     async fn a_public_key_accepts_its_algorithm_only() {
-        let es = es256(&claims(ACCOUNT, now() + 60));
-        let a = run_with(&public(EC_PUBLIC), &[(STORE, &es)]).await;
-        assert_eq!(store_user(&a), Some((ALICE, "alice@example.com")));
-        // Expired or other-account ES256 tokens are refused too.
-        let expired = es256(&claims(ACCOUNT, now() - 5));
-        assert!(store_cleared(
-            &run_with(&public(EC_PUBLIC), &[(STORE, &expired)]).await
-        ));
-        // HS256 is never accepted with a public key: neither with the secret, nor with the
+        let ec = public(EC_PUBLIC);
+        assert!(logs_in(&ec, &es256(&claims(ACCOUNT, now() + 60))).await);
+        assert!(!logs_in(&ec, &es256(&claims(ACCOUNT, now() - 5))).await);
+        // HS256 is never accepted with a public key: neither with some secret, nor with the
         // public key itself used as an HMAC secret (algorithm confusion).
-        let hs = hs256(SECRET, &claims(ACCOUNT, now() + 60));
-        let confused = hs256(EC_PUBLIC, &claims(ACCOUNT, now() + 60));
-        for token in [hs, confused] {
-            assert!(store_cleared(
-                &run_with(&public(EC_PUBLIC), &[(STORE, &token)]).await
-            ));
-        }
-        // Nor an unsigned token.
+        assert!(!logs_in(&ec, &hs256(SECRET, &claims(ACCOUNT, now() + 60))).await);
+        assert!(!logs_in(&ec, &hs256(EC_PUBLIC, &claims(ACCOUNT, now() + 60))).await);
+        // Nor an unsigned token, whatever its header says.
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let none = format!(
-            "{}.{}.",
-            b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
-            b64.encode(claims(ACCOUNT, now() + 60).to_string())
-        );
-        assert!(store_cleared(
-            &run_with(&public(EC_PUBLIC), &[(STORE, &none)]).await
-        ));
+        for header in [
+            r#"{"alg":"none","typ":"JWT"}"#,
+            r#"{"alg":"ES256","typ":"JWT"}"#,
+        ] {
+            let unsigned = format!(
+                "{}.{}.",
+                b64.encode(header),
+                b64.encode(claims(ACCOUNT, now() + 60).to_string())
+            );
+            assert!(!logs_in(&ec, &unsigned).await, "{header}");
+        }
         // An ES256 token is refused by an HS256-only account.
-        assert!(store_cleared(&run_with(&identity(), &[(STORE, &es)]).await));
+        assert!(!logs_in(&identity(), &es256(&claims(ACCOUNT, now() + 60))).await);
     }
 
     #[tokio::test]
-    async fn an_rsa_public_key_accepts_rs256() {
-        let key = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
-        let rs = sign(Algorithm::RS256, &key, &claims(ACCOUNT, now() + 60));
-        let a = run_with(&public(RSA_PUBLIC), &[(STORE, &rs)]).await;
-        assert_eq!(store_user(&a), Some((ALICE, "alice@example.com")));
+    async fn rsa_and_ed25519_public_keys_take_rs256_and_eddsa() {
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let ed = EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap();
+        let rs256 = sign(Algorithm::RS256, &rsa, &claims(ACCOUNT, now() + 60));
+        let ps256 = sign(Algorithm::PS256, &rsa, &claims(ACCOUNT, now() + 60));
+        let eddsa = sign(Algorithm::EdDSA, &ed, &claims(ACCOUNT, now() + 60));
         let es = es256(&claims(ACCOUNT, now() + 60));
-        assert!(store_cleared(
-            &run_with(&public(RSA_PUBLIC), &[(STORE, &es)]).await
-        ));
+        assert!(logs_in(&public(RSA_PUBLIC), &rs256).await);
+        assert!(!logs_in(&public(RSA_PUBLIC), &ps256).await, "RS256 only");
+        assert!(!logs_in(&public(RSA_PUBLIC), &es).await);
+        assert!(logs_in(&public(ED_PUBLIC), &eddsa).await);
+        assert!(!logs_in(&public(ED_PUBLIC), &es).await);
+        assert!(!logs_in(&public(EC_PUBLIC), &eddsa).await);
     }
 
     #[test]
-    fn unusable_identity_keys_are_configuration_errors() {
-        let build = |identity: &Identity| transformer(APP, ACCOUNT, demo(), identity).map(|_| ());
-        let err = build(&public("not a pem")).unwrap_err();
-        assert!(
-            err.contains("demo") && err.contains("public_key_pem"),
-            "{err}"
-        );
-        let err = build(&public(EC_PRIVATE)).unwrap_err();
-        assert!(err.contains("private key"), "{err}");
+    fn unusable_identity_tables_are_configuration_errors() {
+        let err = |identity: &Identity| Verifier::new(identity).unwrap_err();
+        assert!(err(&public("not a pem")).contains("public_key_pem"));
+        assert!(err(&public(EC_PRIVATE)).contains("private key"));
+        let two = Identity {
+            hs256_secret: Some(SECRET.into()),
+            public_key_pem: Some(EC_PUBLIC.into()),
+            ..Identity::default()
+        };
+        assert!(err(&two).contains("exactly one"), "{}", err(&two));
+        let none = Identity {
+            issuer: Some("https://idp/".into()),
+            ..Identity::default()
+        };
+        assert!(err(&none).contains("needs one of"));
         let empty = Identity {
             hs256_secret: Some(String::new()),
-            public_key_pem: None,
+            ..Identity::default()
         };
-        assert!(build(&empty).unwrap_err().contains("empty"));
-        assert!(build(&public(EC_PUBLIC)).is_ok());
-        assert!(build(&public(RSA_PUBLIC)).is_ok());
-        // Only the authentication app reads the identity keys.
-        assert!(transformer("vtex.profile-session", ACCOUNT, demo(), &public("x")).is_ok());
+        assert!(err(&empty).contains("empty"));
+        for url in ["not a url", "ftp://idp/jwks.json", "file:///etc/jwks.json"] {
+            let jwks = Identity {
+                jwks_url: Some(url.into()),
+                ..Identity::default()
+            };
+            assert!(err(&jwks).contains("jwks_url"), "{url}");
+        }
+        let same = Identity {
+            hs256_secret: Some(SECRET.into()),
+            store_audience: Some("admin".into()),
+            ..Identity::default()
+        };
+        assert!(err(&same).contains("admin_audience"));
+        for pem in [EC_PUBLIC, RSA_PUBLIC, ED_PUBLIC] {
+            assert!(Verifier::new(&public(pem)).is_ok());
+        }
+        let jwks = Identity {
+            jwks_url: Some("https://idp.example.com/.well-known/jwks.json".into()),
+            ..Identity::default()
+        };
+        assert!(Verifier::new(&jwks).is_ok());
     }
 
     #[test]
-    fn minting_needs_a_secret_and_sets_every_claim() {
-        let err = mint_identity_token(&Identity::default(), ACCOUNT, "a@b.c", "u", 0, 1);
-        assert!(err.unwrap_err().contains("hs256_secret"));
-        let token = mint_identity_token(&identity(), ACCOUNT, "a@b.c", "u", 1000, 60).unwrap();
-        let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode(&token)
+    fn minting_signs_vtex_id_claims() {
+        let what = Mint {
+            account: ACCOUNT,
+            email: "a@b.c",
+            user_id: "u",
+            admin: false,
+            now_secs: 1000,
+            ttl_secs: 60,
+        };
+        let err = mint(&Identity::default(), &what, None).unwrap_err();
+        assert!(err.contains("no identity keys"), "{err}");
+        let token = mint(&identity(), &what, None).unwrap();
+        let mut claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode(&token)
             .unwrap()
             .claims;
+        for random in ["sess", "jti"] {
+            assert_eq!(claims[random].as_str().unwrap().len(), 36, "{random}");
+            claims.as_object_mut().unwrap().remove(random);
+        }
         assert_eq!(
             claims,
-            serde_json::json!({"sub": "a@b.c", "userId": "u", "account": "demo", "aud": "store", "iat": 1000, "exp": 1060})
+            serde_json::json!({"sub": "a@b.c", "userId": "u", "account": "demo",
+                "audience": "webstore", "type": "user", "iss": "token-emitter",
+                "isRepresentative": false, "iat": 1000, "exp": 1060})
         );
-        let header = jsonwebtoken::decode_header(&token).unwrap();
-        assert_eq!(header.alg, Algorithm::HS256);
+        assert_eq!(
+            jsonwebtoken::decode_header(&token).unwrap().alg,
+            Algorithm::HS256
+        );
+        let admin = mint(
+            &identity(),
+            &Mint {
+                admin: true,
+                ..what
+            },
+            None,
+        )
+        .unwrap();
+        let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode(&admin)
+            .unwrap()
+            .claims;
+        assert_eq!(claims["audience"], "admin");
     }
 
     #[tokio::test]
-    async fn store_and_admin_tokens_only_work_in_their_own_cookie() {
-        let store =
-            mint_identity_token(&identity(), ACCOUNT, "alice@example.com", ALICE, now(), 60)
-                .unwrap();
-        let admin =
-            mint_admin_token(&identity(), ACCOUNT, "admin@example.com", "a1", now(), 60).unwrap();
-        let swapped = run_with(
-            &identity(),
-            &[
-                ("cookie.VtexIdclientAutCookie", store.as_str()),
-                ("cookie.VtexIdclientAutCookie_demo", admin.as_str()),
-            ],
-        )
-        .await;
-        for key in [
-            "adminUserId",
-            "adminUserEmail",
-            "storeUserId",
-            "storeUserEmail",
+    async fn minting_with_a_public_key_takes_its_private_half() {
+        let what = Mint {
+            account: ACCOUNT,
+            email: "alice@example.com",
+            user_id: ALICE,
+            admin: false,
+            now_secs: now(),
+            ttl_secs: 60,
+        };
+        for (public_pem, private_pem, alg) in [
+            (EC_PUBLIC, EC_PRIVATE, Algorithm::ES256),
+            (RSA_PUBLIC, RSA_PRIVATE, Algorithm::RS256),
+            (ED_PUBLIC, ED_PRIVATE, Algorithm::EdDSA),
         ] {
-            assert!(removed(&swapped, &format!("authentication.{key}")), "{key}");
+            let identity = public(public_pem);
+            assert!(mint(&identity, &what, None)
+                .unwrap_err()
+                .contains("--signing-key"));
+            let token = mint(&identity, &what, Some(private_pem)).unwrap();
+            assert_eq!(jsonwebtoken::decode_header(&token).unwrap().alg, alg);
+            assert!(logs_in(&identity, &token).await);
         }
+        // A private key of the right kind but another pair: refused.
+        let other = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgGD3wIdm1uBcyXoo1
+0H0Rk+ZynoOn+vlNhmoQZrDBCSyhRANCAAQ8wsLTiYIBpCsVrpjXQato/cH2MPhK
+h6ecta86E125Ql9WzO54DiOOPYU1QwAyR548Ca+NS1r3Bgfjl1poClDk
+-----END PRIVATE KEY-----
+";
+        let err = mint(&public(EC_PUBLIC), &what, Some(other)).unwrap_err();
+        assert!(err.contains("does not match"), "{err}");
+        let err = mint(&public(EC_PUBLIC), &what, Some(RSA_PRIVATE)).unwrap_err();
+        assert!(err.contains("P-256"), "{err}");
     }
 
-    #[test]
-    fn a_token_is_verified_once_and_remembered_until_it_expires() {
-        let app = Authentication::new(&identity()).unwrap();
+    #[tokio::test]
+    async fn a_token_is_verified_once_and_remembered_until_it_expires() {
+        let verifier = Verifier::new(&identity()).unwrap();
         let t0 = now();
-        let token =
-            mint_identity_token(&identity(), ACCOUNT, "alice@example.com", ALICE, t0, 60).unwrap();
-        assert_eq!(
-            app.verify(&token, ACCOUNT, false),
-            Some((ALICE.to_owned(), "alice@example.com".to_owned()))
-        );
-        assert_eq!(app.verified.lock().unwrap().len(), 1);
-        // Remembered: the same answer, and the same rules (kind, account) still apply.
-        assert!(app.verify(&token, ACCOUNT, false).is_some());
-        assert!(
-            app.verify(&token, ACCOUNT, true).is_none(),
-            "not an admin token"
-        );
-        assert!(app.verify(&token, "other", false).is_none());
-        // A remembered entry counts only before its exp; after, the token is checked again
-        // (here: it is no JWT at all, so it is refused).
-        let remember = |exp| {
-            app.verified.lock().unwrap().insert(
-                Sha256::digest(b"not-a-jwt").into(),
-                Verified {
-                    user_id: "u".into(),
-                    email: "e".into(),
-                    account: ACCOUNT.into(),
-                    admin: false,
-                    exp,
-                },
-            )
+        let token = minted("alice@example.com", ALICE, false, t0, 60);
+        let alice = || {
+            Verdict::User(User {
+                id: ALICE.to_owned(),
+                email: "alice@example.com".to_owned(),
+            })
         };
-        remember(t0 + 100);
-        assert!(app.verified("not-a-jwt", t0).is_some());
-        remember(t0);
-        assert!(app.verified("not-a-jwt", t0).is_none());
-        app.verified.lock().unwrap().clear();
-        assert!(app.verify(&token, ACCOUNT, false).is_some());
+        assert_eq!(
+            verifier.verify(&token, ACCOUNT, Cookie::Store).await,
+            alice()
+        );
+        assert_eq!(verifier.remembered_len(), 1);
+        // Remembered: the same answer, and the same rules (cookie, account) still apply.
+        assert_eq!(
+            verifier.verify(&token, ACCOUNT, Cookie::Store).await,
+            alice()
+        );
+        assert_eq!(
+            verifier.verify(&token, ACCOUNT, Cookie::Admin).await,
+            Verdict::Refused
+        );
+        assert_eq!(
+            verifier.verify(&token, "other", Cookie::Store).await,
+            Verdict::Refused
+        );
+        assert_eq!(verifier.remembered_len(), 1);
         // A forged token is never remembered.
         let mut forged = token.clone();
         forged.pop();
-        assert!(app.verify(&forged, ACCOUNT, false).is_none());
-        assert_eq!(app.verified.lock().unwrap().len(), 1);
-        // The memory is bounded: full, it starts over.
-        {
-            let mut memory = app.verified.lock().unwrap();
-            memory.clear();
-            for i in 0..REMEMBERED_TOKENS as u32 {
-                let mut digest = [0u8; 32];
-                digest[..4].copy_from_slice(&i.to_be_bytes());
-                memory.insert(
-                    digest,
-                    Verified {
-                        user_id: String::new(),
-                        email: String::new(),
-                        account: String::new(),
-                        admin: false,
-                        exp: 0,
-                    },
-                );
-            }
-        }
-        assert!(app.verify(&token, ACCOUNT, false).is_some());
-        assert_eq!(app.verified.lock().unwrap().len(), 1);
+        assert_eq!(
+            verifier.verify(&forged, ACCOUNT, Cookie::Store).await,
+            Verdict::Refused
+        );
+        assert_eq!(verifier.remembered_len(), 1);
     }
 }

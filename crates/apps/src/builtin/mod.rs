@@ -1,12 +1,12 @@
 //! The six built-in session apps: their declarations (the VTEX documentation tables) and their
-//! in-process transformers, which read the account's [`CommerceData`] and identity keys.
+//! in-process transformers, which read the account's [`CommerceData`] and identity [`Verifier`].
 //!
 //! This module owns the declarations ([`NAMES`], [`spec`]), the factory ([`transformer`]) and
 //! the helpers the apps share: reading an input as text (missing or `""` is absent), writing or
 //! clearing outputs (cleared = removed, never `""`), comma-joined lists and postal-code ranges.
 //! Each app's rules live in its own module:
 //! - `store`: `vtex.store-session` (sales channel, currency, culture);
-//! - `auth`: `vtex.authentication-session` (identity tokens), and [`mint_identity_token`];
+//! - `auth`: `vtex.authentication-session` (identity tokens);
 //! - `profile`: `vtex.profile-session` (the customer record);
 //! - `rnb`: `vtex.rnb-session` (campaign audiences);
 //! - `checkout`: `vtex.checkout-session` (region of the sellers that deliver, cart id);
@@ -19,7 +19,8 @@ use sessiond_core::cycle::BoxFuture;
 use sessiond_core::segment::normalize_list;
 use sessiond_core::{AppError, AppSpec, Call, Changes, Key, Transformer, Value};
 
-use crate::commerce::{CommerceData, Identity};
+use crate::commerce::CommerceData;
+use crate::identity::Verifier;
 
 mod auth;
 mod checkout;
@@ -30,7 +31,8 @@ mod store;
 #[cfg(test)]
 mod testing;
 
-pub use auth::{mint_admin_token, mint_identity_token};
+/// The name of the built-in app that reads identity tokens.
+pub const AUTHENTICATION: &str = "vtex.authentication-session";
 
 /// The names of the built-in apps, in their default installation order.
 pub const NAMES: [&str; 6] = [
@@ -81,31 +83,24 @@ pub fn spec(name: &str) -> Option<AppSpec> {
     Some(AppSpec::from_declaration(name, &body).expect("built-in declarations are valid"))
 }
 
-/// The built-in transformer named `name` for `account`, or `Ok(None)` when no built-in has that
-/// name. The server installs what this returns next to [`spec`]`(name)`.
-///
-/// Errs, with a message naming the account and the problem, when the account's identity keys
-/// cannot be used (a public key PEM that does not parse, an empty secret): a configuration that
-/// would silently reject every log-in is refused up front.
+/// The built-in transformer named `name`, reading `commerce` and verifying identity tokens
+/// with `identity`, or `None` when no built-in has that name. The server installs what this
+/// returns next to [`spec`]`(name)`.
 pub fn transformer(
     name: &str,
-    account: &str,
     commerce: Arc<CommerceData>,
-    identity: &Identity,
-) -> Result<Option<Arc<dyn Transformer>>, String> {
+    identity: &Arc<Verifier>,
+) -> Option<Arc<dyn Transformer>> {
     let app: Arc<dyn Transformer> = match name {
         "vtex.store-session" => Arc::new(Builtin(store::Store::new(commerce))),
-        "vtex.authentication-session" => Arc::new(Builtin(
-            auth::Authentication::new(identity)
-                .map_err(|e| format!("account {account}: vtex.authentication-session: {e}"))?,
-        )),
+        AUTHENTICATION => Arc::new(auth::Authentication::new(identity.clone())),
         "vtex.profile-session" => Arc::new(Builtin(profile::Profile::new(commerce))),
         "vtex.rnb-session" => Arc::new(Builtin(rnb::Rnb::new(commerce))),
         "vtex.checkout-session" => Arc::new(Builtin(checkout::Checkout::new(commerce))),
         "vtex.impersonate-session" => Arc::new(Builtin(impersonate::Impersonate::new(commerce))),
-        _ => return Ok(None),
+        _ => return None,
     };
-    Ok(Some(app))
+    Some(app)
 }
 
 /// The synchronous rules of a built-in app (built-ins never wait on anything).
@@ -258,12 +253,9 @@ mod tests {
     #[test]
     fn every_builtin_has_a_transformer() {
         for name in NAMES {
-            let t = transformer(name, ACCOUNT, demo(), &identity()).unwrap();
-            assert!(t.is_some(), "{name}");
+            assert!(transformer(name, demo(), &verifier()).is_some(), "{name}");
         }
-        assert!(transformer("vtex.nope", ACCOUNT, demo(), &identity())
-            .unwrap()
-            .is_none());
+        assert!(transformer("vtex.nope", demo(), &verifier()).is_none());
     }
 
     #[test]
@@ -309,9 +301,7 @@ mod tests {
             NAMES
                 .iter()
                 .map(|name| {
-                    let t = transformer(name, ACCOUNT, demo(), &identity())
-                        .unwrap()
-                        .unwrap();
+                    let t = transformer(name, demo(), &verifier()).unwrap();
                     (spec(name).unwrap(), t, Duration::from_secs(2))
                 })
                 .collect(),

@@ -137,9 +137,7 @@ mod tests {
     async fn empty_fields_of_the_record_are_removed() {
         let mut data: CommerceData = (*demo()).clone();
         data.customers[0].phone.clear();
-        let app = transformer(APP, ACCOUNT, data.into(), &identity())
-            .unwrap()
-            .unwrap();
+        let app = transformer(APP, data.into(), &verifier()).unwrap();
         let a = call(
             app.as_ref(),
             APP,

@@ -123,9 +123,7 @@ mod tests {
             campaigns: vec![campaign],
             ..CommerceData::default()
         };
-        let app = transformer(APP, ACCOUNT, data.into(), &identity())
-            .unwrap()
-            .unwrap();
+        let app = transformer(APP, data.into(), &verifier()).unwrap();
         let a = call(app.as_ref(), APP, set, &[]).await.unwrap();
         written(&a, "rnb.campaigns") == Some("c")
     }

@@ -148,15 +148,11 @@ mod tests {
             .iter_mut()
             .for_each(|c| c.default = false);
         data.sales_channels.swap(0, 1);
-        let app = super::super::transformer(APP, ACCOUNT, data.into(), &identity())
-            .unwrap()
-            .unwrap();
+        let app = super::super::transformer(APP, data.into(), &verifier()).unwrap();
         let a = call(app.as_ref(), APP, &[], &[]).await.unwrap();
         assert_eq!(written(&a, "store.channel"), Some("2"));
         // No channel at all: every output is cleared.
-        let app = super::super::transformer(APP, ACCOUNT, Default::default(), &identity())
-            .unwrap()
-            .unwrap();
+        let app = super::super::transformer(APP, Default::default(), &verifier()).unwrap();
         let a = call(app.as_ref(), APP, &[], &[]).await.unwrap();
         assert!(removed(&a, "store.channel") && removed(&a, "store.channelPrivacy"));
     }

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use sessiond_core::cycle::inputs_of;
 use sessiond_core::{AppError, Call, Delta, Key, Namespaces, Transformer, Value};
 
-use super::{mint_identity_token, spec, transformer};
-use crate::commerce::{
-    Admin, Campaign, CommerceData, Customer, DeliveryArea, Identity, SalesChannel,
-};
+use super::{spec, transformer};
+use crate::commerce::{Admin, Campaign, CommerceData, Customer, DeliveryArea, SalesChannel};
+use crate::identity::{mint, Identity, Mint, Verifier};
 
 /// The demo account name.
 pub const ACCOUNT: &str = "demo";
@@ -27,8 +26,13 @@ pub const CAROL: &str = "c0a80101-0000-4000-8000-000000000003";
 pub fn identity() -> Identity {
     Identity {
         hs256_secret: Some(SECRET.to_owned()),
-        public_key_pem: None,
+        ..Identity::default()
     }
+}
+
+/// The verifier of [`identity`].
+pub fn verifier() -> Arc<Verifier> {
+    Arc::new(Verifier::new(&identity()).unwrap())
 }
 
 /// Seconds since the Unix epoch.
@@ -41,7 +45,20 @@ pub fn now() -> u64 {
 
 /// A valid demo store-user token.
 pub fn store_token(email: &str, user_id: &str) -> String {
-    mint_identity_token(&identity(), ACCOUNT, email, user_id, now(), 3600).unwrap()
+    minted(email, user_id, false, now(), 3600)
+}
+
+/// A demo token (an admin's when `admin`) issued at `iat` for `ttl` seconds.
+pub fn minted(email: &str, user_id: &str, admin: bool, iat: u64, ttl: u64) -> String {
+    let what = Mint {
+        account: ACCOUNT,
+        email,
+        user_id,
+        admin,
+        now_secs: iat,
+        ttl_secs: ttl,
+    };
+    mint(&identity(), &what, None).unwrap()
 }
 
 fn channel(
@@ -228,9 +245,7 @@ pub async fn call(
 
 /// Calls the built-in `name` of the demo account (HS256 identity).
 pub async fn run(name: &str, set: &[(&str, &str)], changed: &[&str]) -> Result<Answer, AppError> {
-    let app = transformer(name, ACCOUNT, demo(), &identity())
-        .unwrap()
-        .unwrap();
+    let app = transformer(name, demo(), &verifier()).unwrap();
     call(app.as_ref(), name, set, changed).await
 }
 
