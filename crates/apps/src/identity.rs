@@ -826,10 +826,12 @@ pub fn mint(
                 Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
                 Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()),
                 Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()),
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "account {} signs identity tokens with hs256_secret; no signing key is needed",
                     what.account
-                )),
+                ))
+                }
             };
             let key_kind = match key.algorithm {
                 Algorithm::ES256 => "a P-256",
