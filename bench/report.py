@@ -40,6 +40,15 @@ def main(raw_path, out_dir):
                     f"| {s['p99']:.2f} | {s['failed']} | {s['rps'] / base['rps']:.2f} | | |")
     g = results.get("get_all")
     extra = []
+    pair = [results.get(f"login_{kind}_{n}") for kind in ("hs256", "jwks") for n in (1, 2)]
+    if all(pair):
+        hs, jwks = pair[0]["rps"] + pair[1]["rps"], pair[2]["rps"] + pair[3]["rps"]
+        ok = jwks >= 0.95 * hs and all(r["failed"] == 0 for r in pair)
+        verdicts.append(ok)
+        extra.append(f"- Log-in, identity by JWKS vs by HS256 secret (fresh servers, HS256 JWKS JWKS "
+                     f"HS256): {pair[0]['rps']:.0f} / {pair[2]['rps']:.0f} / {pair[3]['rps']:.0f} / "
+                     f"{pair[1]['rps']:.0f} requests/s; JWKS/HS256 {jwks / hs:.2f} (target ≥ 0.95): "
+                     f"{'yes' if ok else 'NO'}")
     if s:
         # What a create or a log-in at 0.30 of the baseline may spend beyond bare hyper and the
         # signature it must make, per request on the server's core.

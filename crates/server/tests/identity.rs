@@ -581,6 +581,17 @@ fn auth_token_signs_vtex_id_claims_with_a_pem_key_and_check_validates_identity()
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--signing-key"));
 
+    // `sessiond check` of a configuration `text` written to `name`.
+    let check = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        sessiond()
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
     // `check` refuses an identity table with two key sources, a bad PEM or a bad URL.
     for (identity, expected) in [
         (
@@ -605,14 +616,7 @@ fn auth_token_signs_vtex_id_claims_with_a_pem_key_and_check_validates_identity()
             &format!("identity = {{ hs256_secret = \"{SECRET}\" }}"),
             &format!("identity = {identity}"),
         );
-        let path = dir.path().join("bad.toml");
-        std::fs::write(&path, bad).unwrap();
-        let out = sessiond()
-            .arg("check")
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = check("bad.toml", &bad);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{identity}");
         assert!(stderr.contains(expected), "{identity}: {stderr}");
@@ -621,14 +625,7 @@ fn auth_token_signs_vtex_id_claims_with_a_pem_key_and_check_validates_identity()
         &format!("identity = {{ hs256_secret = \"{SECRET}\" }}"),
         "identity = { jwks_url = \"https://idp.test/.well-known/jwks.json\", email_claim = \"email\", user_id_claim = \"sub\" }",
     );
-    let path = dir.path().join("good.toml");
-    std::fs::write(&path, good).unwrap();
-    let out = sessiond()
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check("good.toml", &good);
     assert!(
         out.status.success(),
         "{}",
