@@ -12,7 +12,7 @@
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 0 | format tag [`TAG`] (records of the first format begin with their 8-byte version, whose top byte is 0) |
+//! | 0 | format tag [`TAG`] |
 //! | 1..9 | version |
 //! | 9..17 | `expires_at`, ms |
 //! | 17..25 | `updated_at`, ms |

@@ -14,9 +14,7 @@
 //! batch would collide; the writer therefore folds each batch into one final change per key.
 //!
 //! Values are [`Record`]s as encoded (their first 17 bytes hold the version and deadline, so a
-//! compare-and-swap reads those instead of decoding the session). Records of the first format
-//! (`version (u64 BE) ‖ expires_at (u64 BE) ‖ session JSON`) are still read, and replaced by
-//! the next write of their session. The expiry keyspace maps
+//! compare-and-swap reads those instead of decoding the session). The expiry keyspace maps
 //! `hour of expires_at (u64 BE) ‖ id` to nothing, in deadline order, for the purge: by the hour,
 //! so that the many writes a session gets within an hour touch its index entry once, not each
 //! time (the purge reads each due session's own deadline).
@@ -36,19 +34,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use sessiond_core::record::{self, Record};
-use sessiond_core::{Session, SessionId};
+use sessiond_core::SessionId;
 use tokio::sync::oneshot;
 
 use crate::{SessionStore, StoreError};
 
 const SESSIONS: &str = "sessions";
 const EXPIRY: &str = "expiry-hours";
-/// The expiry index of earlier versions (by the millisecond); moved into [`EXPIRY`] at open.
-const EXPIRY_V1: &str = "expiry";
 /// The granularity of the expiry index, in milliseconds.
 const EXPIRY_BUCKET_MS: u64 = 3_600_000;
-/// Header length of first-format records.
-const HEADER_V1: usize = 16;
 
 /// Size of fjall's block cache, in bytes (512 MiB; it fills only as data grows). Measured at
 /// 1,000,000 sessions (about 1 GB of records): GET of sessions not in the service's own cache
@@ -153,27 +147,15 @@ fn bucket_key(bucket: u64, id: &SessionId) -> [u8; 24] {
     k
 }
 
-/// `(version, expires_at)` of a stored value, of either format.
+/// `(version, expires_at)` of a stored record.
 fn header(stored: &[u8]) -> Result<(u64, u64), StoreError> {
-    if let Some(h) = record::header(stored) {
-        return Ok(h);
-    }
-    if stored.len() < HEADER_V1 || stored[0] == record::TAG {
-        return Err(StoreError::Corrupt("record shorter than its header".into()));
-    }
-    let version = u64::from_be_bytes(stored[..8].try_into().expect("8 bytes"));
-    let expires = u64::from_be_bytes(stored[8..16].try_into().expect("8 bytes"));
-    Ok((version, expires))
+    record::header(stored)
+        .ok_or_else(|| StoreError::Corrupt("record shorter than its header".into()))
 }
 
-/// A stored value as a [`Record`]; a first-format one is decoded and encoded anew.
+/// A stored value as a [`Record`].
 fn to_record(stored: &[u8]) -> Result<Record, StoreError> {
-    if stored.first() == Some(&record::TAG) {
-        return Ok(Record::parse(Bytes::copy_from_slice(stored))?);
-    }
-    let session: Session = serde_json::from_slice(&stored[HEADER_V1..])
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(Record::encode(&session, None))
+    Ok(Record::parse(Bytes::copy_from_slice(stored))?)
 }
 
 impl EmbeddedStore {
@@ -248,9 +230,6 @@ impl Engine {
         let expiry = db
             .keyspace(EXPIRY, KeyspaceCreateOptions::default)
             .map_err(cannot_open)?;
-        if db.keyspace_exists(EXPIRY_V1) {
-            migrate_expiry(&db, &expiry).map_err(cannot_open)?;
-        }
         Ok(Engine {
             db,
             sessions,
@@ -259,27 +238,6 @@ impl Engine {
             known: Mutex::new(HashMap::new()),
         })
     }
-}
-
-/// Moves the millisecond expiry index of earlier versions into the hourly one (durably), then
-/// drops it.
-fn migrate_expiry(db: &Database, expiry: &Keyspace) -> Result<(), fjall::Error> {
-    let old = db.keyspace(EXPIRY_V1, KeyspaceCreateOptions::default)?;
-    let mut writes = db.batch().durability(Some(PersistMode::SyncAll));
-    for entry in old.iter() {
-        let key = entry.key()?;
-        if key.len() == 24 {
-            let expires_at = u64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
-            let id = SessionId::from_bytes(key[8..].try_into().expect("16 bytes"));
-            writes.insert(
-                expiry,
-                expiry_key(expires_at, &id).as_slice(),
-                b"".as_slice(),
-            );
-        }
-    }
-    writes.commit()?;
-    db.delete_keyspace(old)
 }
 
 /// The deadline of the stored session (`None`: there is none) when `put`'s condition holds
@@ -585,7 +543,7 @@ impl SessionStore for EmbeddedStore {
 
 #[cfg(test)]
 mod tests {
-    use sessiond_core::{Key, Value};
+    use sessiond_core::{Key, Session, Value};
 
     use super::*;
 
@@ -784,67 +742,6 @@ mod tests {
         let results = one_batch(&engine, vec![Op::Purge(s.expires_at)]);
         assert!(matches!(results[0], Ok(Done::Purged(1))));
         assert!(entries(&engine).is_empty());
-    }
-
-    #[test]
-    fn the_millisecond_index_of_earlier_versions_is_carried_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let s = session(10);
-        {
-            let engine = Engine::open(&path).unwrap();
-            one_batch(&engine, vec![put(&s, None)]);
-            // As an earlier version left it: a millisecond entry, no hourly one.
-            let old = engine
-                .db
-                .keyspace(EXPIRY_V1, KeyspaceCreateOptions::default)
-                .unwrap();
-            let mut k = [0u8; 24];
-            k[..8].copy_from_slice(&s.expires_at.to_be_bytes());
-            k[8..].copy_from_slice(s.id.as_bytes());
-            let mut writes = engine.db.batch().durability(Some(PersistMode::SyncAll));
-            writes.insert(&old, k.as_slice(), b"".as_slice());
-            writes.remove(&engine.expiry, expiry_key(s.expires_at, &s.id).as_slice());
-            writes.commit().unwrap();
-        }
-        let engine = Engine::open(&path).unwrap();
-        assert!(!engine.db.keyspace_exists(EXPIRY_V1));
-        let results = one_batch(&engine, vec![Op::Purge(s.expires_at)]);
-        assert!(matches!(results[0], Ok(Done::Purged(1))));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn records_of_the_first_format_are_read_and_replaced_by_the_next_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = session(TTL);
-        {
-            // As the first format stored it: version ‖ expires_at ‖ session JSON.
-            let engine = Engine::open(&dir.path().join("sessions.fjall")).unwrap();
-            let mut stored = Vec::new();
-            stored.extend_from_slice(&s.version.to_be_bytes());
-            stored.extend_from_slice(&s.expires_at.to_be_bytes());
-            stored.extend_from_slice(&serde_json::to_vec(&s).unwrap());
-            let mut writes = engine.db.batch().durability(Some(PersistMode::SyncAll));
-            writes.insert(&engine.sessions, s.id.as_bytes().as_slice(), stored);
-            writes.commit().unwrap();
-        }
-        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
-        let record = store.get_record(s.id, NOW).await.unwrap().unwrap();
-        assert_eq!(record.decode().unwrap(), s);
-        assert_eq!(record.version(), 1);
-        assert_eq!(*record.answer(), *s.answer(&sessiond_core::Items::all()));
-        assert_eq!(
-            store.get(s.id, s.expires_at).await.unwrap(),
-            None,
-            "expired"
-        );
-        let mut next = s.clone();
-        next.version = 2;
-        next.set(&Key::new("public", "n"), Value::new("2"));
-        store.put(&next, Some(1)).await.unwrap();
-        let stored = store.sessions.get(s.id.as_bytes()).unwrap().unwrap();
-        assert_eq!(stored[0], record::TAG);
-        assert_eq!(store.get(s.id, NOW).await.unwrap(), Some(next));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
