@@ -8,6 +8,7 @@ use sessiond_store::{EmbeddedOptions, EmbeddedStore, MemoryStore, SessionStore};
 use tokio::net::TcpListener;
 
 use crate::config::{Settings, StoreSpec};
+use crate::repo::Repository;
 use crate::routes::{router, AppState};
 use crate::service::SessionService;
 use crate::snapshot::CookieStyle;
@@ -54,13 +55,12 @@ impl Application {
             &settings.data_dir,
         )?;
         let store = open_store(&settings)?;
+        let repo = Repository::new(store, settings.store_timeout, settings.cache_sessions);
         let service = SessionService::new(
-            store,
+            repo,
             keys,
             settings.session_ttl,
-            settings.store_timeout,
             settings.limits.max_public_keys,
-            settings.cache_sessions,
         );
         let state = Arc::new(AppState {
             tenancy,

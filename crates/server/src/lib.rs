@@ -6,6 +6,8 @@
 //! - [`token`]: ES256 session tokens (`vtex_session`) and the signing keys.
 //! - [`request`]: cookies, query string and body of a request → session changes.
 //! - [`service`]: load → apply → compare-and-swap save, with retry on conflict.
+//! - [`repo`]: the repository of session versions, the one caller of the store and of the
+//!   session cache.
 //! - [`snapshot`]: sessions shared by `Arc` with their answer parts computed once, and the
 //!   cache of recently used ones.
 //! - [`routes`]: the HTTP handlers; [`error`]: the `{"type","message"}` error answers.
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod prehashed;
+pub mod repo;
 pub mod request;
 pub mod routes;
 pub mod service;

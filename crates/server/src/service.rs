@@ -10,21 +10,19 @@
 //! deactivated, so a token planted before log-in never reads the logged-in session.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::config::Limits;
+use crate::error::ApiError;
+use crate::repo::{Repository, StoreError};
+use crate::request::RequestCookies;
+use crate::snapshot::Snapshot;
+use crate::tenancy::Account;
+use crate::token::{Keyring, Verified};
 use sessiond_core::cycle::{self, identity_changed};
 use sessiond_core::segment::Segment;
 use sessiond_core::{Changes, Delta, Key, Record, Session, SessionId, Value};
-use sessiond_store::{SessionStore, StoreError};
-
-use crate::config::Limits;
-use crate::error::ApiError;
-use crate::request::RequestCookies;
-use crate::snapshot::{SessionCache, Snapshot};
-use crate::tenancy::Account;
-use crate::token::{Keyring, Verified};
 
 /// Most compare-and-swap attempts of one request before it answers 409.
 pub const MAX_ATTEMPTS: usize = 16;
@@ -153,13 +151,10 @@ enum Plain {
 
 /// Loads, edits and saves sessions.
 pub struct SessionService {
-    store: Arc<dyn SessionStore>,
+    repo: Repository,
     keys: Keyring,
     ttl: Duration,
-    store_timeout: Duration,
     max_public_keys: usize,
-    /// Recently used sessions; only when the store is this process's alone.
-    cache: Option<SessionCache>,
     /// Turns of the edits of one session that lost a compare-and-swap.
     turns: Turns,
 }
@@ -210,52 +205,20 @@ impl Drop for Turn<'_> {
 }
 
 impl SessionService {
-    /// A service over `store`, signing with `keys`, keeping up to `cache_sessions` recently
-    /// used sessions in memory when the store is this process's alone.
-    pub fn new(
-        store: Arc<dyn SessionStore>,
-        keys: Keyring,
-        ttl: Duration,
-        store_timeout: Duration,
-        max_public_keys: usize,
-        cache_sessions: usize,
-    ) -> Self {
-        let cache = if store.exclusive() {
-            SessionCache::new(cache_sessions)
-        } else {
-            None
-        };
+    /// A service over the sessions of `repo`, signing with `keys`.
+    pub fn new(repo: Repository, keys: Keyring, ttl: Duration, max_public_keys: usize) -> Self {
         SessionService {
-            store,
+            repo,
             keys,
             ttl,
-            store_timeout,
             max_public_keys,
-            cache,
             turns: Turns::default(),
         }
     }
 
-    /// The live (unexpired) session `id`: from the cache, else from the store (then cached).
-    async fn fetch(&self, id: SessionId, now: u64) -> Result<Option<Arc<Snapshot>>, ApiError> {
-        if let Some(snapshot) = self.cache.as_ref().and_then(|c| c.get(&id, now)) {
-            return Ok(Some(snapshot));
-        }
-        let stamp = self.cache.as_ref().map(|c| c.stamp(&id));
-        let Some(record) = self.timed(self.store.get_record(id, now)).await? else {
-            return Ok(None);
-        };
-        let snapshot = Arc::new(Snapshot::read(record));
-        if let (Some(cache), Some(stamp)) = (&self.cache, stamp) {
-            cache.insert_read(snapshot.clone(), stamp);
-        }
-        Ok(Some(snapshot))
-    }
-
-    /// Saves `session` if the stored version is `expected` (see [`SessionStore::put_record`])
-    /// and caches its record (carrying over the cookie lines of `previous`, the snapshot it was
-    /// derived from by changing the keys given with it). A conflict means the cached copy is
-    /// stale: it is dropped, so the retry reads the store.
+    /// Saves `session` if the stored version is `expected`; `previous` is the snapshot it was
+    /// derived from by changing the keys given with it (its segment token and cookie lines
+    /// carry over where they still hold).
     async fn save(
         &self,
         session: &Session,
@@ -263,38 +226,9 @@ impl SessionService {
         previous: Option<(&Snapshot, &Delta)>,
     ) -> Result<Arc<Snapshot>, StoreError> {
         let record = record_of(session, previous);
-        match self.timed(self.store.put_record(&record, expected)).await {
-            Ok(()) => Ok(self.cached(record, previous.map(|(p, _)| p))),
-            Err(e) => {
-                self.forget(&record.id());
-                Err(e)
-            }
-        }
-    }
-
-    /// Caches what was just saved: `record`, derived from `previous` (its cookie lines carry
-    /// over). Cached as the record alone: what comes next is mostly reads, served from the
-    /// record's bytes, and plain edits, made on them; a full edit decodes it again.
-    fn cached(&self, record: Record, previous: Option<&Snapshot>) -> Arc<Snapshot> {
-        let snapshot = Arc::new(match previous {
-            Some(previous) => Snapshot::edited(record, previous),
-            None => Snapshot::read(record),
-        });
-        self.cache_snapshot(&snapshot);
-        snapshot
-    }
-
-    fn cache_snapshot(&self, snapshot: &Arc<Snapshot>) {
-        if let Some(cache) = &self.cache {
-            cache.insert(snapshot.clone());
-        }
-    }
-
-    /// Drops the cached copy of session `id` (it is stale or gone).
-    fn forget(&self, id: &SessionId) {
-        if let Some(cache) = &self.cache {
-            cache.remove(id);
-        }
+        self.repo
+            .save(record, expected, previous.map(|(p, _)| p))
+            .await
     }
 
     /// The session lifetime.
@@ -304,27 +238,12 @@ impl SessionService {
 
     /// Whether the store answers within `store_timeout` (readiness).
     pub async fn ping(&self) -> Result<(), ApiError> {
-        self.timed(self.store.ping()).await.map_err(Into::into)
+        self.repo.ping().await.map_err(Into::into)
     }
 
     /// Removes every expired session; returns how many.
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
-        self.store.purge_expired(now_ms()).await
-    }
-
-    /// Bounds a store call by `store_timeout`.
-    async fn timed<T>(
-        &self,
-        call: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.store_timeout, call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "no answer within store_timeout ({:?})",
-                    self.store_timeout
-                )))
-            })
+        self.repo.purge_expired(now_ms()).await
     }
 
     /// The live session of this account named by the first valid one of `tokens` (a browser
@@ -346,7 +265,7 @@ impl SessionService {
             let Some(verified) = self.keys.verify(token, &account.name, now / 1000) else {
                 continue;
             };
-            let Some(snapshot) = self.fetch(verified.id, now).await? else {
+            let Some(snapshot) = self.repo.load(verified.id, now).await? else {
                 continue;
             };
             let s = snapshot.record();
@@ -365,7 +284,7 @@ impl SessionService {
             if now.saturating_sub(s.updated_at()) > SUCCESSION_GRACE.as_millis() as u64 {
                 continue;
             }
-            let successor = match self.fetch(next, now).await? {
+            let successor = match self.repo.load(next, now).await? {
                 Some(n) if n.record().active() && edit.same_browser(n.session()?) => Some(n),
                 _ => None,
             };
@@ -575,13 +494,8 @@ impl SessionService {
                 }
                 Plain::Edited(record) => {
                     let expected = loaded.record().version();
-                    match self
-                        .timed(self.store.put_record(&record, Some(expected)))
-                        .await
-                    {
-                        Ok(()) => {
-                            let snapshot = Arc::new(Snapshot::edited(record, &loaded));
-                            self.cache_snapshot(&snapshot);
+                    match self.repo.save(record, Some(expected), Some(&loaded)).await {
+                        Ok(snapshot) => {
                             let token = self.token_for(account, snapshot.id(), token);
                             return Ok(Outcome {
                                 snapshot,
@@ -590,7 +504,6 @@ impl SessionService {
                             });
                         }
                         Err(StoreError::Conflict) => {
-                            self.forget(&loaded.id());
                             if turn.is_none() {
                                 turn = Some(self.turns.wait(loaded.id()).await);
                             }
@@ -711,15 +624,11 @@ impl SessionService {
         let ended = old.ended(old.version() + 1, session.updated_at, Some(session.id));
         let record = record_of(&session, Some((loaded, changed)));
         let saved = self
-            .timed(
-                self.store
-                    .put_records(&[(&record, None), (&ended, Some(old.version()))]),
-            )
+            .repo
+            .save_successor(record, ended, old.version(), loaded)
             .await;
         match saved {
-            Ok(()) => {
-                let snapshot = self.cached(record, Some(loaded));
-                self.cache_snapshot(&Arc::new(Snapshot::read(ended)));
+            Ok(snapshot) => {
                 let token = self.issue(account, snapshot.id());
                 Ok(Some(Outcome {
                     snapshot,
@@ -727,11 +636,8 @@ impl SessionService {
                     token,
                 }))
             }
-            Err(StoreError::Conflict) => {
-                // Someone edited the old session first: start over from the store.
-                self.forget(&old.id());
-                Ok(None)
-            }
+            // Someone edited the old session first: start over from the store.
+            Err(StoreError::Conflict) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -752,16 +658,12 @@ impl SessionService {
             carry.public = snapshot.session()?.kept_alive();
             let old = snapshot.record();
             let record = old.ended(old.version() + 1, now_ms(), None);
-            match self
-                .timed(self.store.put_record(&record, Some(old.version())))
-                .await
-            {
-                Ok(()) => {
-                    self.cache_snapshot(&Arc::new(Snapshot::read(record)));
+            match self.repo.save(record, Some(old.version()), None).await {
+                Ok(_) => {
                     ended = true;
                     break;
                 }
-                Err(StoreError::Conflict) => self.forget(&old.id()),
+                Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e.into()),
             }
         }

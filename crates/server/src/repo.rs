@@ -1,0 +1,154 @@
+//! The repository of session versions: the one caller of the [`SessionStore`] and of the
+//! [`SessionCache`]. It stands in front of the store like a caching store would: a load comes
+//! from the cache or, through it, from the store; a save goes to the store and, once it is
+//! acknowledged, into the cache; a save that loses its compare-and-swap drops the cached copy,
+//! so the retry reads the store. The cache is used only when the store is this process's alone
+//! ([`SessionStore::exclusive`]); with a shared store every load reads the store.
+//!
+//! Every store call is bounded by `store_timeout`: past it the call fails as
+//! [`StoreError::Unavailable`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sessiond_core::{Record, SessionId};
+use sessiond_store::SessionStore;
+pub use sessiond_store::StoreError;
+
+use crate::snapshot::{SessionCache, Snapshot};
+
+/// Stored sessions, as snapshots, behind an optional cache.
+pub struct Repository {
+    store: Arc<dyn SessionStore>,
+    /// Recently used sessions; only when the store is this process's alone.
+    cache: Option<SessionCache>,
+    timeout: Duration,
+}
+
+impl Repository {
+    /// A repository over `store`, keeping up to `cache_sessions` recently used sessions in
+    /// memory when the store is this process's alone, bounding each store call by `timeout`.
+    pub fn new(store: Arc<dyn SessionStore>, timeout: Duration, cache_sessions: usize) -> Self {
+        let cache = if store.exclusive() {
+            SessionCache::new(cache_sessions)
+        } else {
+            None
+        };
+        Repository {
+            store,
+            cache,
+            timeout,
+        }
+    }
+
+    /// The live (unexpired at `now`, ms) session `id`: from the cache, else from the store
+    /// (then cached, unless a save of it overtook this read).
+    pub async fn load(&self, id: SessionId, now: u64) -> Result<Option<Arc<Snapshot>>, StoreError> {
+        if let Some(snapshot) = self.cache.as_ref().and_then(|c| c.get(&id, now)) {
+            return Ok(Some(snapshot));
+        }
+        let stamp = self.cache.as_ref().map(|c| c.stamp(&id));
+        let Some(record) = self.timed(self.store.get_record(id, now)).await? else {
+            return Ok(None);
+        };
+        let snapshot = Arc::new(Snapshot::read(record));
+        if let (Some(cache), Some(stamp)) = (&self.cache, stamp) {
+            cache.insert_read(snapshot.clone(), stamp);
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// Saves `record` if the stored version of its session is `expected` (`None`: there is
+    /// none; see [`SessionStore::put_record`]), and caches it. `previous` is the snapshot it
+    /// was derived from: its cookie lines that still hold carry over.
+    pub async fn save(
+        &self,
+        record: Record,
+        expected: Option<u64>,
+        previous: Option<&Snapshot>,
+    ) -> Result<Arc<Snapshot>, StoreError> {
+        match self.timed(self.store.put_record(&record, expected)).await {
+            Ok(()) => Ok(self.cached(record, previous)),
+            Err(e) => {
+                self.forget(&record.id());
+                Err(e)
+            }
+        }
+    }
+
+    /// Saves a session under a new id (`record`, derived from `previous`) and the end of its
+    /// old id (`ended`, if the old one is still at version `expected`) in one store write: both
+    /// or neither. Caches both.
+    pub async fn save_successor(
+        &self,
+        record: Record,
+        ended: Record,
+        expected: u64,
+        previous: &Snapshot,
+    ) -> Result<Arc<Snapshot>, StoreError> {
+        let saved = self
+            .timed(
+                self.store
+                    .put_records(&[(&record, None), (&ended, Some(expected))]),
+            )
+            .await;
+        match saved {
+            Ok(()) => {
+                let snapshot = self.cached(record, Some(previous));
+                self.cached(ended, None);
+                Ok(snapshot)
+            }
+            Err(e) => {
+                self.forget(&ended.id());
+                Err(e)
+            }
+        }
+    }
+
+    /// Caches what was just saved: `record`, derived from `previous` (its cookie lines carry
+    /// over). Cached as the record alone: what comes next is mostly reads, served from the
+    /// record's bytes, and plain edits, made on them; a full edit decodes it again.
+    fn cached(&self, record: Record, previous: Option<&Snapshot>) -> Arc<Snapshot> {
+        let snapshot = Arc::new(match previous {
+            Some(previous) => Snapshot::edited(record, previous),
+            None => Snapshot::read(record),
+        });
+        if let Some(cache) = &self.cache {
+            cache.insert(snapshot.clone());
+        }
+        snapshot
+    }
+
+    /// Drops the cached copy of session `id` (it is stale or gone).
+    fn forget(&self, id: &SessionId) {
+        if let Some(cache) = &self.cache {
+            cache.remove(id);
+        }
+    }
+
+    /// Whether the store answers within `store_timeout` (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.timed(self.store.ping()).await
+    }
+
+    /// Removes every session expired at `now` (ms); returns how many.
+    pub async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
+        self.store.purge_expired(now).await
+    }
+
+    /// Bounds a store call by `store_timeout`.
+    async fn timed<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "no answer within store_timeout ({:?})",
+                    self.timeout
+                )))
+            })
+    }
+}
