@@ -4,7 +4,9 @@ use std::borrow::Cow;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use sessiond_store::StoreError;
+use sessiond_core::record::RecordError;
+
+use crate::service::SessionError;
 
 /// An error answered to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,18 +87,28 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
         match e {
-            StoreError::Conflict => {
-                ApiError::conflict("the session was changed by other requests too often; try again")
-            }
-            StoreError::Unavailable(m) => {
+            SessionError::Conflict => ApiError::conflict(e.to_string()),
+            SessionError::Unavailable(m) => {
                 tracing::warn!(error = %m, "session store unavailable");
                 ApiError::unavailable("the session store is unavailable")
             }
-            StoreError::Corrupt(m) => ApiError::internal("a stored session could not be read", m),
+            SessionError::Corrupt(m) => ApiError::internal("a stored session could not be read", m),
+            SessionError::TooManyPublicKeys { .. } => ApiError::bad_request(e.to_string()),
+            SessionError::Rejected {
+                status,
+                kind,
+                message,
+            } => ApiError::rejected(status, kind, message),
         }
+    }
+}
+
+impl From<RecordError> for ApiError {
+    fn from(e: RecordError) -> Self {
+        ApiError::internal("a stored session could not be read", e)
     }
 }
 

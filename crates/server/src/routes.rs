@@ -83,7 +83,7 @@ async fn health() -> Response {
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     match state.service.ping().await {
         Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 

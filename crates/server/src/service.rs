@@ -13,16 +13,65 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sessiond_core::cycle::{self, identity_changed};
+use sessiond_core::record::RecordError;
+use sessiond_core::segment::Segment;
+use sessiond_core::{Changes, Delta, Key, Record, Session, SessionId, Value};
+
 use crate::config::Limits;
-use crate::error::ApiError;
 use crate::repo::{Repository, StoreError};
 use crate::request::RequestCookies;
 use crate::snapshot::Snapshot;
 use crate::tenancy::Account;
 use crate::token::{Keyring, Verified};
-use sessiond_core::cycle::{self, identity_changed};
-use sessiond_core::segment::Segment;
-use sessiond_core::{Changes, Delta, Key, Record, Session, SessionId, Value};
+
+/// Why a request on a session did not succeed. The HTTP layer gives each its status.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The session kept changing under this request: [`MAX_ATTEMPTS`] compare-and-swaps lost.
+    #[error("the session was changed by other requests too often; try again")]
+    Conflict,
+    /// The store did not answer within `store_timeout`, or failed.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(String),
+    /// A stored session could not be read.
+    #[error("a stored session could not be read: {0}")]
+    Corrupt(String),
+    /// The edit would grow `public` past its limit.
+    #[error("the session would hold {count} keys in `public`, over the limit of {limit} (max_public_keys)")]
+    TooManyPublicKeys {
+        /// Keys `public` would hold.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A session app refused the request (401 or 403, with its own `type` and `message`).
+    #[error("rejected by a session app with {status}: {kind}: {message}")]
+    Rejected {
+        /// 401 or 403.
+        status: u16,
+        /// The error's `type`.
+        kind: String,
+        /// The error's `message`.
+        message: String,
+    },
+}
+
+impl From<StoreError> for SessionError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => SessionError::Conflict,
+            StoreError::Unavailable(m) => SessionError::Unavailable(m),
+            StoreError::Corrupt(m) => SessionError::Corrupt(m),
+        }
+    }
+}
+
+impl From<RecordError> for SessionError {
+    fn from(e: RecordError) -> Self {
+        SessionError::Corrupt(e.to_string())
+    }
+}
 
 /// Most compare-and-swap attempts of one request before it answers 409.
 pub const MAX_ATTEMPTS: usize = 16;
@@ -237,7 +286,7 @@ impl SessionService {
     }
 
     /// Whether the store answers within `store_timeout` (readiness).
-    pub async fn ping(&self) -> Result<(), ApiError> {
+    pub async fn ping(&self) -> Result<(), SessionError> {
         self.repo.ping().await.map_err(Into::into)
     }
 
@@ -259,7 +308,7 @@ impl SessionService {
         account: &Account,
         tokens: &[&'t str],
         edit: &Edit,
-    ) -> Result<Option<Loaded<'t>>, ApiError> {
+    ) -> Result<Option<Loaded<'t>>, SessionError> {
         let now = now_ms();
         for &token in tokens {
             let Some(verified) = self.keys.verify(token, &account.name, now / 1000) else {
@@ -300,7 +349,7 @@ impl SessionService {
 
     /// A new session of `account` with the manager's own values and `edit` applied, after the
     /// create cycle.
-    async fn build(&self, account: &Account, edit: &Edit) -> Result<Session, ApiError> {
+    async fn build(&self, account: &Account, edit: &Edit) -> Result<Session, SessionError> {
         let mut session = Session::new(account.name.as_str(), now_ms(), self.ttl_ms());
         let mut changes = Changes::new();
         changes.set(Key::new("account", "id"), Value::kept(account.id.as_str()));
@@ -317,17 +366,17 @@ impl SessionService {
 
     /// A request may not grow `public` past `max_public_keys` (a session that is already over a
     /// lowered limit can still be edited, as long as it does not grow).
-    fn check_public_size(&self, before: &Session, after: &Session) -> Result<(), ApiError> {
+    fn check_public_size(&self, before: &Session, after: &Session) -> Result<(), SessionError> {
         let count = |s: &Session| s.namespaces.get("public").map_or(0, |p| p.len());
         self.check_public_count(count(before), count(after))
     }
 
-    fn check_public_count(&self, old: usize, new: usize) -> Result<(), ApiError> {
+    fn check_public_count(&self, old: usize, new: usize) -> Result<(), SessionError> {
         if new > self.max_public_keys && new > old {
-            return Err(ApiError::bad_request(format!(
-                "the session would hold {new} keys in `public`, over the limit of {} (max_public_keys)",
-                self.max_public_keys
-            )));
+            return Err(SessionError::TooManyPublicKeys {
+                count: new,
+                limit: self.max_public_keys,
+            });
         }
         Ok(())
     }
@@ -346,7 +395,7 @@ impl SessionService {
         before: Option<&Session>,
         delta: Delta,
         created: bool,
-    ) -> Result<Delta, ApiError> {
+    ) -> Result<Delta, SessionError> {
         let detail = session.debug || tracing::enabled!(tracing::Level::DEBUG);
         let result = cycle::run_with(
             &account.apps,
@@ -362,11 +411,11 @@ impl SessionService {
             Ok(trace) => trace,
             Err(rejection) => {
                 tracing::debug!(app = %rejection.app, status = rejection.status, trace = %serde_json::to_string(&rejection.trace.redacted()).unwrap_or_default(), "an app rejected the request");
-                return Err(ApiError::rejected(
-                    rejection.status,
-                    rejection.kind,
-                    rejection.message,
-                ));
+                return Err(SessionError::Rejected {
+                    status: rejection.status,
+                    kind: rejection.kind,
+                    message: rejection.message,
+                });
             }
         };
         for call in trace.rounds.iter().flat_map(|r| &r.calls) {
@@ -431,7 +480,7 @@ impl SessionService {
         }
     }
 
-    async fn create(&self, account: &Account, edit: &Edit) -> Result<Outcome, ApiError> {
+    async fn create(&self, account: &Account, edit: &Edit) -> Result<Outcome, SessionError> {
         let session = self.build(account, edit).await?;
         let snapshot = self.save(&session, None, None).await?;
         let token = self.issue(account, snapshot.id());
@@ -449,7 +498,7 @@ impl SessionService {
         account: &Account,
         tokens: &[&str],
         edit: &Edit,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<Outcome, SessionError> {
         match self.load(account, tokens, edit).await? {
             Some(Loaded { snapshot, token }) => {
                 let token = self.token_for(account, snapshot.id(), token);
@@ -470,7 +519,7 @@ impl SessionService {
         account: &Account,
         tokens: &[&str],
         edit: &Edit,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<Outcome, SessionError> {
         // Taken after a first conflict: later attempts queue behind the other edits of the
         // same session instead of racing them again.
         let mut turn: Option<Turn<'_>> = None;
@@ -560,7 +609,7 @@ impl SessionService {
                 turn = Some(self.turns.wait(previous.id()).await);
             }
         }
-        Err(StoreError::Conflict.into())
+        Err(SessionError::Conflict)
     }
 
     /// `edit` applied to `loaded` without decoding it, when nothing but `public` values change
@@ -572,7 +621,7 @@ impl SessionService {
         account: &Account,
         loaded: &Snapshot,
         edit: &Edit,
-    ) -> Result<Plain, ApiError> {
+    ) -> Result<Plain, SessionError> {
         let record = loaded.record();
         if !edit.watched_cookies.is_empty() || (edit.sync_cookies && record.has_secrets()) {
             return Ok(Plain::No);
@@ -618,7 +667,7 @@ impl SessionService {
         account: &Account,
         (loaded, changed): (&Snapshot, &Delta),
         mut session: Session,
-    ) -> Result<Option<Outcome>, ApiError> {
+    ) -> Result<Option<Outcome>, SessionError> {
         session.id = SessionId::random();
         let old = loaded.record();
         let ended = old.ended(old.version() + 1, session.updated_at, Some(session.id));
@@ -645,7 +694,7 @@ impl SessionService {
     /// DELETE: ends the session the token names (its token stops working) and starts a fresh
     /// one carrying over only its `keepAlive` values. The old session is deactivated first, so
     /// an answer always means the old token is dead.
-    pub async fn reset(&self, account: &Account, tokens: &[&str]) -> Result<Outcome, ApiError> {
+    pub async fn reset(&self, account: &Account, tokens: &[&str]) -> Result<Outcome, SessionError> {
         let mut carry = Edit::default();
         let mut ended = false;
         for _ in 0..MAX_ATTEMPTS {
@@ -668,7 +717,7 @@ impl SessionService {
             }
         }
         if !ended {
-            return Err(StoreError::Conflict.into());
+            return Err(SessionError::Conflict);
         }
         self.create(account, &carry).await
     }
@@ -680,7 +729,7 @@ impl SessionService {
         account: &Account,
         tokens: &[&str],
         edit: &Edit,
-    ) -> Result<Arc<Snapshot>, ApiError> {
+    ) -> Result<Arc<Snapshot>, SessionError> {
         Ok(match self.load(account, tokens, edit).await? {
             Some(Loaded { snapshot, .. }) => snapshot,
             None => Arc::new(Snapshot::new(self.build(account, edit).await?)),

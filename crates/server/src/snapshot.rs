@@ -16,8 +16,8 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock};
 use axum::body::Bytes;
 use axum::http::HeaderValue;
 use indexmap::IndexMap;
+use sessiond_core::record::RecordError;
 use sessiond_core::{Items, Key, Record, Segment, Session, SessionId};
-use sessiond_store::StoreError;
 
 use crate::prehashed::RandomKeys;
 use crate::request::{set_cookie, SEGMENT_COOKIE, SESSION_COOKIE};
@@ -182,7 +182,7 @@ impl Snapshot {
     }
 
     /// The session, decoded from the record on first use.
-    pub fn session(&self) -> Result<&Session, StoreError> {
+    pub fn session(&self) -> Result<&Session, RecordError> {
         if let Some(session) = self.session.get() {
             return Ok(session);
         }
@@ -192,7 +192,7 @@ impl Snapshot {
 
     /// The session answer (`{"id","namespaces","version","active","debug"}`) for the raw
     /// `items` filter (`None`: no values).
-    pub fn answer(&self, raw_items: Option<&str>) -> Result<Bytes, StoreError> {
+    pub fn answer(&self, raw_items: Option<&str>) -> Result<Bytes, RecordError> {
         let Some(raw) = raw_items else {
             return self.render(&Items::default());
         };
@@ -222,7 +222,7 @@ impl Snapshot {
         })
     }
 
-    fn answer_to(&self, items: &Items) -> Result<Bytes, StoreError> {
+    fn answer_to(&self, items: &Items) -> Result<Bytes, RecordError> {
         if items.selects_all() {
             return Ok(self.record.answer());
         }
@@ -231,7 +231,7 @@ impl Snapshot {
 
     /// The answer for `items`: from the decoded session if there is one, else cut out of the
     /// record's `?items=*` answer (decoding only when that cannot be done).
-    fn render(&self, items: &Items) -> Result<Bytes, StoreError> {
+    fn render(&self, items: &Items) -> Result<Bytes, RecordError> {
         if self.session.get().is_none() {
             if let Some(answer) = self.record.answer_for(items) {
                 return Ok(Bytes::from(answer));
@@ -534,7 +534,7 @@ mod tests {
             broken.answer(Some("*")).is_ok(),
             "the kept answer is intact"
         );
-        assert!(matches!(broken.session(), Err(StoreError::Corrupt(_))));
+        assert!(matches!(broken.session(), Err(RecordError::Json(_))));
         assert!(
             broken.answer(Some("public.k")).is_ok(),
             "cut from the intact answer"
