@@ -125,7 +125,13 @@ impl<'a> Context<'a> {
 
     /// The request's edit: `public` writes plus the cookies the account's apps watch.
     fn edit(&self, state: &AppState, public: sessiond_core::Changes) -> Edit {
-        Edit::new(self.account, public, &self.cookies, &state.limits)
+        Edit::new(
+            self.account,
+            public,
+            self.cookies.iter(),
+            !self.cookies.only_session_token(),
+            &state.limits,
+        )
     }
 }
 

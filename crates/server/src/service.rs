@@ -20,7 +20,6 @@ use sessiond_core::{Changes, Delta, Key, Record, Session, SessionId, Value};
 
 use crate::config::Limits;
 use crate::repo::{Repository, StoreError};
-use crate::request::RequestCookies;
 use crate::snapshot::Snapshot;
 use crate::tenancy::Account;
 use crate::token::{Keyring, Verified};
@@ -109,16 +108,19 @@ pub struct Edit {
 }
 
 impl Edit {
-    /// Builds an edit from the request's `public` writes and its cookies. Cookies over the
-    /// key or value limits, or past [`MAX_RECORDED_COOKIES`], are not recorded.
-    pub fn new(
+    /// Builds an edit from the request's `public` writes and its `cookies` (name, value; in
+    /// the order sent). Cookies over the key or value limits, or past
+    /// [`MAX_RECORDED_COOKIES`], are not recorded. `sync_cookies`: the request speaks for the
+    /// browser, so watched cookies it does not send are removed (false for a server-side call
+    /// that sends only the session token).
+    pub fn new<'c>(
         account: &Account,
         public: Changes,
-        cookies: &RequestCookies,
+        cookies: impl Iterator<Item = (&'c str, &'c str)>,
+        sync_cookies: bool,
         limits: &Limits,
     ) -> Self {
         let watched_cookies = cookies
-            .iter()
             .filter(|(name, value)| {
                 !value.is_empty()
                     && value.len() <= limits.max_value_bytes
@@ -131,7 +133,7 @@ impl Edit {
         Edit {
             public,
             watched_cookies,
-            sync_cookies: !cookies.only_session_token(),
+            sync_cookies,
         }
     }
 
