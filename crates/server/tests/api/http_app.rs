@@ -1,18 +1,17 @@
 //! A real HTTP session app (SPEC section 5): a fake app server in the test records every call and
 //! answers a fixed transform; the manager is configured with the demo account plus that app.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, StatusCode as AxumStatus, Uri};
-use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sessiond_apps::http::signature;
+
+use crate::harness::*;
 
 const SECRET: &[u8] = b"s3cret";
 const TRANSFORM_PATH: &str = "/_v/loyalty/session/transform";
@@ -104,83 +103,8 @@ fn config_with(url: &str, timeout_ms: u64, declaration: &str) -> String {
     )
 }
 
-fn text<'a>(s: &'a Value, ns: &str, key: &str) -> Option<&'a str> {
-    value_of(s, ns, key).map(|v| v.as_str().expect("a text value"))
-}
-
-/// A visitor: the session token kept by hand, plus `_ga=1` and optional identity cookies.
-struct Visitor<'a> {
-    app: &'a TestApp,
-    session: Option<String>,
-    extra: Vec<String>,
-}
-
-impl<'a> Visitor<'a> {
-    fn new(app: &'a TestApp) -> Self {
-        Visitor {
-            app,
-            session: None,
-            extra: vec!["_ga=1".into()],
-        }
-    }
-
-    async fn send(
-        &mut self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut cookies = self.extra.clone();
-        if let Some(t) = &self.session {
-            cookies.insert(0, format!("vtex_session={t}"));
-        }
-        let mut req = plain()
-            .request(method, self.app.url(path))
-            .header("cookie", cookies.join("; "));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status();
-        if status.is_success() {
-            if let Some(t) = cookie_value(r.headers(), "vtex_session") {
-                self.session = Some(t);
-            }
-        }
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    /// PATCH `/api/sessions?items=*` with `{"public": public}`.
-    async fn patch(&mut self, public: Value) -> (StatusCode, Value) {
-        self.send(
-            reqwest::Method::PATCH,
-            "/api/sessions?items=*",
-            Some(json!({ "public": public })),
-        )
-        .await
-    }
-
-    async fn edit(&mut self, public: Value) -> Value {
-        let (status, s) = self.patch(public).await;
-        assert!(status.is_success(), "{status}: {s}");
-        s
-    }
-
-    async fn get(&mut self) -> Value {
-        let (status, s) = self
-            .send(reqwest::Method::GET, "/api/sessions?items=*", None)
-            .await;
-        assert_eq!(status, StatusCode::OK);
-        s
-    }
-}
-
 fn alice_token() -> String {
-    common::mint("demo", "alice@example.com", false, None)
+    mint("demo", "alice@example.com", false, None)
 }
 
 /// Checks the headers of a call and returns its body as JSON.
@@ -199,8 +123,8 @@ fn checked(call: &Recorded) -> Value {
 /// The main scenario, for any way of declaring the app.
 async fn exercise(app: &TestApp, fake: &Fake) {
     let mut v = Visitor::new(app);
-    let (status, _) = v.patch(json!({"color": {"value": "red"}})).await;
-    assert_eq!(status, StatusCode::CREATED);
+    let a = v.patch("", json!({"color": {"value": "red"}})).await;
+    assert_eq!(a.status, StatusCode::CREATED);
     assert!(fake.calls().is_empty(), "not runOnCreate, no input set");
 
     let s = v
@@ -250,8 +174,7 @@ async fn exercise(app: &TestApp, fake: &Fake) {
     assert_eq!(fake.calls().len(), 1);
 
     // Logging in sets profile.email: the app gets every declared input that is set.
-    v.extra
-        .push(format!("VtexIdclientAutCookie_demo={}", alice_token()));
+    v.set_cookie("VtexIdclientAutCookie_demo", &alice_token());
     let s = v.edit(json!({})).await;
     assert_eq!(text(&s, "profile", "email"), Some("alice@example.com"));
     let calls = fake.calls();
@@ -354,17 +277,18 @@ async fn a_failing_app_leaves_its_outputs_and_the_request_succeeds() {
         let before = fake.calls().len();
         let card = format!("card-{}", i + 1);
         let started = Instant::now();
-        let (status, s) = v.patch(json!({"loyaltyCard": {"value": card}})).await;
-        assert_eq!(status, StatusCode::OK, "{what}: {s}");
+        let a = v.patch("", json!({"loyaltyCard": {"value": card}})).await;
+        assert_eq!(a.status, StatusCode::OK, "{what}: {}", a.text);
+        let s = &a.json;
         assert!(
             started.elapsed() < Duration::from_millis(1500),
             "{what}: the app's timeout bounds the request ({:?})",
             started.elapsed()
         );
         assert_eq!(fake.calls().len(), before + 1, "{what}: the app was called");
-        assert_eq!(text(&s, "loyalty", "tier"), Some("gold"), "{what}");
+        assert_eq!(text(s, "loyalty", "tier"), Some("gold"), "{what}");
         assert_eq!(
-            text(&s, "public", "loyaltyCard"),
+            text(s, "public", "loyaltyCard"),
             Some(card.as_str()),
             "{what}"
         );
@@ -394,11 +318,14 @@ async fn an_app_rejection_fails_the_request_and_stores_nothing() {
         ),
     ] {
         fake.set(Behaviour::Answer(status, body.to_string()));
-        let (got, answer) = v
-            .patch(json!({"loyaltyCard": {"value": "card-2"}, "color": {"value": "red"}}))
+        let a = v
+            .patch(
+                "",
+                json!({"loyaltyCard": {"value": "card-2"}, "color": {"value": "red"}}),
+            )
             .await;
-        assert_eq!(got.as_u16(), status, "{answer}");
-        assert_eq!(answer, body, "the app's own error");
+        assert_eq!(a.status.as_u16(), status, "{}", a.text);
+        assert_eq!(a.json, body, "the app's own error");
         let after = v.get().await;
         assert_eq!(after["id"], before["id"]);
         assert_eq!(after["version"], before["version"], "nothing stored");
@@ -410,10 +337,12 @@ async fn an_app_rejection_fails_the_request_and_stores_nothing() {
         json!({"type": "Forbidden", "message": "no loyalty"}).to_string(),
     ));
     let mut fresh = Visitor::new(&app);
-    let (status, answer) = fresh.patch(json!({"loyaltyCard": {"value": "x"}})).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    let a = fresh
+        .patch("", json!({"loyaltyCard": {"value": "x"}}))
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert_eq!(
-        answer,
+        a.json,
         json!({"type": "Forbidden", "message": "no loyalty"})
     );
 }

@@ -1,27 +1,19 @@
 //! No token but our own, valid, for this account ever reads or writes a session; the account
 //! of a request comes from its host (or `an`).
 
-mod common;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sessiond::token::Keyring;
+
+use crate::harness::*;
 
 fn two_accounts() -> String {
     format!(
         "{}\n[[accounts]]\nname = \"acme\"\n[[accounts.apps]]\nname = \"vtex.authentication-session\"\n",
         sessiond::config::DEMO_CONFIG
     )
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 async fn session_with(

@@ -1,7 +1,5 @@
-//! Shared test harness: a real server on port 0 with a temporary data directory, driven by a
-//! real HTTP client.
-
-#![allow(dead_code)]
+//! The shared test harness: a real server on port 0 with a temporary data directory, driven by a
+//! real HTTP client, and a visitor whose cookies are kept by hand.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,9 +7,19 @@ use std::path::PathBuf;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use reqwest::header::{HeaderMap, SET_COOKIE};
-use serde_json::Value;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 use sessiond::config::{Overrides, Settings};
 use sessiond::Application;
+
+/// Alice's user id in the demo configuration (`config/demo.toml`), the customer most tests log in.
+pub const ALICE: &str = "c0a80101-0000-4000-8000-000000000001";
+/// The demo configuration's administrator's user id.
+pub const ADMIN: &str = "a0a80101-0000-4000-8000-000000000001";
+/// The demo account's store-user identity cookie (VTEX ID names it after the account).
+pub const STORE_COOKIE: &str = "VtexIdclientAutCookie_demo";
+/// The admin identity cookie, the same name for every account.
+pub const ADMIN_COOKIE: &str = "VtexIdclientAutCookie";
 
 /// A running server.
 pub struct TestApp {
@@ -167,7 +175,139 @@ pub async fn get_json(app: &TestApp, path: &str, cookie: impl AsRef<str>) -> Val
     request.send().await.unwrap().json().await.unwrap()
 }
 
+/// Seconds since the epoch, for the times inside tokens.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// The value at `namespaces.ns.key.value` of a session answer.
 pub fn value_of<'a>(session: &'a Value, ns: &str, key: &str) -> Option<&'a Value> {
     session["namespaces"].get(ns)?.get(key)?.get("value")
+}
+
+/// The text at `namespaces.ns.key.value`.
+pub fn text<'a>(s: &'a Value, ns: &str, key: &str) -> Option<&'a str> {
+    value_of(s, ns, key).map(|v| v.as_str().expect("a text value"))
+}
+
+/// One namespace of a session answer (`null` when absent).
+pub fn ns<'a>(s: &'a Value, name: &str) -> &'a Value {
+    s["namespaces"].get(name).unwrap_or(&Value::Null)
+}
+
+/// What one request answered.
+pub struct Answer {
+    pub status: StatusCode,
+    /// The `vtex_session` cookie set by the answer, if any.
+    pub session_cookie: Option<String>,
+    pub text: String,
+    /// `null` when the body is not JSON.
+    pub json: Value,
+}
+
+/// A browser whose cookies are kept by hand: the session token plus other cookies (`_ga=1` by
+/// default, so every request is a browser request and cookie removals count as log-outs).
+pub struct Visitor<'a> {
+    app: &'a TestApp,
+    client: reqwest::Client,
+    pub session: Option<String>,
+    cookies: Vec<(String, String)>,
+    /// Every answer body received, for the secrets check.
+    pub seen: Vec<String>,
+}
+
+impl<'a> Visitor<'a> {
+    pub fn new(app: &'a TestApp) -> Self {
+        Visitor::with_client(app, plain())
+    }
+
+    /// A visitor sending with `client`, e.g. one that gives up after a timeout.
+    pub fn with_client(app: &'a TestApp, client: reqwest::Client) -> Self {
+        Visitor {
+            app,
+            client,
+            session: None,
+            cookies: vec![("_ga".into(), "1".into())],
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn set_cookie(&mut self, name: &str, value: &str) {
+        self.drop_cookie(name);
+        self.cookies.push((name.to_owned(), value.to_owned()));
+    }
+
+    pub fn drop_cookie(&mut self, name: &str) {
+        self.cookies.retain(|(n, _)| n != name);
+    }
+
+    fn cookie_header(&self) -> String {
+        self.session
+            .iter()
+            .map(|t| format!("vtex_session={t}"))
+            .chain(self.cookies.iter().map(|(n, v)| format!("{n}={v}")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub async fn send(&mut self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let mut req = self.client.request(method, self.app.url(path));
+        let cookies = self.cookie_header();
+        if !cookies.is_empty() {
+            req = req.header("cookie", cookies);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let session_cookie = cookie_value(r.headers(), "vtex_session");
+        if status.is_success() {
+            if let Some(t) = &session_cookie {
+                self.session = Some(t.clone());
+            }
+        }
+        let text = r.text().await.unwrap();
+        self.seen.push(text.clone());
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer {
+            status,
+            session_cookie,
+            text,
+            json,
+        }
+    }
+
+    /// PATCH `/api/sessions?items=*&<query>` with `{"public": public}`.
+    pub async fn patch(&mut self, query: &str, public: Value) -> Answer {
+        let sep = if query.is_empty() { "" } else { "&" };
+        let path = format!("/api/sessions?items=*{sep}{query}");
+        self.send(Method::PATCH, &path, Some(json!({ "public": public })))
+            .await
+    }
+
+    /// A PATCH that must succeed with 200 (or 201 when creating) and answer a session: a
+    /// refused identity token is never an error of the request.
+    pub async fn edit(&mut self, public: Value) -> Value {
+        let a = self.patch("", public).await;
+        assert!(a.status.is_success(), "{}: {}", a.status, a.text);
+        assert!(a.json.is_object(), "{}: {}", a.status, a.text);
+        a.json
+    }
+
+    /// GET `/api/sessions?items=*`.
+    pub async fn get(&mut self) -> Value {
+        let a = self.send(Method::GET, "/api/sessions?items=*", None).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        a.json
+    }
+
+    pub async fn segment(&mut self) -> Value {
+        let a = self.send(Method::GET, "/api/segments", None).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        a.json
+    }
 }

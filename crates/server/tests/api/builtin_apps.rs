@@ -1,19 +1,14 @@
 //! The built-in apps of the demo account (SPEC section 6), end to end: a real server, a real HTTP
 //! client sending cookies by hand, identity tokens minted by the real `sessiond auth-token`.
 
-mod common;
-
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-const ALICE: &str = "c0a80101-0000-4000-8000-000000000001";
+use crate::harness::*;
+
 const BOB: &str = "c0a80101-0000-4000-8000-000000000002";
-const ADMIN: &str = "a0a80101-0000-4000-8000-000000000001";
-const STORE_COOKIE: &str = "VtexIdclientAutCookie_demo";
-const ADMIN_COOKIE: &str = "VtexIdclientAutCookie";
 
 fn store_token(email: &str) -> String {
     mint("demo", email, false, None)
@@ -23,120 +18,13 @@ fn admin_token(email: &str) -> String {
     mint("demo", email, true, None)
 }
 
-/// The text at `namespaces.ns.key.value`.
-fn text<'a>(s: &'a Value, ns: &str, key: &str) -> Option<&'a str> {
-    value_of(s, ns, key).map(|v| v.as_str().expect("a text value"))
-}
-
-/// One namespace of a session answer (`null` when absent).
-fn ns<'a>(s: &'a Value, name: &str) -> &'a Value {
-    s["namespaces"].get(name).unwrap_or(&Value::Null)
-}
-
-/// What one request answered.
-struct Answer {
-    status: StatusCode,
-    /// The `vtex_session` cookie set by the answer, if any.
-    session_cookie: Option<String>,
-    text: String,
-    json: Value,
-}
-
-/// A browser whose cookies are kept by hand: the session token plus other cookies (`_ga=1` by
-/// default, so every request is a browser request and cookie removals count as log-outs).
-struct Visitor<'a> {
-    app: &'a TestApp,
-    session: Option<String>,
-    cookies: Vec<(String, String)>,
-    /// Every answer body received, for the secrets check.
-    seen: Vec<String>,
-}
-
-impl<'a> Visitor<'a> {
-    fn new(app: &'a TestApp) -> Self {
-        Visitor {
-            app,
-            session: None,
-            cookies: vec![("_ga".into(), "1".into())],
-            seen: Vec::new(),
-        }
-    }
-
-    fn set_cookie(&mut self, name: &str, value: &str) {
-        self.drop_cookie(name);
-        self.cookies.push((name.to_owned(), value.to_owned()));
-    }
-
-    fn drop_cookie(&mut self, name: &str) {
-        self.cookies.retain(|(n, _)| n != name);
-    }
-
-    fn cookie_header(&self) -> String {
-        self.session
-            .iter()
-            .map(|t| format!("vtex_session={t}"))
-            .chain(self.cookies.iter().map(|(n, v)| format!("{n}={v}")))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    async fn send(&mut self, method: Method, path: &str, body: Option<Value>) -> Answer {
-        let mut req = plain().request(method, self.app.url(path));
-        let cookies = self.cookie_header();
-        if !cookies.is_empty() {
-            req = req.header("cookie", cookies);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status();
-        let session_cookie = cookie_value(r.headers(), "vtex_session");
-        if status.is_success() {
-            if let Some(t) = &session_cookie {
-                self.session = Some(t.clone());
-            }
-        }
-        let text = r.text().await.unwrap();
-        self.seen.push(text.clone());
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer {
-            status,
-            session_cookie,
-            text,
-            json,
-        }
-    }
-
-    /// PATCH `/api/sessions?items=*&<query>` with `{"public": public}`.
-    async fn patch(&mut self, query: &str, public: Value) -> Answer {
-        let sep = if query.is_empty() { "" } else { "&" };
-        let path = format!("/api/sessions?items=*{sep}{query}");
-        self.send(Method::PATCH, &path, Some(json!({ "public": public })))
-            .await
-    }
-
-    /// A PATCH that must succeed with 200 (or 201 when creating); the session answer.
-    async fn edit(&mut self, public: Value) -> Value {
-        let a = self.patch("", public).await;
-        assert!(a.status.is_success(), "{}: {}", a.status, a.text);
-        a.json
-    }
-
-    /// GET `/api/sessions?items=*`.
-    async fn get(&mut self) -> Value {
-        let a = self.send(Method::GET, "/api/sessions?items=*", None).await;
-        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-        a.json
-    }
-
-    async fn segment(&mut self) -> Value {
-        let a = self.send(Method::GET, "/api/segments", None).await;
-        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-        a.json
-    }
-
+/// The customer log-in many tests here start from, by the demo account's store cookie.
+trait LogIn {
     /// Logs in as the customer `email` by cookie; the session answer.
+    async fn login(&mut self, email: &str) -> Value;
+}
+
+impl LogIn for Visitor<'_> {
     async fn login(&mut self, email: &str) -> Value {
         self.set_cookie(STORE_COOKIE, &store_token(email));
         let s = self.edit(json!({})).await;

@@ -1,17 +1,16 @@
 //! Acknowledged writes survive SIGKILL: the real binary, killed mid-load, restarted on the same
 //! data directory.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::plain;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+
+use crate::harness::{create_session_at, jwt_part, mint, plain, token_id};
 
 /// A server process, SIGKILLed when dropped (also when a test fails).
 struct Server(Child);
@@ -122,7 +121,7 @@ async fn acknowledged_writes_survive_sigkill() {
         let s: Value = r.json().await.unwrap();
         assert_eq!(
             s["id"].as_str(),
-            common::jwt_part(token, 1)["id"].as_str(),
+            jwt_part(token, 1)["id"].as_str(),
             "the old token still names its session"
         );
         let public = s["namespaces"]["public"].as_object().unwrap();
@@ -149,9 +148,8 @@ async fn a_log_in_stores_only_the_end_of_the_old_session() {
 
     let dir = tempfile::tempdir().unwrap();
     let (server, base) = start(dir.path());
-    let old_token =
-        common::create_session_at(&base, json!({"public": {"k": {"value": "v"}}})).await;
-    let identity = common::mint("demo", "alice@example.com", false, None);
+    let old_token = create_session_at(&base, json!({"public": {"k": {"value": "v"}}})).await;
+    let identity = mint("demo", "alice@example.com", false, None);
     let r = plain()
         .patch(format!("{base}/api/sessions"))
         .header(
@@ -164,8 +162,8 @@ async fn a_log_in_stores_only_the_end_of_the_old_session() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let pair: Value = r.json().await.unwrap();
-    let new_id = common::token_id(pair["sessionToken"].as_str().unwrap());
-    let old_id = common::token_id(&old_token);
+    let new_id = token_id(pair["sessionToken"].as_str().unwrap());
+    let old_id = token_id(&old_token);
     assert_ne!(new_id, old_id, "a log-in moves the session to a new id");
     drop(server);
 

@@ -1,11 +1,10 @@
-//! The public API end to end: a real server on port 0, a real embedded store in a temp dir,
-//! a real HTTP client with cookies.
+//! The public sessions and segments API itself: token pairs and cookies, edits, `items`,
+//! segments, watched cookies and concurrent edits, through a real HTTP client with cookies.
 
-mod common;
-
-use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+
+use crate::harness::*;
 
 async fn post(client: &reqwest::Client, url: &str, body: Value) -> reqwest::Response {
     client.post(url).json(&body).send().await.unwrap()

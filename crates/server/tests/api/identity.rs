@@ -1,30 +1,18 @@
 //! Identity providers end to end (SPEC §6a): a real JWKS server started by the test on a free
 //! port, with RSA and P-256 keys the test generates; VTEX ID-shaped tokens on the demo account.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-const ALICE: &str = "c0a80101-0000-4000-8000-000000000001";
-const ADMIN: &str = "a0a80101-0000-4000-8000-000000000001";
-const STORE_COOKIE: &str = "VtexIdclientAutCookie_demo";
-const ADMIN_COOKIE: &str = "VtexIdclientAutCookie";
-const SECRET: &str = "demo-identity-secret";
+use crate::harness::*;
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+const SECRET: &str = "demo-identity-secret";
 
 /// A signing key of the provider: its private half and its JWK.
 struct SigningKey {
@@ -181,76 +169,17 @@ async fn provider_and_app(keys: &[&SigningKey]) -> (Arc<Provider>, TestApp) {
     (provider, app)
 }
 
-/// A browser sending its cookies by hand: the session token, `_ga`, and identity cookies.
-struct Browser<'a> {
-    app: &'a TestApp,
-    client: reqwest::Client,
-    session: Option<String>,
-    cookies: Vec<(&'static str, String)>,
-}
-
-impl<'a> Browser<'a> {
-    fn new(app: &'a TestApp) -> Self {
-        Browser::with_client(app, plain())
-    }
-
-    fn with_client(app: &'a TestApp, client: reqwest::Client) -> Self {
-        Browser {
-            app,
-            client,
-            session: None,
-            cookies: Vec::new(),
-        }
-    }
-
-    fn set(&mut self, name: &'static str, value: &str) {
-        self.cookies.retain(|(n, _)| *n != name);
-        self.cookies.push((name, value.to_owned()));
-    }
-
-    fn drop_cookie(&mut self, name: &str) {
-        self.cookies.retain(|(n, _)| *n != name);
-    }
-
-    /// PATCH with `public` as the body's public values; the whole session answered. Every
-    /// answer must be a 2xx: a refused token is never an error of the request.
-    async fn patch(&mut self, public: Value) -> Value {
-        let mut cookie = String::from("_ga=1");
-        if let Some(token) = &self.session {
-            cookie.push_str(&format!("; vtex_session={token}"));
-        }
-        for (name, value) in &self.cookies {
-            cookie.push_str(&format!("; {name}={value}"));
-        }
-        let response = self
-            .client
-            .patch(self.app.url("/api/sessions?items=*"))
-            .header("cookie", cookie)
-            .json(&json!({ "public": public }))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        if let Some(token) = cookie_value(response.headers(), "vtex_session") {
-            self.session = Some(token);
-        }
-        let body = response.text().await.unwrap();
-        assert!(status.is_success(), "{status}: {body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    /// The store user the session says is logged in, after a PATCH.
-    async fn store_user(&mut self) -> Option<String> {
-        let s = self.patch(json!({})).await;
-        value_of(&s, "authentication", "storeUserId").map(|v| v.as_str().unwrap().to_owned())
-    }
+/// The store user the session says is logged in, after a PATCH.
+async fn store_user(b: &mut Visitor<'_>) -> Option<String> {
+    let s = b.edit(json!({})).await;
+    value_of(&s, "authentication", "storeUserId").map(|v| v.as_str().unwrap().to_owned())
 }
 
 /// The store user `token` logs in on a fresh session, if any.
 async fn logs_in(app: &TestApp, token: &str) -> Option<String> {
-    let mut b = Browser::new(app);
-    b.set(STORE_COOKIE, token);
-    b.store_user().await
+    let mut b = Visitor::new(app);
+    b.set_cookie(STORE_COOKIE, token);
+    store_user(&mut b).await
 }
 
 #[tokio::test]
@@ -263,9 +192,9 @@ async fn rs256_and_es256_tokens_log_in_and_a_rotated_key_works_without_restart()
     assert_eq!(logs_in(&app, &rs_token).await.as_deref(), Some(ALICE));
     assert_eq!(logs_in(&app, &es_token).await.as_deref(), Some(ALICE));
     // The whole log-in follows: the profile of the user the provider named.
-    let mut b = Browser::new(&app);
-    b.set(STORE_COOKIE, &es_token);
-    let s = b.patch(json!({})).await;
+    let mut b = Visitor::new(&app);
+    b.set_cookie(STORE_COOKIE, &es_token);
+    let s = b.edit(json!({})).await;
     assert_eq!(value_of(&s, "profile", "firstName"), Some(&json!("Alice")));
     assert_eq!(
         value_of(&s, "authentication", "storeUserEmail"),
@@ -281,9 +210,9 @@ async fn rs256_and_es256_tokens_log_in_and_a_rotated_key_works_without_restart()
     assert_eq!(logs_in(&app, &token).await.as_deref(), Some(ALICE));
     assert!(provider.served.load(Ordering::SeqCst) > served, "refetched");
     // The older keys still work.
-    let mut again = Browser::new(&app);
-    again.set(STORE_COOKIE, &rsa.sign(&oidc_claims(json!({"jti": "2"}))));
-    assert_eq!(again.store_user().await.as_deref(), Some(ALICE));
+    let mut again = Visitor::new(&app);
+    again.set_cookie(STORE_COOKIE, &rsa.sign(&oidc_claims(json!({"jti": "2"}))));
+    assert_eq!(store_user(&mut again).await.as_deref(), Some(ALICE));
 }
 
 #[tokio::test]
@@ -349,9 +278,9 @@ async fn refused_tokens_are_no_log_in_and_no_error() {
     }
     // None of them in the admin cookie either.
     for (what, token) in &cases {
-        let mut b = Browser::new(&app);
-        b.set(ADMIN_COOKIE, token);
-        let s = b.patch(json!({})).await;
+        let mut b = Visitor::new(&app);
+        b.set_cookie(ADMIN_COOKIE, token);
+        let s = b.edit(json!({})).await;
         assert_eq!(
             value_of(&s, "authentication", "adminUserId"),
             None,
@@ -373,10 +302,10 @@ async fn a_provider_down_at_start_stops_nothing_and_log_ins_work_once_it_is_up()
     let app = spawn_with(Some(&jwks_config(port))).await;
     let ec = SigningKey::p256("ec-1");
     let token = ec.sign(&oidc_claims(json!({})));
-    let mut b = Browser::new(&app);
-    b.set(STORE_COOKIE, &token);
-    assert_eq!(b.store_user().await, None, "no keys, no log-in");
-    let s = b.patch(json!({"k": {"value": "kept"}})).await;
+    let mut b = Visitor::new(&app);
+    b.set_cookie(STORE_COOKIE, &token);
+    assert_eq!(store_user(&mut b).await, None, "no keys, no log-in");
+    let s = b.edit(json!({"k": {"value": "kept"}})).await;
     assert_eq!(value_of(&s, "public", "k"), Some(&json!("kept")));
 
     // The provider comes up; once it has answered the server, the same browser with the same
@@ -388,8 +317,8 @@ async fn a_provider_down_at_start_stops_nothing_and_log_ins_work_once_it_is_up()
         .unwrap();
     provider.serve(listener);
     provider.served_more_than(0).await;
-    assert_eq!(b.store_user().await.as_deref(), Some(ALICE));
-    let s = b.patch(json!({})).await;
+    assert_eq!(store_user(&mut b).await.as_deref(), Some(ALICE));
+    let s = b.edit(json!({})).await;
     assert_eq!(value_of(&s, "public", "k"), Some(&json!("kept")));
 }
 
@@ -409,13 +338,13 @@ async fn a_slow_provider_delays_no_request() {
         .timeout(Duration::from_secs(3))
         .build()
         .unwrap();
-    let mut anonymous = Browser::with_client(&app, client.clone());
-    let s = anonymous.patch(json!({"k": {"value": "1"}})).await;
+    let mut anonymous = Visitor::with_client(&app, client.clone());
+    let s = anonymous.edit(json!({"k": {"value": "1"}})).await;
     assert_eq!(value_of(&s, "public", "k"), Some(&json!("1")));
-    let mut b = Browser::with_client(&app, client.clone());
-    b.set(STORE_COOKIE, &ec.sign(&oidc_claims(json!({}))));
+    let mut b = Visitor::with_client(&app, client.clone());
+    b.set_cookie(STORE_COOKIE, &ec.sign(&oidc_claims(json!({}))));
     for _ in 0..3 {
-        assert_eq!(b.store_user().await, None);
+        assert_eq!(store_user(&mut b).await, None);
     }
     let segment = client.get(app.url("/api/segments")).send().await.unwrap();
     assert_eq!(segment.status(), 200);
@@ -452,9 +381,9 @@ async fn vtex_id_tokens_log_in_admins_who_impersonate_and_store_users() {
     let admin = vtex_id("admin@example.com", ADMIN, "admin");
     let store = vtex_id("alice@example.com", ALICE, "webstore");
 
-    let mut b = Browser::new(&app);
-    b.set(ADMIN_COOKIE, &admin);
-    let s = b.patch(json!({})).await;
+    let mut b = Visitor::new(&app);
+    b.set_cookie(ADMIN_COOKIE, &admin);
+    let s = b.edit(json!({})).await;
     assert_eq!(
         value_of(&s, "authentication", "adminUserId"),
         Some(&json!(ADMIN))
@@ -469,7 +398,7 @@ async fn vtex_id_tokens_log_in_admins_who_impersonate_and_store_users() {
     );
     // Impersonation starts: the call-centre admin acts as Alice.
     let s = b
-        .patch(json!({"vtex-impersonated-customer-email": {"value": "alice@example.com"}}))
+        .edit(json!({"vtex-impersonated-customer-email": {"value": "alice@example.com"}}))
         .await;
     assert_eq!(
         value_of(&s, "impersonate", "storeUserId"),
@@ -482,28 +411,28 @@ async fn vtex_id_tokens_log_in_admins_who_impersonate_and_store_users() {
     );
     // And ends.
     let s = b
-        .patch(json!({"vtex-impersonated-customer-email": {"value": ""}}))
+        .edit(json!({"vtex-impersonated-customer-email": {"value": ""}}))
         .await;
     assert_eq!(value_of(&s, "impersonate", "storeUserId"), None);
     assert_eq!(value_of(&s, "profile", "id"), None);
 
     // A store user.
-    let mut shopper = Browser::new(&app);
-    shopper.set(STORE_COOKIE, &store);
-    assert_eq!(shopper.store_user().await.as_deref(), Some(ALICE));
+    let mut shopper = Visitor::new(&app);
+    shopper.set_cookie(STORE_COOKIE, &store);
+    assert_eq!(store_user(&mut shopper).await.as_deref(), Some(ALICE));
 
     // A store token copied into the admin cookie is no admin, and the reverse is no shopper.
-    let mut forger = Browser::new(&app);
-    forger.set(ADMIN_COOKIE, &store);
-    forger.set(STORE_COOKIE, &admin);
-    let s = forger.patch(json!({})).await;
+    let mut forger = Visitor::new(&app);
+    forger.set_cookie(ADMIN_COOKIE, &store);
+    forger.set_cookie(STORE_COOKIE, &admin);
+    let s = forger.edit(json!({})).await;
     assert_eq!(value_of(&s, "authentication", "adminUserId"), None);
     assert_eq!(value_of(&s, "authentication", "storeUserId"), None);
     assert_eq!(value_of(&s, "impersonate", "canImpersonate"), None);
 
     // Logging out by dropping the cookie clears the admin.
     b.drop_cookie(ADMIN_COOKIE);
-    let s = b.patch(json!({})).await;
+    let s = b.edit(json!({})).await;
     assert_eq!(value_of(&s, "authentication", "adminUserId"), None);
 }
 

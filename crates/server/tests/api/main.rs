@@ -1,0 +1,13 @@
+//! The API end to end, as one test binary: a real server on port 0, a real HTTP client, the real
+//! embedded store in a temp dir, and the real `sessiond` binary for the command-line tests. One
+//! module per feature, one shared harness.
+
+mod harness;
+
+mod builtin_apps;
+mod cli;
+mod durability;
+mod http_app;
+mod identity;
+mod sessions;
+mod tokens_and_tenancy;
