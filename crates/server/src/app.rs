@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use sessiond_store::{EmbeddedOptions, EmbeddedStore, MemoryStore, SessionStore};
 use tokio::net::TcpListener;
 
+use crate::clock::Clock;
 use crate::config::{Settings, StoreSpec};
 use crate::repo::Repository;
 use crate::routes::{router, AppState};
@@ -42,6 +43,11 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn SessionStore>> 
 impl Application {
     /// Opens the store, loads the keys, builds the accounts and binds the listen address.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Clock::system()).await
+    }
+
+    /// [`Application::build`], serving requests at the time `clock` says (tests set it).
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let tenancy = Tenancy::new(&settings.accounts, &settings.default_account)?;
         tenancy.start();
         for account in tenancy.accounts() {
@@ -66,6 +72,7 @@ impl Application {
             tenancy,
             service,
             limits: settings.limits.clone(),
+            clock,
             cookies: CookieStyle {
                 max_age: settings.session_ttl.as_secs(),
                 secure: settings.secure_cookies,
@@ -101,7 +108,7 @@ impl Application {
             let mut tick = tokio::time::interval(PURGE_EVERY);
             loop {
                 tick.tick().await;
-                match state.service.purge_expired().await {
+                match state.service.purge_expired(state.clock.now_ms()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(purged = n, "expired sessions purged"),
                     Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),

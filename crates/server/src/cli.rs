@@ -118,7 +118,7 @@ pub fn auth_token(
         email,
         user_id: &user_id,
         admin,
-        now_secs: crate::service::now_ms() / 1000,
+        now_secs: crate::clock::system_ms() / 1000,
         ttl_secs: AUTH_TOKEN_TTL_SECS,
     };
     sessiond_apps::identity::mint(acct.identity.identity(), &what, signing_key.as_deref())

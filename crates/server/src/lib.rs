@@ -13,10 +13,11 @@
 //! - [`routes`]: the HTTP handlers; [`error`]: the `{"type","message"}` error answers.
 //! - [`prehashed`]: the hasher of maps keyed by random ids and digests.
 //! - [`app`]: building and running the server ([`app::Application`]).
-//! - [`cli`]: the `sessiond` command line.
+//! - [`cli`]: the `sessiond` command line; [`clock`]: the time requests are served at.
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod prehashed;

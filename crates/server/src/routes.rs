@@ -12,6 +12,7 @@ use axum::routing::get;
 use axum::Router;
 use sessiond_core::Segment;
 
+use crate::clock::Clock;
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::request::{
@@ -31,6 +32,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The attributes of the token cookies.
     pub cookies: CookieStyle,
+    /// The time requests are served at.
+    pub clock: Clock,
 }
 
 /// The router of the public API, health probes and JSON fallbacks.
@@ -192,7 +195,7 @@ async fn read(state: &AppState, ctx: Context<'_>) -> Result<Response, ApiError> 
     let edit = ctx.edit(state, Default::default());
     let outcome = state
         .service
-        .read(ctx.account, &ctx.tokens(), &edit)
+        .read(ctx.account, &ctx.tokens(), &edit, state.clock.now_ms())
         .await?;
     let mut response = json_response(
         StatusCode::OK,
@@ -265,7 +268,7 @@ async fn edit(
     let edit = ctx.edit(state, public);
     let outcome = state
         .service
-        .edit(ctx.account, &ctx.tokens(), &edit)
+        .edit(ctx.account, &ctx.tokens(), &edit, state.clock.now_ms())
         .await?;
     let status = if outcome.created {
         StatusCode::CREATED
@@ -331,7 +334,10 @@ async fn reset_session(
     request: Request,
 ) -> Result<Response, ApiError> {
     let ctx = Context::new(&state, request.headers(), request.uri().query());
-    let outcome = state.service.reset(ctx.account, &ctx.tokens()).await?;
+    let outcome = state
+        .service
+        .reset(ctx.account, &ctx.tokens(), state.clock.now_ms())
+        .await?;
     let mut response = json_response(StatusCode::OK, token_pair(&outcome));
     add_token_cookies(&state, &mut response, &outcome);
     Ok(response)
@@ -345,7 +351,7 @@ async fn get_segment(
     let edit = ctx.edit(&state, Default::default());
     let snapshot = state
         .service
-        .preview(ctx.account, &ctx.tokens(), &edit)
+        .preview(ctx.account, &ctx.tokens(), &edit, state.clock.now_ms())
         .await?;
     let mut answer = Segment::of(snapshot.session()?);
     for (k, v) in &ctx.query.rest {

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sessiond_core::cycle::{self, identity_changed};
 use sessiond_core::record::RecordError;
@@ -87,14 +87,6 @@ struct Loaded<'t> {
 
 /// Most cookies recorded from one request (key patterns could otherwise admit any number).
 pub const MAX_RECORDED_COOKIES: usize = 32;
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// The changes a request makes, kept whole so they can be re-applied after a conflict.
 #[derive(Debug, Default)]
@@ -292,9 +284,9 @@ impl SessionService {
         self.repo.ping().await.map_err(Into::into)
     }
 
-    /// Removes every expired session; returns how many.
-    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
-        self.repo.purge_expired(now_ms()).await
+    /// Removes every session expired at `now` (ms); returns how many.
+    pub async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
+        self.repo.purge_expired(now).await
     }
 
     /// The live session of this account named by the first valid one of `tokens` (a browser
@@ -310,8 +302,8 @@ impl SessionService {
         account: &Account,
         tokens: &[&'t str],
         edit: &Edit,
+        now: u64,
     ) -> Result<Option<Loaded<'t>>, SessionError> {
-        let now = now_ms();
         for &token in tokens {
             let Some(verified) = self.keys.verify(token, &account.name, now / 1000) else {
                 continue;
@@ -351,8 +343,13 @@ impl SessionService {
 
     /// A new session of `account` with the manager's own values and `edit` applied, after the
     /// create cycle.
-    async fn build(&self, account: &Account, edit: &Edit) -> Result<Session, SessionError> {
-        let mut session = Session::new(account.name.as_str(), now_ms(), self.ttl_ms());
+    async fn build(
+        &self,
+        account: &Account,
+        edit: &Edit,
+        now: u64,
+    ) -> Result<Session, SessionError> {
+        let mut session = Session::new(account.name.as_str(), now, self.ttl_ms());
         let mut changes = Changes::new();
         changes.set(Key::new("account", "id"), Value::kept(account.id.as_str()));
         changes.set(
@@ -458,12 +455,12 @@ impl SessionService {
         self.ttl.as_millis() as u64
     }
 
-    fn issue(&self, account: &Account, id: SessionId) -> String {
+    fn issue(&self, account: &Account, id: SessionId, now: u64) -> String {
         self.keys.issue(
             id,
             &account.name,
             &account.id,
-            now_ms() / 1000,
+            now / 1000,
             self.ttl.as_secs(),
         )
     }
@@ -475,17 +472,23 @@ impl SessionService {
         account: &Account,
         id: SessionId,
         token: Option<(&str, Verified)>,
+        now: u64,
     ) -> String {
         match token {
-            Some((token, verified)) if !verified.needs_renewal(now_ms() / 1000) => token.to_owned(),
-            _ => self.issue(account, id),
+            Some((token, verified)) if !verified.needs_renewal(now / 1000) => token.to_owned(),
+            _ => self.issue(account, id, now),
         }
     }
 
-    async fn create(&self, account: &Account, edit: &Edit) -> Result<Outcome, SessionError> {
-        let session = self.build(account, edit).await?;
+    async fn create(
+        &self,
+        account: &Account,
+        edit: &Edit,
+        now: u64,
+    ) -> Result<Outcome, SessionError> {
+        let session = self.build(account, edit, now).await?;
         let snapshot = self.save(&session, None, None).await?;
-        let token = self.issue(account, snapshot.id());
+        let token = self.issue(account, snapshot.id(), now);
         Ok(Outcome {
             snapshot,
             created: true,
@@ -493,34 +496,36 @@ impl SessionService {
         })
     }
 
-    /// GET: the session the token names, or a new one when there is none. Never changes an
-    /// existing session.
+    /// GET at `now` (ms): the session the token names, or a new one when there is none. Never
+    /// changes an existing session.
     pub async fn read(
         &self,
         account: &Account,
         tokens: &[&str],
         edit: &Edit,
+        now: u64,
     ) -> Result<Outcome, SessionError> {
-        match self.load(account, tokens, edit).await? {
+        match self.load(account, tokens, edit, now).await? {
             Some(Loaded { snapshot, token }) => {
-                let token = self.token_for(account, snapshot.id(), token);
+                let token = self.token_for(account, snapshot.id(), token, now);
                 Ok(Outcome {
                     snapshot,
                     created: false,
                     token,
                 })
             }
-            None => self.create(account, edit).await,
+            None => self.create(account, edit, now).await,
         }
     }
 
-    /// POST/PATCH: applies `edit` to the session the token names and runs the cycle
-    /// (compare-and-swap, retried on conflict), or creates a session with it.
+    /// POST/PATCH at `now` (ms): applies `edit` to the session the token names and runs the
+    /// cycle (compare-and-swap, retried on conflict), or creates a session with it.
     pub async fn edit(
         &self,
         account: &Account,
         tokens: &[&str],
         edit: &Edit,
+        now: u64,
     ) -> Result<Outcome, SessionError> {
         // Taken after a first conflict: later attempts queue behind the other edits of the
         // same session instead of racing them again.
@@ -529,14 +534,14 @@ impl SessionService {
             let Some(Loaded {
                 snapshot: loaded,
                 token,
-            }) = self.load(account, tokens, edit).await?
+            }) = self.load(account, tokens, edit, now).await?
             else {
-                return self.create(account, edit).await;
+                return self.create(account, edit, now).await;
             };
-            match self.plain_edit(account, &loaded, edit)? {
+            match self.plain_edit(account, &loaded, edit, now)? {
                 Plain::No => {}
                 Plain::Unchanged => {
-                    let token = self.token_for(account, loaded.id(), token);
+                    let token = self.token_for(account, loaded.id(), token, now);
                     return Ok(Outcome {
                         snapshot: loaded,
                         created: false,
@@ -547,7 +552,7 @@ impl SessionService {
                     let expected = loaded.record().version();
                     match self.repo.save(record, Some(expected), Some(&loaded)).await {
                         Ok(snapshot) => {
-                            let token = self.token_for(account, snapshot.id(), token);
+                            let token = self.token_for(account, snapshot.id(), token, now);
                             return Ok(Outcome {
                                 snapshot,
                                 created: false,
@@ -572,7 +577,7 @@ impl SessionService {
                 .settle(account, &mut session, Some(before), delta, false)
                 .await?;
             if session.namespaces == before.namespaces {
-                let token = self.token_for(account, session.id, token);
+                let token = self.token_for(account, session.id, token, now);
                 return Ok(Outcome {
                     snapshot: loaded,
                     created: false,
@@ -581,19 +586,19 @@ impl SessionService {
             }
             let previous = loaded;
             let loaded = previous.session()?;
-            let now = now_ms();
             session.version = loaded.version + 1;
             session.updated_at = now;
             session.expires_at = now.saturating_add(self.ttl_ms());
             let saved = if identity_changed(loaded, &session) {
-                self.rotate(account, (&previous, &changed), session).await?
+                self.rotate(account, (&previous, &changed), session, now)
+                    .await?
             } else {
                 match self
                     .save(&session, Some(loaded.version), Some((&previous, &changed)))
                     .await
                 {
                     Ok(snapshot) => {
-                        let token = self.token_for(account, snapshot.id(), token);
+                        let token = self.token_for(account, snapshot.id(), token, now);
                         Some(Outcome {
                             snapshot,
                             created: false,
@@ -623,6 +628,7 @@ impl SessionService {
         account: &Account,
         loaded: &Snapshot,
         edit: &Edit,
+        now: u64,
     ) -> Result<Plain, SessionError> {
         let record = loaded.record();
         if !edit.watched_cookies.is_empty() || (edit.sync_cookies && record.has_secrets()) {
@@ -653,7 +659,6 @@ impl SessionService {
             return Ok(Plain::Unchanged);
         }
         self.check_public_count(before.len(), editing.values.len())?;
-        let now = now_ms();
         Ok(Plain::Edited(editing.finish(
             record.version() + 1,
             now,
@@ -669,6 +674,7 @@ impl SessionService {
         account: &Account,
         (loaded, changed): (&Snapshot, &Delta),
         mut session: Session,
+        now: u64,
     ) -> Result<Option<Outcome>, SessionError> {
         session.id = SessionId::random();
         let old = loaded.record();
@@ -680,7 +686,7 @@ impl SessionService {
             .await;
         match saved {
             Ok(snapshot) => {
-                let token = self.issue(account, snapshot.id());
+                let token = self.issue(account, snapshot.id(), now);
                 Ok(Some(Outcome {
                     snapshot,
                     created: false,
@@ -696,19 +702,24 @@ impl SessionService {
     /// DELETE: ends the session the token names (its token stops working) and starts a fresh
     /// one carrying over only its `keepAlive` values. The old session is deactivated first, so
     /// an answer always means the old token is dead.
-    pub async fn reset(&self, account: &Account, tokens: &[&str]) -> Result<Outcome, SessionError> {
+    pub async fn reset(
+        &self,
+        account: &Account,
+        tokens: &[&str],
+        now: u64,
+    ) -> Result<Outcome, SessionError> {
         let mut carry = Edit::default();
         let mut ended = false;
         for _ in 0..MAX_ATTEMPTS {
             let Some(Loaded { snapshot, .. }) =
-                self.load(account, tokens, &Edit::default()).await?
+                self.load(account, tokens, &Edit::default(), now).await?
             else {
                 ended = true;
                 break;
             };
             carry.public = snapshot.session()?.kept_alive();
             let old = snapshot.record();
-            let record = old.ended(old.version() + 1, now_ms(), None);
+            let record = old.ended(old.version() + 1, now, None);
             match self.repo.save(record, Some(old.version()), None).await {
                 Ok(_) => {
                     ended = true;
@@ -721,7 +732,7 @@ impl SessionService {
         if !ended {
             return Err(SessionError::Conflict);
         }
-        self.create(account, &carry).await
+        self.create(account, &carry, now).await
     }
 
     /// The session a segment is derived from: the token's session, or the session a create
@@ -731,10 +742,11 @@ impl SessionService {
         account: &Account,
         tokens: &[&str],
         edit: &Edit,
+        now: u64,
     ) -> Result<Arc<Snapshot>, SessionError> {
-        Ok(match self.load(account, tokens, edit).await? {
+        Ok(match self.load(account, tokens, edit, now).await? {
             Some(Loaded { snapshot, .. }) => snapshot,
-            None => Arc::new(Snapshot::new(self.build(account, edit).await?)),
+            None => Arc::new(Snapshot::new(self.build(account, edit, now).await?)),
         })
     }
 }
