@@ -24,6 +24,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     state: Arc<AppState>,
+    store: Arc<dyn SessionStore>,
 }
 
 /// Opens the store `settings` name.
@@ -61,12 +62,17 @@ impl Application {
             &settings.data_dir,
         )?;
         let store = open_store(&settings)?;
-        let repo = Repository::new(store, settings.store_timeout, settings.cache_sessions);
+        let repo = Repository::new(
+            store.clone(),
+            settings.store_timeout,
+            settings.cache_sessions,
+        );
         let service = SessionService::new(
             repo,
             keys,
             settings.session_ttl,
             settings.limits.max_public_keys,
+            settings.fast_paths,
         );
         let state = Arc::new(AppState {
             tenancy,
@@ -76,7 +82,9 @@ impl Application {
             cookies: CookieStyle {
                 max_age: settings.session_ttl.as_secs(),
                 secure: settings.secure_cookies,
+                keep: settings.fast_paths,
             },
+            fast_paths: settings.fast_paths,
         });
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -85,12 +93,18 @@ impl Application {
             listener,
             router: router(state.clone()),
             state,
+            store,
         })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The store the sessions are saved in, for tools and tests that read what was saved.
+    pub fn store(&self) -> Arc<dyn SessionStore> {
+        self.store.clone()
     }
 
     /// The bound port (useful with port 0).

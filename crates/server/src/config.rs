@@ -91,6 +91,11 @@ pub struct FileConfig {
     /// Most sessions kept in memory (embedded and memory stores; 0: none; default: see
     /// [`default_cache_sessions`]).
     pub cache_sessions: Option<usize>,
+    /// Whether the measured shortcuts are used (default true): edits of plain `public` keys on
+    /// the stored record, answers cut out of the stored one, cookie lines kept with a session,
+    /// the previous segment token kept when no segment input changed. Off, every request takes
+    /// the simple path; both give the same bytes (a test runs the API both ways).
+    pub fast_paths: Option<bool>,
     /// PEM of the ES256 private key signing session tokens (else generated in `data_dir`).
     pub signing_key_pem: Option<String>,
     /// File holding that PEM.
@@ -259,6 +264,8 @@ pub struct Settings {
     pub store_timeout: Duration,
     /// Most sessions kept decoded in memory.
     pub cache_sessions: usize,
+    /// Whether the measured shortcuts are used (see the file's `fast_paths`).
+    pub fast_paths: bool,
     /// Signing key PEM, when configured.
     pub signing_key_pem: Option<String>,
     /// Extra verification keys (PEM).
@@ -365,6 +372,7 @@ impl Settings {
             admin_token: file.admin_token,
             store_timeout,
             cache_sessions: file.cache_sessions.unwrap_or_else(default_cache_sessions),
+            fast_paths: file.fast_paths.unwrap_or(true),
             signing_key_pem,
             verification_keys_pem: file.verification_keys_pem,
             limits,

@@ -34,6 +34,8 @@ pub struct AppState {
     pub cookies: CookieStyle,
     /// The time requests are served at.
     pub clock: Clock,
+    /// Whether answers come from the stored answer (see `Settings::fast_paths`).
+    pub fast_paths: bool,
 }
 
 /// The router of the public API, health probes and JSON fallbacks.
@@ -139,8 +141,14 @@ impl<'a> Context<'a> {
 }
 
 /// The session answer for an `items` filter (none: no values).
-fn session_json(outcome: &Outcome, items: Option<&str>) -> Result<Body, ApiError> {
-    Ok(Body::from(outcome.snapshot.answer(items)?))
+fn session_json(
+    state: &AppState,
+    outcome: &Outcome,
+    items: Option<&str>,
+) -> Result<Body, ApiError> {
+    Ok(Body::from(
+        outcome.snapshot.answer(items, state.fast_paths)?,
+    ))
 }
 
 fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
@@ -199,7 +207,7 @@ async fn read(state: &AppState, ctx: Context<'_>) -> Result<Response, ApiError> 
         .await?;
     let mut response = json_response(
         StatusCode::OK,
-        session_json(&outcome, ctx.query.items.as_deref())?,
+        session_json(state, &outcome, ctx.query.items.as_deref())?,
     );
     add_token_cookies(state, &mut response, &outcome);
     Ok(response)
@@ -276,7 +284,7 @@ async fn edit(
         StatusCode::OK
     };
     let body = match ctx.query.items.as_deref() {
-        Some(items) => session_json(&outcome, Some(items))?,
+        Some(items) => session_json(state, &outcome, Some(items))?,
         None => token_pair(&outcome),
     };
     let mut response = json_response(status, body);
@@ -374,7 +382,9 @@ fn is_segment_override(key: &str) -> bool {
 /// A decoded segment answer with the `vtex_segment` cookie of its canonical token.
 fn segment_response(state: &AppState, body: Vec<u8>, token: &str) -> Response {
     let mut response = json_response(StatusCode::OK, body);
-    let CookieStyle { max_age, secure } = state.cookies;
+    let CookieStyle {
+        max_age, secure, ..
+    } = state.cookies;
     response.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(SEGMENT_COOKIE, token, max_age, secure),

@@ -174,10 +174,13 @@ pub struct Outcome {
     pub token: String,
 }
 
-/// The record of `session`; `previous` is the snapshot it was derived from by changing the
-/// keys given with it, whose segment token it keeps when none of those is an input of the
-/// segment.
-fn record_of(session: &Session, previous: Option<(&Snapshot, &Delta)>) -> Record {
+/// The record of `session`. `previous` is the snapshot it was derived from by changing the
+/// keys given with it: with `fast`, its segment token is kept when none of those keys is an
+/// input of the segment; else (or without `previous`) the token is derived anew.
+fn record_of(session: &Session, previous: Option<(&Snapshot, &Delta)>, fast: bool) -> Record {
+    if !fast {
+        return Record::encode(session, None);
+    }
     let segment = previous.and_then(|(p, changed)| p.segment_after(changed.iter()));
     Record::encode(session, segment)
 }
@@ -198,6 +201,9 @@ pub struct SessionService {
     keys: Keyring,
     ttl: Duration,
     max_public_keys: usize,
+    /// Whether plain edits are made on the stored record and segment tokens carried over
+    /// (see `Settings::fast_paths`).
+    fast_paths: bool,
     /// Turns of the edits of one session that lost a compare-and-swap.
     turns: Turns,
 }
@@ -249,12 +255,19 @@ impl Drop for Turn<'_> {
 
 impl SessionService {
     /// A service over the sessions of `repo`, signing with `keys`.
-    pub fn new(repo: Repository, keys: Keyring, ttl: Duration, max_public_keys: usize) -> Self {
+    pub fn new(
+        repo: Repository,
+        keys: Keyring,
+        ttl: Duration,
+        max_public_keys: usize,
+        fast_paths: bool,
+    ) -> Self {
         SessionService {
             repo,
             keys,
             ttl,
             max_public_keys,
+            fast_paths,
             turns: Turns::default(),
         }
     }
@@ -268,7 +281,7 @@ impl SessionService {
         expected: Option<u64>,
         previous: Option<(&Snapshot, &Delta)>,
     ) -> Result<Arc<Snapshot>, StoreError> {
-        let record = record_of(session, previous);
+        let record = record_of(session, previous, self.fast_paths);
         self.repo
             .save(record, expected, previous.map(|(p, _)| p))
             .await
@@ -631,6 +644,9 @@ impl SessionService {
         now: u64,
     ) -> Result<Plain, SessionError> {
         let record = loaded.record();
+        if !self.fast_paths {
+            return Ok(Plain::No);
+        }
         if !edit.watched_cookies.is_empty() || (edit.sync_cookies && record.has_secrets()) {
             return Ok(Plain::No);
         }
@@ -679,7 +695,7 @@ impl SessionService {
         session.id = SessionId::random();
         let old = loaded.record();
         let ended = old.ended(old.version() + 1, session.updated_at, Some(session.id));
-        let record = record_of(&session, Some((loaded, changed)));
+        let record = record_of(&session, Some((loaded, changed)), self.fast_paths);
         let saved = self
             .repo
             .save_successor(record, ended, old.version(), loaded)

@@ -33,6 +33,9 @@ pub struct CookieStyle {
     pub max_age: u64,
     /// Whether cookies carry `Secure`.
     pub secure: bool,
+    /// Whether lines are kept and shared (a snapshot's session-token line, a segment's line);
+    /// else each answer makes its own.
+    pub keep: bool,
 }
 
 /// A segment token's `Set-Cookie` line.
@@ -191,8 +194,13 @@ impl Snapshot {
     }
 
     /// The session answer (`{"id","namespaces","version","active","debug"}`) for the raw
-    /// `items` filter (`None`: no values).
-    pub fn answer(&self, raw_items: Option<&str>) -> Result<Bytes, RecordError> {
+    /// `items` filter (`None`: no values). With `fast`, from the stored answer (as stored, cut
+    /// out of it, or kept from an earlier request); else rendered from the decoded session.
+    pub fn answer(&self, raw_items: Option<&str>, fast: bool) -> Result<Bytes, RecordError> {
+        if !fast {
+            let items = raw_items.map(Items::parse).unwrap_or_default();
+            return Ok(Bytes::from(self.session()?.answer(&items)));
+        }
         let Some(raw) = raw_items else {
             return self.render(&Items::default());
         };
@@ -252,6 +260,10 @@ impl Snapshot {
 
     /// The `Set-Cookie` line of the segment token.
     pub fn segment_cookie(&self, style: CookieStyle) -> HeaderValue {
+        if !style.keep {
+            let token = self.record.segment_token();
+            return set_cookie(SEGMENT_COOKIE, token, style.max_age, style.secure);
+        }
         self.segment(style).cookie.clone()
     }
 
@@ -259,6 +271,9 @@ impl Snapshot {
     /// kept (a session is nearly always named by one token at a time).
     pub fn session_cookie(&self, token: &str, style: CookieStyle) -> HeaderValue {
         let make = || set_cookie(SESSION_COOKIE, token, style.max_age, style.secure);
+        if !style.keep {
+            return make();
+        }
         let line = self.token.get_or_init(make);
         if names_token(line, token) {
             line.clone()
@@ -418,6 +433,7 @@ mod tests {
     const STYLE: CookieStyle = CookieStyle {
         max_age: 60,
         secure: false,
+        keep: true,
     };
 
     #[test]
@@ -514,14 +530,15 @@ mod tests {
         let s = session(4);
         let read = Snapshot::read(Record::encode(&s, None));
         assert_eq!(
-            read.answer(Some("*")).unwrap(),
-            Snapshot::new(s.clone()).answer(Some("*")).unwrap()
+            read.answer(Some("*"), true).unwrap(),
+            Snapshot::new(s.clone()).answer(Some("*"), true).unwrap()
         );
         assert_eq!(read.segment_token(), Segment::of(&s).encode());
-        let none: serde_json::Value = serde_json::from_slice(&read.answer(None).unwrap()).unwrap();
+        let none: serde_json::Value =
+            serde_json::from_slice(&read.answer(None, true).unwrap()).unwrap();
         assert_eq!(none["namespaces"], serde_json::json!({}));
         assert_eq!(
-            read.answer(Some("public.k,cookie.c")).unwrap(),
+            read.answer(Some("public.k,cookie.c"), true).unwrap(),
             Bytes::from(s.answer(&Items::parse("public.k,cookie.c")))
         );
         assert!(read.session.get().is_none(), "nothing decoded for answers");
@@ -531,12 +548,12 @@ mod tests {
         bytes.truncate(bytes.len() - 2);
         let broken = Snapshot::read(Record::parse(Bytes::from(bytes)).unwrap());
         assert!(
-            broken.answer(Some("*")).is_ok(),
+            broken.answer(Some("*"), true).is_ok(),
             "the kept answer is intact"
         );
         assert!(matches!(broken.session(), Err(RecordError::Json(_))));
         assert!(
-            broken.answer(Some("public.k")).is_ok(),
+            broken.answer(Some("public.k"), true).is_ok(),
             "cut from the intact answer"
         );
     }
@@ -580,15 +597,15 @@ mod tests {
     #[test]
     fn filters_are_parsed_once_and_shared_and_the_table_is_bounded() {
         let (a, b) = (Snapshot::new(session(1)), Snapshot::new(session(2)));
-        a.answer(Some("public.k,store.x")).unwrap();
-        b.answer(Some("public.k,store.x")).unwrap();
+        a.answer(Some("public.k,store.x"), true).unwrap();
+        b.answer(Some("public.k,store.x"), true).unwrap();
         assert!(Arc::ptr_eq(
             &a.filtered.get().unwrap().0,
             &b.filtered.get().unwrap().0
         ));
         let all = Snapshot::new(session(3));
         assert_eq!(
-            all.answer(Some("public.k,*")).unwrap(),
+            all.answer(Some("public.k,*"), true).unwrap(),
             all.record().answer(),
             "a filter naming `*` is `*`"
         );
@@ -602,30 +619,31 @@ mod tests {
     fn answers_redact_cookies_and_cookie_lines_follow_the_token() {
         let snapshot = Snapshot::new(session(1));
         let parse = |b: Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
-        let all = parse(snapshot.answer(Some("*")).unwrap());
+        let all = parse(snapshot.answer(Some("*"), true).unwrap());
         assert_eq!(all["namespaces"]["cookie"]["c"]["value"], "[redacted]");
         assert_eq!(all["namespaces"]["public"]["k"]["value"], "v");
         assert_eq!(all["version"], 1);
         for _ in 0..2 {
-            let some = parse(snapshot.answer(Some("public.k")).unwrap());
+            let some = parse(snapshot.answer(Some("public.k"), true).unwrap());
             assert!(some["namespaces"].get("cookie").is_none());
             assert_eq!(some["namespaces"]["public"]["k"]["value"], "v");
-            let other = parse(snapshot.answer(Some("cookie.c")).unwrap());
+            let other = parse(snapshot.answer(Some("cookie.c"), true).unwrap());
             assert_eq!(other["namespaces"]["cookie"]["c"]["value"], "[redacted]");
             assert!(other["namespaces"].get("public").is_none());
         }
         let long = format!("public.k,{}", "x.y,".repeat(100));
-        let answer = parse(snapshot.answer(Some(&long)).unwrap());
+        let answer = parse(snapshot.answer(Some(&long), true).unwrap());
         assert_eq!(answer["namespaces"]["public"]["k"]["value"], "v");
         let fresh = Snapshot::new(session(1));
-        fresh.answer(Some(&long)).unwrap();
+        fresh.answer(Some(&long), true).unwrap();
         assert!(fresh.filtered.get().is_none(), "a long filter is not kept");
-        let none = parse(snapshot.answer(None).unwrap());
+        let none = parse(snapshot.answer(None, true).unwrap());
         assert_eq!(none["namespaces"], serde_json::json!({}));
 
         let style = CookieStyle {
             max_age: 60,
             secure: true,
+            keep: true,
         };
         let a = snapshot.session_cookie("aaa", style);
         assert_eq!(

@@ -9,8 +9,10 @@ use base64::Engine;
 use reqwest::header::{HeaderMap, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use sessiond::clock::Clock;
 use sessiond::config::{Overrides, Settings};
 use sessiond::Application;
+use sessiond_store::SessionStore;
 
 /// Alice's user id in the demo configuration (`config/demo.toml`), the customer most tests log in.
 pub const ALICE: &str = "c0a80101-0000-4000-8000-000000000001";
@@ -25,6 +27,8 @@ pub const ADMIN_COOKIE: &str = "VtexIdclientAutCookie";
 pub struct TestApp {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The store it saves to (read what was saved while it runs).
+    pub store: std::sync::Arc<dyn SessionStore>,
     _dir: Option<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -63,6 +67,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with a configuration file's text instead of the demo one.
 pub async fn spawn_with(config: Option<&str>) -> TestApp {
+    spawn_at(config, Clock::system()).await
+}
+
+/// Like [`spawn_with`], serving requests at the time `clock` says.
+pub async fn spawn_at(config: Option<&str>, clock: Clock) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let config_path = config.map(|text| {
@@ -79,8 +88,11 @@ pub async fn spawn_with(config: Option<&str>) -> TestApp {
         },
     )
     .unwrap();
-    let app = Application::build(settings).await.unwrap();
+    let app = Application::build_with_clock(settings, clock)
+        .await
+        .unwrap();
     let addr = app.local_addr().unwrap();
+    let store = app.store();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until(async {
         let _ = rx.await;
@@ -88,6 +100,7 @@ pub async fn spawn_with(config: Option<&str>) -> TestApp {
     TestApp {
         addr,
         data_dir,
+        store,
         _dir: Some(dir),
         shutdown: Some(tx),
     }

@@ -7,6 +7,7 @@ mod harness;
 mod builtin_apps;
 mod cli;
 mod durability;
+mod fast_paths;
 mod http_app;
 mod identity;
 mod sessions;
