@@ -170,15 +170,19 @@ fn as_text(value: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Normalizes a multi-valued value (a comma-joined string or a JSON array) into its sorted,
-/// de-duplicated, comma-joined form; an empty list is no value.
+/// Normalizes a multi-valued value (a comma-joined string or a JSON array, whose items may be
+/// comma-joined too) into its sorted, de-duplicated, comma-joined form of trimmed items; an
+/// empty list is no value. So `["b,a"]`, `[" a", "b"]` and `"a,b"` are all `"a,b"`.
 pub fn normalize_list(value: &serde_json::Value) -> Option<String> {
-    let mut parts: Vec<String> = match value {
+    let texts: Vec<String> = match value {
         serde_json::Value::Array(items) => items.iter().filter_map(as_text).collect(),
-        other => as_text(other)
-            .map(|s| s.split(',').map(|p| p.trim().to_owned()).collect())
-            .unwrap_or_default(),
+        other => as_text(other).into_iter().collect(),
     };
+    let mut parts: Vec<String> = texts
+        .iter()
+        .flat_map(|t| t.split(','))
+        .map(|p| p.trim().to_owned())
+        .collect();
     parts.retain(|p| !p.is_empty());
     parts.sort();
     parts.dedup();
@@ -188,6 +192,27 @@ pub fn normalize_list(value: &serde_json::Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_normalize_alike_in_either_form() {
+        let forms = [
+            serde_json::json!("a,b"),
+            serde_json::json!(" b , a ,a"),
+            serde_json::json!(["b,a"]),
+            serde_json::json!([" a", "b ", "a"]),
+            serde_json::json!(["b", "a,"]),
+        ];
+        for form in &forms {
+            assert_eq!(normalize_list(form).as_deref(), Some("a,b"), "{form}");
+        }
+        for empty in [
+            serde_json::json!([]),
+            serde_json::json!(""),
+            serde_json::json!([" , "]),
+        ] {
+            assert_eq!(normalize_list(&empty), None, "{empty}");
+        }
+    }
 
     #[test]
     fn the_segment_reads_exactly_its_inputs() {
