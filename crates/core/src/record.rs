@@ -28,7 +28,8 @@
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
+/// The shared byte buffer records and answers are held in.
+pub use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::items::{Items, SECRET_NAMESPACE};

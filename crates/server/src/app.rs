@@ -9,10 +9,10 @@ use tokio::net::TcpListener;
 
 use crate::clock::Clock;
 use crate::config::{Settings, StoreSpec};
+use crate::cookies::CookieStyle;
 use crate::repo::Repository;
 use crate::routes::{router, AppState};
 use crate::service::SessionService;
-use crate::snapshot::CookieStyle;
 use crate::tenancy::Tenancy;
 use crate::token::Keyring;
 

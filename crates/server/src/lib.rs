@@ -10,7 +10,8 @@
 //!   session cache.
 //! - [`snapshot`]: sessions shared by `Arc` with their answer parts computed once, and the
 //!   cache of recently used ones.
-//! - [`routes`]: the HTTP handlers; [`error`]: the `{"type","message"}` error answers.
+//! - [`routes`]: the HTTP handlers; [`error`]: the `{"type","message"}` error answers;
+//!   [`cookies`]: the `Set-Cookie` lines, kept with each session version.
 //! - [`prehashed`]: the hasher of maps keyed by random ids and digests.
 //! - [`app`]: building and running the server ([`app::Application`]).
 //! - [`cli`]: the `sessiond` command line; [`clock`]: the time requests are served at.
@@ -19,6 +20,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cookies;
 pub mod error;
 pub mod prehashed;
 pub mod repo;

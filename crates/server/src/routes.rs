@@ -14,12 +14,12 @@ use sessiond_core::Segment;
 
 use crate::clock::Clock;
 use crate::config::Limits;
+use crate::cookies::{self, CookieStyle};
 use crate::error::ApiError;
 use crate::request::{
     body_changes, query_changes, set_cookie, Query, RequestCookies, SEGMENT_COOKIE, SESSION_COOKIE,
 };
 use crate::service::{Edit, Outcome, SessionService};
-use crate::snapshot::CookieStyle;
 use crate::tenancy::{Account, Tenancy};
 
 /// Everything the handlers share.
@@ -169,9 +169,12 @@ fn add_token_cookies(state: &AppState, response: &mut Response, outcome: &Outcom
     let h = response.headers_mut();
     h.append(
         header::SET_COOKIE,
-        snapshot.session_cookie(&outcome.token, state.cookies),
+        cookies::session_cookie(snapshot, &outcome.token, state.cookies),
     );
-    h.append(header::SET_COOKIE, snapshot.segment_cookie(state.cookies));
+    h.append(
+        header::SET_COOKIE,
+        cookies::segment_cookie(snapshot, state.cookies),
+    );
 }
 
 // Handlers take the whole request and borrow its headers and query: extracting a `HeaderMap`
@@ -368,9 +371,10 @@ async fn get_segment(
         }
     }
     let mut response = json_response(StatusCode::OK, answer.to_json());
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, snapshot.segment_cookie(state.cookies));
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        cookies::segment_cookie(&snapshot, state.cookies),
+    );
     Ok(response)
 }
 

@@ -1,76 +1,29 @@
 //! Sessions as this process last saw them, shared by `Arc`: the stored [`Record`] (which holds
 //! the `?items=*` body and the segment token ready to send), the session decoded when first
-//! needed, and the other parts of answers that depend only on the stored session, computed
-//! once: the answer to the usual `items` filter and the `Set-Cookie` lines.
+//! needed, the answer to the usual `items` filter, computed once, and a slot for what a layer
+//! above derives from the version once ([`Derived`]: the HTTP layer keeps its cookie lines
+//! there). Nothing here knows of HTTP.
 //!
 //! [`SessionCache`] keeps recently used snapshots by id. It is only correct when this process
 //! is the store's only writer (the embedded and memory stores), because every save goes through
 //! the service, which replaces the cached snapshot after the store accepted the write.
 
+use std::any::Any;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock};
 
-use axum::body::Bytes;
-use axum::http::HeaderValue;
 use indexmap::IndexMap;
-use sessiond_core::record::RecordError;
+use sessiond_core::record::{Bytes, RecordError};
 use sessiond_core::{Items, Key, Record, Segment, Session, SessionId};
 
 use crate::prehashed::RandomKeys;
-use crate::request::{set_cookie, SEGMENT_COOKIE, SESSION_COOKIE};
 
 /// Longest `items` filter whose answer is kept with a snapshot: a request cannot make every
 /// cached session hold a long string of its choosing.
 const MAX_KEPT_FILTER: usize = 256;
-
-/// The attributes of the token cookies (the same for every answer of a process).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CookieStyle {
-    /// `Max-Age`, seconds.
-    pub max_age: u64,
-    /// Whether cookies carry `Secure`.
-    pub secure: bool,
-    /// Whether lines are kept and shared (a snapshot's session-token line, a segment's line);
-    /// else each answer makes its own.
-    pub keep: bool,
-}
-
-/// A segment token's `Set-Cookie` line.
-#[derive(Debug)]
-struct SegmentLines {
-    style: CookieStyle,
-    cookie: HeaderValue,
-}
-
-/// Most segments whose lines are shared (see [`shared_segment`]); past that the table starts
-/// over, so requests that make up many distinct segments cannot grow it without bound.
-const MAX_SHARED_SEGMENTS: usize = 4096;
-
-/// The cookie lines of every segment token seen lately. A store's sessions share a handful of
-/// segments (that is what makes the token a cache key), so snapshots hold one `Arc` each
-/// instead of their own line of about 400 bytes. A process has one cookie style; a line of
-/// another style (tests run several servers in one process) replaces the entry.
-static SEGMENTS: LazyLock<Mutex<HashMap<Box<str>, Arc<SegmentLines>>>> =
-    LazyLock::new(Mutex::default);
-
-/// The shared line of segment token `token` in `style`, made if not known.
-fn shared_segment(token: &str, style: CookieStyle) -> Arc<SegmentLines> {
-    // Each operation is one lookup or insert: a panic cannot leave the table half-written.
-    let mut table = SEGMENTS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(lines) = table.get(token).filter(|l| l.style == style) {
-        return lines.clone();
-    }
-    let cookie = set_cookie(SEGMENT_COOKIE, token, style.max_age, style.secure);
-    let lines = Arc::new(SegmentLines { style, cookie });
-    if table.len() >= MAX_SHARED_SEGMENTS {
-        table.clear();
-    }
-    table.insert(token.into(), lines.clone());
-    lines
-}
 
 /// An `items` filter as asked for, and parsed.
 struct Filter {
@@ -103,12 +56,15 @@ fn shared_filter(raw: &str) -> Arc<Filter> {
     filter
 }
 
-/// Whether `line` is the `vtex_session` cookie line of `token` (`vtex_session=<token>;…`).
-fn names_token(line: &HeaderValue, token: &str) -> bool {
-    let start = SESSION_COOKIE.len() + 1;
-    let end = start + token.len();
-    let bytes = line.as_bytes();
-    bytes.get(start..end) == Some(token.as_bytes()) && bytes.get(end) == Some(&b';')
+/// What a layer above derives once from a session version and keeps with its snapshot (the
+/// HTTP layer: its `Set-Cookie` lines), and how much of it holds for the next version.
+pub trait Derived: Any + Send + Sync {
+    /// What of this still holds for the next version of the session, which has the same id
+    /// (`same_id`) and the same segment token (`same_segment`) or not.
+    fn carried(&self, same_id: bool, same_segment: bool) -> Option<Box<dyn Derived>>;
+
+    /// This, for a downcast.
+    fn as_any(&self) -> &dyn Any;
 }
 
 /// A stored session and what its answers are made of.
@@ -120,9 +76,8 @@ pub struct Snapshot {
     /// The answer to the first other `items` filter asked for (storefronts ask the same one on
     /// every page view).
     filtered: OnceLock<(Arc<Filter>, Bytes)>,
-    segment: OnceLock<Arc<SegmentLines>>,
-    /// The `Set-Cookie` line of the first session token asked for.
-    token: OnceLock<HeaderValue>,
+    /// What a layer above derived from this version (see [`Derived`]).
+    derived: OnceLock<Box<dyn Derived>>,
 }
 
 impl Snapshot {
@@ -131,8 +86,7 @@ impl Snapshot {
             record,
             session: session.map(OnceLock::from).unwrap_or_default(),
             filtered: OnceLock::new(),
-            segment: OnceLock::new(),
-            token: OnceLock::new(),
+            derived: OnceLock::new(),
         }
     }
 
@@ -146,26 +100,31 @@ impl Snapshot {
         Snapshot::of(Record::encode(&session, None), Some(session))
     }
 
-    /// A snapshot of `record`, saved as the next stored version of `previous`'s session: the
-    /// cookie lines that did not change (the session token's, when the id is the same; the
-    /// segment's, when its token is) are carried over instead of made again. Nothing is
-    /// decoded: the record alone is kept, as for a read.
+    /// A snapshot of `record`, saved as the next stored version of `previous`'s session: what
+    /// was derived from `previous` and still holds ([`Derived::carried`]) is carried over
+    /// instead of made again. Nothing is decoded: the record alone is kept, as for a read.
     pub fn edited(record: Record, previous: &Snapshot) -> Self {
         Snapshot::after(Snapshot::read(record), previous)
     }
 
     fn after(next: Snapshot, previous: &Snapshot) -> Self {
-        if let Some(segment) = previous.segment.get() {
-            if previous.record.same_segment(&next.record) {
-                let _ = next.segment.set(segment.clone());
-            }
-        }
-        if let Some(token) = previous.token.get() {
-            if previous.record.id() == next.record.id() {
-                let _ = next.token.set(token.clone());
+        if let Some(derived) = previous.derived.get() {
+            let same_id = previous.record.id() == next.record.id();
+            let same_segment = previous.record.same_segment(&next.record);
+            if let Some(carried) = derived.carried(same_id, same_segment) {
+                let _ = next.derived.set(carried);
             }
         }
         next
+    }
+
+    /// What a layer above derived from this version, made by `make` on first use; `None` when
+    /// something of another type was kept here first.
+    pub fn derived<T: Derived>(&self, make: impl FnOnce() -> T) -> Option<&T> {
+        self.derived
+            .get_or_init(|| Box::new(make()))
+            .as_any()
+            .downcast_ref::<T>()
     }
 
     /// The segment token of the session that follows this one by changing the keys `changed`
@@ -248,38 +207,9 @@ impl Snapshot {
         Ok(Bytes::from(self.session()?.answer(items)))
     }
 
-    fn segment(&self, style: CookieStyle) -> &SegmentLines {
-        self.segment
-            .get_or_init(|| shared_segment(self.record.segment_token(), style))
-    }
-
     /// The segment token (`vtex_segment`) of the session.
     pub fn segment_token(&self) -> &str {
         self.record.segment_token()
-    }
-
-    /// The `Set-Cookie` line of the segment token.
-    pub fn segment_cookie(&self, style: CookieStyle) -> HeaderValue {
-        if !style.keep {
-            let token = self.record.segment_token();
-            return set_cookie(SEGMENT_COOKIE, token, style.max_age, style.secure);
-        }
-        self.segment(style).cookie.clone()
-    }
-
-    /// The `Set-Cookie` line of session token `token`. The line of the first token asked for is
-    /// kept (a session is nearly always named by one token at a time).
-    pub fn session_cookie(&self, token: &str, style: CookieStyle) -> HeaderValue {
-        let make = || set_cookie(SESSION_COOKIE, token, style.max_age, style.secure);
-        if !style.keep {
-            return make();
-        }
-        let line = self.token.get_or_init(make);
-        if names_token(line, token) {
-            line.clone()
-        } else {
-            make()
-        }
     }
 }
 
@@ -430,12 +360,6 @@ mod tests {
         s
     }
 
-    const STYLE: CookieStyle = CookieStyle {
-        max_age: 60,
-        secure: false,
-        keep: true,
-    };
-
     #[test]
     fn keeps_the_newest_version_and_forgets_on_remove() {
         let cache = SessionCache::new(100).unwrap();
@@ -487,45 +411,6 @@ mod tests {
     }
 
     #[test]
-    fn successors_carry_what_did_not_change() {
-        let first = Snapshot::new(session(1));
-        let token_line = first.session_cookie("tok", STYLE);
-        let segment_line = first.segment_cookie(STYLE);
-
-        let other = Key::new("public", "other");
-        let hint = first.segment_after([&other].into_iter());
-        assert_eq!(hint, Some(first.segment_token()));
-        let mut same = first.session().unwrap().clone();
-        same.version = 2;
-        same.set(&other, Value::new("x"));
-        let record = Record::encode(&same, hint);
-        let second = Snapshot::edited(record, &first);
-        assert_eq!(second.segment.get().unwrap().cookie, segment_line);
-        assert_eq!(*second.token.get().unwrap(), token_line);
-
-        let utm = Key::new("public", "utm_source");
-        assert_eq!(second.segment_after([&other, &utm].into_iter()), None);
-        let mut changed = second.session().unwrap().clone();
-        changed.version = 3;
-        changed.set(&utm, Value::new("google"));
-        let record = Record::encode(&changed, None);
-        let third = Snapshot::edited(record, &second);
-        assert!(third.segment.get().is_none(), "made again when asked");
-        assert_ne!(third.segment_token(), first.segment_token());
-        assert!(third
-            .segment_cookie(STYLE)
-            .to_str()
-            .unwrap()
-            .starts_with(&format!("vtex_segment={};", third.segment_token())));
-
-        let mut moved = third.session().unwrap().clone();
-        moved.id = SessionId::random();
-        let record = Record::encode(&moved, None);
-        let fourth = Snapshot::edited(record, &third);
-        assert!(fourth.token.get().is_none(), "a new id has a new token");
-    }
-
-    #[test]
     fn a_read_snapshot_answers_from_its_record_and_decodes_when_needed() {
         let s = session(4);
         let read = Snapshot::read(Record::encode(&s, None));
@@ -559,42 +444,6 @@ mod tests {
     }
 
     #[test]
-    fn equal_segments_share_their_lines_and_the_table_is_bounded() {
-        let a = Snapshot::new(session(1));
-        let b = Snapshot::new(session(2));
-        assert_eq!(a.segment_cookie(STYLE), b.segment_cookie(STYLE));
-        assert!(Arc::ptr_eq(
-            a.segment.get().unwrap(),
-            b.segment.get().unwrap()
-        ));
-        let secure = CookieStyle {
-            secure: true,
-            ..STYLE
-        };
-        let c = Snapshot::new(session(1));
-        assert!(c
-            .segment_cookie(secure)
-            .to_str()
-            .unwrap()
-            .ends_with("; Secure"));
-        assert!(!a
-            .segment_cookie(STYLE)
-            .to_str()
-            .unwrap()
-            .ends_with("; Secure"));
-        // Made-up segments (one per request, say) do not grow the table without bound.
-        for i in 0..MAX_SHARED_SEGMENTS + 10 {
-            let lines = shared_segment(&format!("made-up-{i}"), STYLE);
-            assert!(lines
-                .cookie
-                .to_str()
-                .unwrap()
-                .starts_with("vtex_segment=made-up-"));
-        }
-        assert!(SEGMENTS.lock().unwrap().len() <= MAX_SHARED_SEGMENTS);
-    }
-
-    #[test]
     fn filters_are_parsed_once_and_shared_and_the_table_is_bounded() {
         let (a, b) = (Snapshot::new(session(1)), Snapshot::new(session(2)));
         a.answer(Some("public.k,store.x"), true).unwrap();
@@ -616,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn answers_redact_cookies_and_cookie_lines_follow_the_token() {
+    fn answers_redact_cookies() {
         let snapshot = Snapshot::new(session(1));
         let parse = |b: Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
         let all = parse(snapshot.answer(Some("*"), true).unwrap());
@@ -639,21 +488,5 @@ mod tests {
         assert!(fresh.filtered.get().is_none(), "a long filter is not kept");
         let none = parse(snapshot.answer(None, true).unwrap());
         assert_eq!(none["namespaces"], serde_json::json!({}));
-
-        let style = CookieStyle {
-            max_age: 60,
-            secure: true,
-            keep: true,
-        };
-        let a = snapshot.session_cookie("aaa", style);
-        assert_eq!(
-            a.to_str().unwrap(),
-            "vtex_session=aaa; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
-        );
-        let b = snapshot.session_cookie("bbb", style);
-        assert!(b.to_str().unwrap().starts_with("vtex_session=bbb;"));
-        assert_eq!(snapshot.session_cookie("aaa", style), a);
-        let prefix = snapshot.session_cookie("aa", style);
-        assert!(prefix.to_str().unwrap().starts_with("vtex_session=aa;"));
     }
 }
