@@ -4,13 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sessiond_store::{EmbeddedOptions, EmbeddedStore, MemoryStore, SessionStore};
 use tokio::net::TcpListener;
 
 use crate::clock::Clock;
-use crate::config::{Settings, StoreSpec};
+use crate::config::Settings;
 use crate::cookies::CookieStyle;
-use crate::repo::Repository;
+use crate::repo::{open_store, Repository, SessionStore};
 use crate::routes::{router, AppState};
 use crate::service::SessionService;
 use crate::tenancy::Tenancy;
@@ -25,20 +24,6 @@ pub struct Application {
     router: axum::Router,
     state: Arc<AppState>,
     store: Arc<dyn SessionStore>,
-}
-
-/// Opens the store `settings` name.
-pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn SessionStore>> {
-    Ok(match &settings.store {
-        StoreSpec::Embedded => Arc::new(
-            EmbeddedStore::open(&settings.data_dir, EmbeddedOptions::default())
-                .context("opening the embedded store")?,
-        ),
-        StoreSpec::Memory => Arc::new(MemoryStore::new()),
-        StoreSpec::Redis(url) => anyhow::bail!(
-            "store `{url}`: the Redis backend is not available in this build; use `embedded` or `memory`"
-        ),
-    })
 }
 
 impl Application {
@@ -61,7 +46,7 @@ impl Application {
             &settings.verification_keys_pem,
             &settings.data_dir,
         )?;
-        let store = open_store(&settings)?;
+        let store = open_store(&settings.store, &settings.data_dir)?;
         let repo = Repository::new(
             store.clone(),
             settings.store_timeout,

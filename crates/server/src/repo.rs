@@ -9,14 +9,29 @@
 //! [`StoreError::Unavailable`].
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sessiond_core::{Record, SessionId};
-use sessiond_store::SessionStore;
-pub use sessiond_store::StoreError;
+use sessiond_store::{EmbeddedOptions, EmbeddedStore, MemoryStore};
+pub use sessiond_store::{SessionStore, StoreError};
 
+use crate::config::StoreSpec;
 use crate::snapshot::{SessionCache, Snapshot};
+
+/// Opens the store `spec` names (the embedded one in `data_dir`).
+pub fn open_store(spec: &StoreSpec, data_dir: &Path) -> Result<Arc<dyn SessionStore>, StoreError> {
+    Ok(match spec {
+        StoreSpec::Embedded => Arc::new(EmbeddedStore::open(data_dir, EmbeddedOptions::default())?),
+        StoreSpec::Memory => Arc::new(MemoryStore::new()),
+        StoreSpec::Redis(url) => {
+            return Err(StoreError::Unavailable(format!(
+                "store `{url}`: the Redis backend is not available in this build; use `embedded` or `memory`"
+            )))
+        }
+    })
+}
 
 /// Stored sessions, as snapshots, behind an optional cache.
 pub struct Repository {
