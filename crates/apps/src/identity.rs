@@ -18,20 +18,23 @@
 //!
 //! Also owns [`mint`], which signs the tokens `sessiond auth-token` prints.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use parking_lot::{Mutex, RwLock};
+use quick_cache::sync::Cache;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// How far in the future a token's `nbf` may lie (clocks of two machines disagree a little).
 pub const NBF_LEEWAY_SECS: u64 = 60;
-/// Most identity tokens remembered as verified per account; the memory starts over when full.
+/// Most identity tokens remembered as verified per account; past it, each new one takes the
+/// place of one not used lately.
 const REMEMBERED_TOKENS: usize = 1 << 16;
 /// How often a JWKS document is fetched again when its answer says nothing.
 const JWKS_REFRESH: Duration = Duration::from_secs(600);
@@ -220,7 +223,7 @@ struct Verified {
 
 /// The outcome of checking a token's signature and claims.
 enum Checked {
-    Verified(Verified),
+    Verified(Arc<Verified>),
     Refused,
     /// No key to check it with (yet): why.
     NoKey(String),
@@ -230,8 +233,10 @@ enum Checked {
 pub struct Verifier {
     identity: Identity,
     keys: Keys,
-    /// Tokens that verified, by SHA-256 digest of the (trimmed) token.
-    remembered: Mutex<HashMap<[u8; 32], Verified>>,
+    /// Tokens that verified, by SHA-256 digest of the (trimmed) token: a sharded cache of
+    /// [`REMEMBERED_TOKENS`] at most. `None` when the account takes no identity tokens (an
+    /// empty cache still holds its shards).
+    remembered: Option<Cache<[u8; 32], Arc<Verified>>>,
 }
 
 enum Keys {
@@ -270,8 +275,8 @@ impl Verifier {
         };
         Ok(Verifier {
             identity: identity.clone(),
+            remembered: (!matches!(keys, Keys::None)).then(|| Cache::new(REMEMBERED_TOKENS)),
             keys,
-            remembered: Mutex::default(),
         })
     }
 
@@ -311,7 +316,7 @@ impl Verifier {
                     .as_deref()
                     .is_none_or(|a| a.eq_ignore_ascii_case(account));
                 if kind && account_ok {
-                    Verdict::User(v.user)
+                    Verdict::User(v.user.clone())
                 } else {
                     Verdict::Refused
                 }
@@ -324,22 +329,21 @@ impl Verifier {
     /// Checks `token` at `now`: from the memory of verified tokens, else its signature and
     /// claims (remembered when it verifies).
     fn check(&self, token: &str, now: u64) -> Checked {
-        if matches!(self.keys, Keys::None) {
+        // No memory: the account takes no identity tokens.
+        let Some(remembered) = &self.remembered else {
             return Checked::Refused;
-        }
+        };
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        // Each operation is one lookup, insert or clear: a panic cannot leave it half-written.
-        let memory = || self.remembered.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = memory().get(&digest).filter(|v| v.exp > now) {
-            return Checked::Verified(v.clone());
+        if let Some(v) = remembered.get(&digest) {
+            if v.exp > now {
+                return Checked::Verified(v);
+            }
+            // Expired: checked again below (and refused); its place goes to other tokens.
+            remembered.remove_if(&digest, |v| v.exp <= now);
         }
         let checked = self.check_signed(token, now);
         if let Checked::Verified(v) = &checked {
-            let mut remembered = memory();
-            if remembered.len() >= REMEMBERED_TOKENS {
-                remembered.clear();
-            }
-            remembered.insert(digest, v.clone());
+            remembered.insert(digest, Arc::clone(v));
         }
         checked
     }
@@ -385,7 +389,7 @@ impl Verifier {
             }
         };
         match read_claims(&claims, &self.identity, now) {
-            Some(v) => Checked::Verified(v),
+            Some(v) => Checked::Verified(Arc::new(v)),
             None => Checked::Refused,
         }
     }
@@ -564,7 +568,7 @@ impl Jwks {
 
     /// The keys as last fetched.
     fn keys(&self) -> Arc<KeySet> {
-        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.keys.read().clone()
     }
 
     /// Starts the background task (once).
@@ -581,7 +585,7 @@ impl Jwks {
         let mut ended = self.fetches.subscribe();
         self.start();
         if !self.fetching.load(Ordering::SeqCst) {
-            let mut last = self.last_demand.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = self.last_demand.lock();
             if last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_EVERY) {
                 return false;
             }
@@ -646,8 +650,7 @@ async fn refresh(jwks: Weak<Jwks>) {
                     tracing::info!(url = %this.url, keys = keys.len(), "identity provider keys fetched again");
                 }
                 failures = 0;
-                *this.keys.write().unwrap_or_else(|p| p.into_inner()) =
-                    Arc::new(KeySet { loaded: true, keys });
+                *this.keys.write() = Arc::new(KeySet { loaded: true, keys });
                 max_age.map_or(JWKS_REFRESH, |age| {
                     age.clamp(JWKS_MAX_AGE.0, JWKS_MAX_AGE.1)
                 })
@@ -904,7 +907,7 @@ pub fn mint(
 impl Verifier {
     /// How many verified tokens are remembered.
     pub(crate) fn remembered_len(&self) -> usize {
-        self.remembered.lock().unwrap().len()
+        self.remembered.as_ref().map_or(0, Cache::len)
     }
 }
 
@@ -937,20 +940,27 @@ mod tests {
     #[test]
     fn remembered_tokens_count_until_their_exp_and_the_memory_is_bounded() {
         let v = hs256();
+        let memory = v.remembered.as_ref().unwrap();
         let digest: [u8; 32] = Sha256::digest(b"not-a-jwt").into();
-        v.remembered.lock().unwrap().insert(digest, verified(100));
+        memory.insert(digest, Arc::new(verified(100)));
         assert!(matches!(v.check("not-a-jwt", 99), Checked::Verified(_)));
         // At its exp the entry no longer counts: the token is checked again (and refused).
         assert!(matches!(v.check("not-a-jwt", 100), Checked::Refused));
-        {
-            let mut memory = v.remembered.lock().unwrap();
-            memory.clear();
-            for i in 0..REMEMBERED_TOKENS as u32 {
-                let mut d = [0u8; 32];
-                d[..4].copy_from_slice(&i.to_be_bytes());
-                memory.insert(d, verified(0));
-            }
+        assert!(
+            matches!(v.check("not-a-jwt", 99), Checked::Refused),
+            "and forgotten"
+        );
+        // Twice as many tokens as the memory holds: it keeps no more than its bound.
+        for i in 0..2 * REMEMBERED_TOKENS as u32 {
+            let mut d = [0u8; 32];
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            memory.insert(d, Arc::new(verified(u64::MAX)));
         }
+        let full = v.remembered_len();
+        assert!(
+            full <= REMEMBERED_TOKENS && full > REMEMBERED_TOKENS / 2,
+            "{full} remembered"
+        );
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &json!({"sub": "a@b.c", "userId": "u", "exp": now_secs() + 60}),
@@ -958,7 +968,10 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(v.check(&token, now_secs()), Checked::Verified(_)));
-        assert_eq!(v.remembered_len(), 1, "full, it starts over");
+        // Full, a new token takes the place of an old one: it is remembered, the bound holds.
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        assert!(memory.contains_key(&digest), "a new token is remembered");
+        assert!(v.remembered_len() <= REMEMBERED_TOKENS);
     }
 
     #[test]

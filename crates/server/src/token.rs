@@ -6,19 +6,21 @@
 //!
 //! Verifying ES256 costs tens of microseconds, so tokens are remembered once verified, and the
 //! tokens this process signs are remembered from the start (a token we just signed needs no
-//! check). The memory is a bounded map keyed by the SHA-256 of the exact token text (a
-//! different text never finds another token's entry); expiry and account are still checked on
-//! every use.
+//! check). The memory is a bounded concurrent cache keyed by the SHA-256 of the exact token text
+//! (a different text never finds another token's entry); expiry and account are still checked
+//! on every use.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use p256::ecdsa::{SigningKey, VerifyingKey};
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, LineEnding};
+use quick_cache::sync::{Cache, DefaultLifecycle};
+use quick_cache::UnitWeighter;
 use ring::rand::SystemRandom;
 use ring::signature::{
     EcdsaKeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -27,16 +29,15 @@ use serde::{Deserialize, Serialize};
 use sessiond_core::SessionId;
 use sha2::{Digest, Sha256};
 
-use indexmap::IndexMap;
-
 use crate::prehashed::RandomKeys;
 
 /// The file, in the data directory, holding the generated signing key.
 pub const KEY_FILE: &str = "session-signing-key.pem";
 
-/// Most tokens remembered (about 100 bytes each); past it a random one is forgotten for each
-/// new one, so a full memory never forgets every token at once (each would then need a
-/// signature check again: 50 µs).
+/// Most tokens remembered (about 100 bytes each); past it one not used lately is forgotten for
+/// each new one (CLOCK-Pro), so a full memory never forgets every token at once (each would then
+/// need a signature check again: 50 µs). Once tokens are forgotten, the memory also keeps traces
+/// of up to half as many forgotten ones (as large), so that one back soon is kept longer.
 const CACHE_LIMIT: usize = 1 << 21;
 
 /// Why the signing keys could not be set up.
@@ -118,13 +119,26 @@ pub struct Keyring {
     rng: SystemRandom,
     kid: String,
     verifiers: HashMap<String, UnparsedPublicKey<Vec<u8>>>,
-    verified: RwLock<IndexMap<[u8; 32], CachedToken, RandomKeys>>,
-    /// Most tokens in `verified` ([`CACHE_LIMIT`]).
-    limit: usize,
+    /// Verified tokens by SHA-256 digest, [`CACHE_LIMIT`] at most.
+    verified: TokenCache,
 }
 
 /// A verified token as remembered: what it names and the account it was issued for.
 type CachedToken = (Verified, Arc<str>);
+
+/// Verified tokens by SHA-256 digest (random already: hashed by [`RandomKeys`]).
+type TokenCache = Cache<[u8; 32], CachedToken, UnitWeighter, RandomKeys>;
+
+/// A memory of at most `limit` verified tokens.
+fn token_cache(limit: usize) -> TokenCache {
+    Cache::with(
+        limit,
+        limit as u64,
+        UnitWeighter,
+        RandomKeys::default(),
+        DefaultLifecycle::default(),
+    )
+}
 
 fn kid_of(key: &VerifyingKey) -> String {
     let digest = Sha256::digest(key.to_encoded_point(false).as_bytes());
@@ -187,8 +201,7 @@ impl Keyring {
             rng,
             kid,
             verifiers,
-            verified: RwLock::new(IndexMap::default()),
-            limit: CACHE_LIMIT,
+            verified: token_cache(CACHE_LIMIT),
         })
     }
 
@@ -239,27 +252,14 @@ impl Keyring {
 
     fn remember(&self, token: &str, verified: Verified, account: Arc<str>) {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let mut cache = self.verified.write().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= self.limit {
-            // The digest's bytes are as good as random: they pick the entry to forget.
-            let dice = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
-            let victim = (dice % cache.len() as u64) as usize;
-            cache.swap_remove_index(victim);
-        }
-        cache.insert(digest, (verified, account));
+        self.verified.insert(digest, (verified, account));
     }
 
     /// The session a token names, if the token is ours, unexpired at `now` (seconds) and
     /// issued for `account`. Anything else is `None`: the caller treats it as no token.
     pub fn verify(&self, token: &str, account: &str, now: u64) -> Option<Verified> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let cached = self
-            .verified
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
-            .cloned();
-        let (verified, token_account) = match cached {
+        let (verified, token_account) = match self.verified.get(&digest) {
             Some(hit) => hit,
             None => {
                 let (verified, token_account) = self.verify_signature(token)?;
@@ -356,21 +356,25 @@ mod tests {
     fn a_full_token_memory_forgets_one_token_per_new_one() {
         let dir = tempfile::tempdir().unwrap();
         let mut keys = ring(dir.path());
-        keys.limit = 4;
+        keys.verified = token_cache(4);
         let tokens: Vec<_> = (0..10)
-            .map(|_| {
+            .map(|i| {
                 let id = SessionId::random();
-                (id, keys.issue(id, "demo", "uuid", 1000, 100))
+                let token = keys.issue(id, "demo", "uuid", 1000, 100);
+                assert_eq!(keys.verified.len(), (i + 1).min(4));
+                (id, token)
             })
             .collect();
-        assert_eq!(keys.verified.read().unwrap().len(), 4);
+        assert_eq!(keys.verified.len(), 4);
         let last: [u8; 32] = Sha256::digest(tokens[9].1.as_bytes()).into();
-        assert!(keys.verified.read().unwrap().contains_key(&last));
+        assert!(keys.verified.contains_key(&last));
         // A forgotten token is checked again (and remembered again).
         for (id, token) in &tokens {
             assert_eq!(keys.verify(token, "demo", 1000).map(|v| v.id), Some(*id));
+            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            assert!(keys.verified.contains_key(&digest));
         }
-        assert_eq!(keys.verified.read().unwrap().len(), 4);
+        assert_eq!(keys.verified.len(), 4);
     }
 
     #[test]

@@ -27,12 +27,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use parking_lot::{Mutex, MutexGuard};
 use sessiond_core::record::{self, Record};
 use sessiond_core::SessionId;
 use tokio::sync::oneshot;
@@ -442,8 +443,7 @@ fn apply_batch(
         overlay: HashMap::new(),
         sessions: BTreeMap::new(),
         expiry: BTreeMap::new(),
-        // Only the writer takes it; a panic elsewhere cannot have left it half-updated.
-        known: engine.known.lock().unwrap_or_else(|p| p.into_inner()),
+        known: engine.known.lock(),
     };
     let mut results = Vec::with_capacity(batch.len());
     for w in batch {

@@ -1,9 +1,9 @@
 //! A process-local backend: a map plus an expiry index. Not durable.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
 
 use async_trait::async_trait;
+use parking_lot::{Mutex, MutexGuard};
 use sessiond_core::{Record, SessionId};
 
 use crate::{SessionStore, StoreError};
@@ -11,6 +11,8 @@ use crate::{SessionStore, StoreError};
 /// Sessions held in memory.
 #[derive(Default)]
 pub struct MemoryStore {
+    /// A panic cannot leave the maps half-written (each operation is a single insert/remove
+    /// pair), so the lock stays usable after one (it is not poisoned).
     inner: Mutex<Inner>,
 }
 
@@ -27,10 +29,8 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the map half-written (each operation is
-        // a single insert/remove pair), so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 }
 
