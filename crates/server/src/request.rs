@@ -161,7 +161,7 @@ fn check_value(key: &str, v: &serde_json::Value, limits: &Limits) -> Result<(), 
 }
 
 /// The `public` writes of a query string (every parameter but `items` and `an`).
-pub fn query_changes(query: &Query, limits: &Limits) -> Result<Changes, ApiError> {
+fn query_changes(query: &Query, limits: &Limits) -> Result<Changes, ApiError> {
     let mut changes = Changes::new();
     for (k, v) in &query.rest {
         check_key(k, limits)?;
@@ -170,6 +170,29 @@ pub fn query_changes(query: &Query, limits: &Limits) -> Result<Changes, ApiError
         changes.set(Key::new("public", k.as_str()), Value::new(value));
     }
     Ok(changes)
+}
+
+/// The `public` writes of a POST/PATCH: the query string's, then the body's (the body wins a
+/// key both set), and the names of the other namespaces the body had (ignored, for the trace).
+/// The one check of `max_public_keys` on a request: the keys it writes.
+pub fn public_writes(
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+    limits: &Limits,
+) -> Result<(Changes, Vec<String>), ApiError> {
+    let mut public = query_changes(query, limits)?;
+    let (from_body, ignored) = body_changes(headers, body, limits)?;
+    public.extend(from_body);
+    let distinct: std::collections::BTreeSet<_> = public.iter().map(|(k, _)| k).collect();
+    if distinct.len() > limits.max_public_keys {
+        return Err(ApiError::bad_request(format!(
+            "the request writes {} keys into `public`, over the limit of {} (max_public_keys)",
+            distinct.len(),
+            limits.max_public_keys
+        )));
+    }
+    Ok((public, ignored))
 }
 
 /// Whether a `Content-Type` may carry a JSON body: `application/json`, `…+json`, or
@@ -188,7 +211,7 @@ fn is_json(content_type: &str) -> bool {
 
 /// The `public` writes of a POST/PATCH body. An empty body is no writes; other namespaces
 /// are ignored (their names are returned for the trace).
-pub fn body_changes(
+fn body_changes(
     headers: &HeaderMap,
     body: &[u8],
     limits: &Limits,
@@ -221,13 +244,6 @@ pub fn body_changes(
             "`public` must be an object of {\"key\": {\"value\": …}} entries",
         ));
     };
-    if public.len() > limits.max_public_keys {
-        return Err(ApiError::bad_request(format!(
-            "`public` has {} keys, over the limit of {} (max_public_keys)",
-            public.len(),
-            limits.max_public_keys
-        )));
-    }
     for (key, entry) in public {
         check_key(&key, limits)?;
         let serde_json::Value::Object(mut entry) = entry else {
@@ -327,10 +343,17 @@ mod tests {
             .map(|i| format!(r#""k{i}":{{"value":"1"}}"#))
             .collect();
         let body = format!(r#"{{"public":{{{}}}}}"#, many.join(","));
-        assert!(body_changes(&h, body.as_bytes(), &l)
+        let query = Query::parse(None);
+        assert!(public_writes(&query, &h, body.as_bytes(), &l)
             .unwrap_err()
             .message
             .contains("max_public_keys"));
+        // The query's keys count too, once each with the body's.
+        let query = Query::parse(Some("a=1&k0=2"));
+        let body = format!(r#"{{"public":{{{}}}}}"#, many[..255].join(","));
+        assert!(public_writes(&query, &h, body.as_bytes(), &l).is_ok());
+        let query = Query::parse(Some("a=1&b=2"));
+        assert!(public_writes(&query, &h, body.as_bytes(), &l).is_err());
     }
 
     #[test]

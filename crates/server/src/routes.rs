@@ -17,7 +17,7 @@ use crate::config::Limits;
 use crate::cookies::{self, CookieStyle};
 use crate::error::ApiError;
 use crate::request::{
-    body_changes, query_changes, set_cookie, Query, RequestCookies, SEGMENT_COOKIE, SESSION_COOKIE,
+    public_writes, set_cookie, Query, RequestCookies, SEGMENT_COOKIE, SESSION_COOKIE,
 };
 use crate::service::{Edit, Outcome, SessionService};
 use crate::tenancy::{Account, Tenancy};
@@ -262,19 +262,9 @@ async fn edit(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_body(&state.limits, headers, body).await?;
-    let mut public = query_changes(&ctx.query, &state.limits)?;
-    let (from_body, ignored) = body_changes(headers, &body, &state.limits)?;
+    let (public, ignored) = public_writes(&ctx.query, headers, &body, &state.limits)?;
     if !ignored.is_empty() {
         tracing::debug!(namespaces = ?ignored, "ignored non-public namespaces in the body");
-    }
-    public.extend(from_body);
-    let distinct: std::collections::BTreeSet<_> = public.iter().map(|(k, _)| k).collect();
-    if distinct.len() > state.limits.max_public_keys {
-        return Err(ApiError::bad_request(format!(
-            "the request writes {} keys into `public`, over the limit of {} (max_public_keys)",
-            distinct.len(),
-            state.limits.max_public_keys
-        )));
     }
     let edit = ctx.edit(state, public);
     let outcome = state
