@@ -8,21 +8,33 @@
 //! Session fixation: when the cycle changes the visitor's identity (log-in, log-out,
 //! impersonation), the session is saved under a new id with a new token, and the old id is
 //! deactivated, so a token planted before log-in never reads the logged-in session.
+//!
+//! Here: `read`, `edit`, `reset`, `preview` and what they share (load, build, the cycle, the
+//! one place tokens are issued). Beside it: `edit` (what a request changes, and the plan of an
+//! edit: unchanged, in place on the record, or full), `identity` (the rotation to a new id and
+//! the succession grace), `turns` (the queue of edits that lost a compare-and-swap). It knows
+//! nothing of HTTP, takes the time as `now`, and reaches sessions only through the
+//! repository.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sessiond_core::cycle::{self, identity_changed};
 use sessiond_core::record::RecordError;
-use sessiond_core::segment::Segment;
 use sessiond_core::{Changes, Delta, Key, Record, Session, SessionId, Value};
 
-use crate::config::Limits;
 use crate::repo::{Repository, StoreError};
 use crate::snapshot::Snapshot;
 use crate::tenancy::Account;
 use crate::token::{Keyring, Verified};
+use edit::Plan;
+pub use edit::{Edit, MAX_RECORDED_COOKIES};
+pub use identity::SUCCESSION_GRACE;
+use turns::{Turn, Turns};
+
+mod edit;
+mod identity;
+mod turns;
 
 /// Why a request on a session did not succeed. The HTTP layer gives each its status.
 #[derive(Debug, thiserror::Error)]
@@ -75,92 +87,10 @@ impl From<RecordError> for SessionError {
 /// Most compare-and-swap attempts of one request before it answers 409.
 pub const MAX_ATTEMPTS: usize = 16;
 
-/// How long after a log-in or log-out a request with the old token and the new cookies is still
-/// led to the new session (requests a page fired in parallel with the log-in).
-pub const SUCCESSION_GRACE: Duration = Duration::from_secs(60);
-
 /// A loaded session and the token that named it (`None`: it must get a new token).
 struct Loaded<'t> {
     snapshot: Arc<Snapshot>,
     token: Option<(&'t str, Verified)>,
-}
-
-/// Most cookies recorded from one request (key patterns could otherwise admit any number).
-pub const MAX_RECORDED_COOKIES: usize = 32;
-
-/// The changes a request makes, kept whole so they can be re-applied after a conflict.
-#[derive(Debug, Default)]
-pub struct Edit {
-    /// `public` writes from the query string then the body (the body wins).
-    pub public: Changes,
-    /// Cookies the installed apps watch, as sent.
-    pub watched_cookies: Vec<(String, String)>,
-    /// Whether cookies no longer sent are removed from the `cookie` namespace.
-    pub sync_cookies: bool,
-}
-
-impl Edit {
-    /// Builds an edit from the request's `public` writes and its `cookies` (name, value; in
-    /// the order sent). Cookies over the key or value limits, or past
-    /// [`MAX_RECORDED_COOKIES`], are not recorded. `sync_cookies`: the request speaks for the
-    /// browser, so watched cookies it does not send are removed (false for a server-side call
-    /// that sends only the session token).
-    pub fn new<'c>(
-        account: &Account,
-        public: Changes,
-        cookies: impl Iterator<Item = (&'c str, &'c str)>,
-        sync_cookies: bool,
-        limits: &Limits,
-    ) -> Self {
-        let watched_cookies = cookies
-            .filter(|(name, value)| {
-                !value.is_empty()
-                    && value.len() <= limits.max_value_bytes
-                    && name.len() <= limits.max_key_bytes
-                    && account.apps.index().watches_cookie(name)
-            })
-            .take(MAX_RECORDED_COOKIES)
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect();
-        Edit {
-            public,
-            watched_cookies,
-            sync_cookies,
-        }
-    }
-
-    /// Whether this request sends exactly the cookies `session` has recorded (and at least one).
-    fn same_browser(&self, session: &Session) -> bool {
-        let Some(recorded) = session.namespaces.get("cookie") else {
-            return false;
-        };
-        recorded.len() == self.watched_cookies.len()
-            && self
-                .watched_cookies
-                .iter()
-                .all(|(n, v)| recorded.get(n).and_then(|r| r.as_str()) == Some(v.as_str()))
-    }
-
-    /// The writes of this edit against `session` (cookie removals depend on what it holds).
-    fn changes_for(&self, session: &Session) -> Changes {
-        let mut changes = self.public.clone();
-        if self.sync_cookies {
-            if let Some(recorded) = session.namespaces.get("cookie") {
-                for name in recorded.keys() {
-                    if !self.watched_cookies.iter().any(|(n, _)| n == name) {
-                        changes.remove(Key::new("cookie", name.as_str()));
-                    }
-                }
-            }
-        }
-        for (name, value) in &self.watched_cookies {
-            changes.set(
-                Key::new("cookie", name.as_str()),
-                Value::new(value.as_str()),
-            );
-        }
-        changes
-    }
 }
 
 /// What a request ends with: the session, whether it was created, and its token.
@@ -185,16 +115,6 @@ fn record_of(session: &Session, previous: Option<(&Snapshot, &Delta)>, fast: boo
     Record::encode(session, segment)
 }
 
-/// What [`SessionService::plain_edit`] found.
-enum Plain {
-    /// The edit needs the full path (decode, cycle).
-    No,
-    /// The edit changes nothing.
-    Unchanged,
-    /// The record of the edited session.
-    Edited(Record),
-}
-
 /// Loads, edits and saves sessions.
 pub struct SessionService {
     repo: Repository,
@@ -206,51 +126,6 @@ pub struct SessionService {
     fast_paths: bool,
     /// Turns of the edits of one session that lost a compare-and-swap.
     turns: Turns,
-}
-
-/// One queue (an async mutex) per session with contended edits, so that many parallel edits
-/// of one session (a page firing its requests at once) do not each retry until they run out
-/// of attempts: after losing once, they take turns. Uncontended edits never touch it.
-#[derive(Default)]
-struct Turns {
-    queues: std::sync::Mutex<HashMap<SessionId, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// A held turn; the session's queue is forgotten when nobody else waits in it.
-struct Turn<'a> {
-    turns: &'a Turns,
-    id: SessionId,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Turns {
-    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<tokio::sync::Mutex<()>>>> {
-        // Each operation is one insert or remove: a panic cannot leave the map half-written.
-        self.queues.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Waits for the turn of session `id`.
-    async fn wait(&self, id: SessionId) -> Turn<'_> {
-        let queue = self.queues().entry(id).or_default().clone();
-        Turn {
-            turns: self,
-            id,
-            guard: Some(queue.lock_owned().await),
-        }
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.guard.take();
-        let mut queues = self.turns.queues();
-        if queues
-            .get(&self.id)
-            .is_some_and(|q| Arc::strong_count(q) == 1)
-        {
-            queues.remove(&self.id);
-        }
-    }
 }
 
 impl SessionService {
@@ -334,17 +209,7 @@ impl SessionService {
                     token: Some((token, verified)),
                 }));
             }
-            let Some(next) = s.replaced_by() else {
-                continue;
-            };
-            if now.saturating_sub(s.updated_at()) > SUCCESSION_GRACE.as_millis() as u64 {
-                continue;
-            }
-            let successor = match self.repo.load(next, now).await? {
-                Some(n) if n.record().active() && edit.same_browser(n.session()?) => Some(n),
-                _ => None,
-            };
-            if let Some(successor) = successor {
+            if let Some(successor) = self.successor(&snapshot, edit, now).await? {
                 return Ok(Some(Loaded {
                     snapshot: successor,
                     token: None,
@@ -551,9 +416,9 @@ impl SessionService {
             else {
                 return self.create(account, edit, now).await;
             };
-            match self.plain_edit(account, &loaded, edit, now)? {
-                Plain::No => {}
-                Plain::Unchanged => {
+            match self.plan(account, &loaded, edit, now)? {
+                Plan::Full => {}
+                Plan::Unchanged => {
                     let token = self.token_for(account, loaded.id(), token, now);
                     return Ok(Outcome {
                         snapshot: loaded,
@@ -561,7 +426,7 @@ impl SessionService {
                         token,
                     });
                 }
-                Plain::Edited(record) => {
+                Plan::InPlace(record) => {
                     let expected = loaded.record().version();
                     match self.repo.save(record, Some(expected), Some(&loaded)).await {
                         Ok(snapshot) => {
@@ -632,89 +497,6 @@ impl SessionService {
         Err(SessionError::Conflict)
     }
 
-    /// `edit` applied to `loaded` without decoding it, when nothing but `public` values change
-    /// and the cycle would have nothing to do: no cookie to record or remove, no app watching a
-    /// written key, no segment input among them. Gives the record of the edited session (the
-    /// one the full path would save, byte for byte), or says the edit changes nothing.
-    fn plain_edit(
-        &self,
-        account: &Account,
-        loaded: &Snapshot,
-        edit: &Edit,
-        now: u64,
-    ) -> Result<Plain, SessionError> {
-        let record = loaded.record();
-        if !self.fast_paths {
-            return Ok(Plain::No);
-        }
-        if !edit.watched_cookies.is_empty() || (edit.sync_cookies && record.has_secrets()) {
-            return Ok(Plain::No);
-        }
-        let index = account.apps.index();
-        let plain = |key: &Key| {
-            key.namespace == "public" && !Segment::reads(key) && index.watchers(key).is_empty()
-        };
-        if !edit.public.iter().all(|(key, _)| plain(key)) {
-            return Ok(Plain::No);
-        }
-        let Some(mut editing) = record.edit("public") else {
-            return Ok(Plain::No);
-        };
-        let before = editing.values.clone();
-        for (key, value) in edit.public.iter() {
-            match value {
-                Some(value) => {
-                    editing.values.insert(key.name.clone(), value.clone());
-                }
-                None => {
-                    editing.values.remove(key.name.as_str());
-                }
-            }
-        }
-        if editing.values == before {
-            return Ok(Plain::Unchanged);
-        }
-        self.check_public_count(before.len(), editing.values.len())?;
-        Ok(Plain::Edited(editing.finish(
-            record.version() + 1,
-            now,
-            now.saturating_add(self.ttl_ms()),
-        )))
-    }
-
-    /// Saves `session` under a new id and ends `loaded` (its old id), taken over by the new
-    /// one, in one store write. `None` when the old session changed meanwhile (the caller
-    /// retries from a fresh load).
-    async fn rotate(
-        &self,
-        account: &Account,
-        (loaded, changed): (&Snapshot, &Delta),
-        mut session: Session,
-        now: u64,
-    ) -> Result<Option<Outcome>, SessionError> {
-        session.id = SessionId::random();
-        let old = loaded.record();
-        let ended = old.ended(old.version() + 1, session.updated_at, Some(session.id));
-        let record = record_of(&session, Some((loaded, changed)), self.fast_paths);
-        let saved = self
-            .repo
-            .save_successor(record, ended, old.version(), loaded)
-            .await;
-        match saved {
-            Ok(snapshot) => {
-                let token = self.issue(account, snapshot.id(), now);
-                Ok(Some(Outcome {
-                    snapshot,
-                    created: false,
-                    token,
-                }))
-            }
-            // Someone edited the old session first: start over from the store.
-            Err(StoreError::Conflict) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// DELETE: ends the session the token names (its token stops working) and starts a fresh
     /// one carrying over only its `keepAlive` values. The old session is deactivated first, so
     /// an answer always means the old token is dead.
@@ -764,32 +546,5 @@ impl SessionService {
             Some(Loaded { snapshot, .. }) => snapshot,
             None => Arc::new(Snapshot::new(self.build(account, edit, now).await?)),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn turns_are_taken_in_order_and_forgotten_when_done() {
-        let turns = Turns::default();
-        let id = SessionId::random();
-        let first = turns.wait(id).await;
-        // A second edit of the same session waits until the first turn ends.
-        let second = turns.wait(id);
-        tokio::pin!(second);
-        assert!(futures::poll!(second.as_mut()).is_pending());
-        // Another session is not held up.
-        let other = turns.wait(SessionId::random()).await;
-        drop(first);
-        let second = second.await;
-        assert_eq!(turns.queues().len(), 2);
-        drop(second);
-        drop(other);
-        assert!(
-            turns.queues().is_empty(),
-            "no queue is kept once nobody waits"
-        );
     }
 }
