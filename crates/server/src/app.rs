@@ -8,9 +8,9 @@ use tokio::net::TcpListener;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::cookies::CookieStyle;
+use crate::http::cookies::CookieStyle;
+use crate::http::{router, AppState};
 use crate::repo::{open_store, Repository, SessionStore};
-use crate::routes::{router, AppState};
 use crate::service::SessionService;
 use crate::tenancy::Tenancy;
 use crate::token::Keyring;

@@ -5,8 +5,8 @@ use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderValue};
 use sessiond_core::{Changes, Key, Value};
 
+use super::error::ApiError;
 use crate::config::Limits;
-use crate::error::ApiError;
 
 /// Name of the session-token cookie.
 pub const SESSION_COOKIE: &str = "vtex_session";

@@ -11,7 +11,7 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use axum::http::HeaderValue;
 
-use crate::request::{set_cookie, SEGMENT_COOKIE, SESSION_COOKIE};
+use super::request::{set_cookie, SEGMENT_COOKIE, SESSION_COOKIE};
 use crate::snapshot::{Derived, Snapshot};
 
 /// The attributes of the token cookies (the same for every answer of a process).
