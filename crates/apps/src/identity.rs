@@ -295,12 +295,29 @@ impl Verifier {
 
     /// What `token`, sent in `cookie` of a request of `account`, is worth. With a JWKS whose
     /// keys do not include the token's, asks for the document again (at most once per
-    /// [`JWKS_REFETCH_EVERY`]) and waits for it [`JWKS_WAIT`] at most.
-    pub async fn verify(&self, token: &str, account: &str, cookie: Cookie) -> Verdict {
+    /// [`JWKS_REFETCH_EVERY`]) and, with `may_wait`, waits for it [`JWKS_WAIT`] at most. A key
+    /// still unknown is a refusal while the provider answers (it does not publish that key),
+    /// and undecided only while its keys cannot be fetched.
+    pub async fn verify(
+        &self,
+        token: &str,
+        account: &str,
+        cookie: Cookie,
+        may_wait: bool,
+    ) -> Verdict {
         let token = token.trim();
         let checked = match self.check(token, now_secs()) {
             Checked::NoKey(why) => match &self.keys {
-                Keys::Jwks(jwks) if jwks.refetch().await => self.check(token, now_secs()),
+                Keys::Jwks(jwks) => {
+                    let checked = match jwks.refetch(may_wait).await {
+                        true => self.check(token, now_secs()),
+                        false => Checked::NoKey(why),
+                    };
+                    match checked {
+                        Checked::NoKey(_) if jwks.healthy() => Checked::Refused,
+                        checked => checked,
+                    }
+                }
                 _ => Checked::NoKey(why),
             },
             checked => checked,
@@ -541,6 +558,8 @@ struct Jwks {
     last_demand: Mutex<Option<Instant>>,
     /// Whether a fetch is under way.
     fetching: AtomicBool,
+    /// Whether the last fetch failed.
+    failing: AtomicBool,
     started: AtomicBool,
 }
 
@@ -562,6 +581,7 @@ impl Jwks {
             // Counted as under way until the first fetch ends: a token arriving before waits
             // for it rather than asking for another.
             fetching: AtomicBool::new(true),
+            failing: AtomicBool::new(false),
             started: AtomicBool::new(false),
         })
     }
@@ -579,9 +599,16 @@ impl Jwks {
         tokio::spawn(refresh(Arc::downgrade(self)));
     }
 
+    /// Whether the provider's keys are known and its last fetch went well: a key it does not
+    /// list is then a key it does not publish.
+    fn healthy(&self) -> bool {
+        self.keys().loaded && !self.failing.load(Ordering::SeqCst)
+    }
+
     /// Asks for a fetch now, unless one was asked for less than [`JWKS_REFETCH_EVERY`] ago and
-    /// none is under way, and waits for it to end ([`JWKS_WAIT`] at most). Whether one ended.
-    async fn refetch(self: &Arc<Self>) -> bool {
+    /// none is under way, and with `wait` waits for it to end ([`JWKS_WAIT`] at most). Whether
+    /// one ended meanwhile.
+    async fn refetch(self: &Arc<Self>, wait: bool) -> bool {
         let mut ended = self.fetches.subscribe();
         self.start();
         if !self.fetching.load(Ordering::SeqCst) {
@@ -592,6 +619,9 @@ impl Jwks {
             *last = Some(Instant::now());
             drop(last);
             self.wake.notify_one();
+        }
+        if !wait {
+            return false;
         }
         matches!(
             tokio::time::timeout(JWKS_WAIT, ended.changed()).await,
@@ -623,12 +653,17 @@ impl Jwks {
         {
             return Err("its answer is over 1 MiB".to_owned());
         }
-        let body = response
-            .bytes()
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| format!("reading its answer failed: {e}"))?;
-        if body.len() > JWKS_MAX_BYTES {
-            return Err("its answer is over 1 MiB".to_owned());
+            .map_err(|e| format!("reading its answer failed: {e}"))?
+        {
+            if body.len() + chunk.len() > JWKS_MAX_BYTES {
+                return Err("its answer is over 1 MiB".to_owned());
+            }
+            body.extend_from_slice(&chunk);
         }
         Ok((parse_jwks(&body)?, max_age))
     }
@@ -644,7 +679,9 @@ async fn refresh(jwks: Weak<Jwks>) {
             return;
         };
         this.fetching.store(true, Ordering::SeqCst);
-        let next = match this.fetch().await {
+        let fetched = this.fetch().await;
+        this.failing.store(fetched.is_err(), Ordering::SeqCst);
+        let next = match fetched {
             Ok((keys, max_age)) => {
                 if failures > 0 {
                     tracing::info!(url = %this.url, keys = keys.len(), "identity provider keys fetched again");

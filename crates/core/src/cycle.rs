@@ -40,7 +40,7 @@ pub struct Call<'a> {
 }
 
 /// Why an app call produced no output.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum AppError {
     /// The app did not answer within its timeout.
     #[error("timed out after {0:?}")]
@@ -48,11 +48,20 @@ pub enum AppError {
     /// Connection error, non-2xx answer, or malformed answer.
     #[error("{0}")]
     Failed(String),
-    /// The app cannot decide yet: something it depends on is out of reach (an identity
-    /// provider's keys, say). Its outputs stay unchanged, and the request's cookies it watches
-    /// are not recorded ([`Trace::unrecorded`]), so the next request sending them asks it again.
-    #[error("cannot decide yet: {0}")]
-    Unavailable(String),
+    /// The app cannot decide on some of its inputs yet: something it depends on is out of
+    /// reach (an identity provider's keys, say). What it could decide (`decided`) is merged as
+    /// an answer; the outputs that depend on the `pending` inputs stay unchanged, and the
+    /// request's changes of those inputs (cookies) are not recorded ([`Trace::unrecorded`]),
+    /// so the next request sending them asks it again.
+    #[error("cannot decide yet: {why}")]
+    Undecided {
+        /// Why.
+        why: String,
+        /// The outputs it could decide.
+        decided: Changes,
+        /// The inputs it could not decide on.
+        pending: Vec<Key>,
+    },
     /// The app refused the request (401/403): it fails the whole request with this error.
     #[error("rejected with {status}: {kind}: {message}")]
     Rejected {
@@ -268,6 +277,23 @@ pub async fn run_with(
                 undecided: false,
                 micros: elapsed.as_micros() as u64,
             };
+            let result = match result {
+                Err(AppError::Undecided {
+                    why,
+                    decided,
+                    pending,
+                }) => {
+                    call.undecided = true;
+                    call.error = Some(format!("cannot decide yet: {why}"));
+                    for key in request_cookies.iter().filter(|k| pending.contains(k)) {
+                        if !trace.unrecorded.contains(key) {
+                            trace.unrecorded.push(key.clone());
+                        }
+                    }
+                    Ok(decided)
+                }
+                other => other,
+            };
             match result {
                 Ok(output) => {
                     rejected.remove(&i);
@@ -294,17 +320,7 @@ pub async fn run_with(
                     call.rejected = true;
                     rejected.insert(i, (status, kind, message));
                 }
-                Err(e) => {
-                    if matches!(e, AppError::Unavailable(_)) {
-                        call.undecided = true;
-                        for key in request_cookies.iter().filter(|k| spec.watches(k)) {
-                            if !trace.unrecorded.contains(key) {
-                                trace.unrecorded.push(key.clone());
-                            }
-                        }
-                    }
-                    call.error = Some(e.to_string());
-                }
+                Err(e) => call.error = Some(e.to_string()),
             }
             round.calls.push(call);
         }
@@ -669,13 +685,22 @@ mod tests {
 
     #[tokio::test]
     async fn cookies_an_app_cannot_decide_on_are_left_unrecorded() {
-        let undecided = fake(|_| Err(AppError::Unavailable("no keys yet".into())));
+        let undecided = fake(|_| {
+            Err(AppError::Undecided {
+                why: "no keys yet".into(),
+                decided: writes(&[("a", "admin", "decided")]),
+                pending: vec![
+                    Key::new("cookie", "id_demo"),
+                    Key::new("cookie", "id_other"),
+                ],
+            })
+        });
         let broken = fake(|_| Err(AppError::Failed("answered HTTP 500".into())));
         let apps = install(vec![
             (
                 spec(
                     "auth",
-                    json!({"input": {"cookie": ["id_.*"]}, "output": {"a": ["user"]}}),
+                    json!({"input": {"cookie": ["id_.*", "admin"]}, "output": {"a": ["user", "admin"]}}),
                 ),
                 undecided,
             ),
@@ -689,12 +714,15 @@ mod tests {
         ]);
         let (mut s, delta) = session_with(&[
             ("cookie", "id_demo", "t1"),
+            ("cookie", "admin", "t2"),
             ("cookie", "card", "c"),
             ("public", "go", "1"),
         ]);
         let trace = run(&apps, "demo", &mut s, delta, false, 10).await.unwrap();
-        // Only the undecided app's cookies; a plain failure records what it was sent.
+        // Only the cookies the app could not decide on, and only those the request changed; a
+        // plain failure records what it was sent; what the app decided is applied.
         assert_eq!(trace.unrecorded, vec![Key::new("cookie", "id_demo")]);
+        assert_eq!(s.get_str("a", "admin"), Some("decided"));
         let error = trace.rounds[0].calls[0].error.as_deref().unwrap();
         assert!(error.contains("cannot decide yet: no keys yet"), "{error}");
     }

@@ -7,16 +7,17 @@
 //! A token that logs nobody in clears the pair its cookie writes.
 //!
 //! When a token cannot be checked yet (its provider's keys are out of reach), the app answers
-//! [`AppError::Unavailable`]: its outputs stay as they were and the cookie is not recorded, so
-//! the next request sending it asks again and logs the user in once the keys arrive.
+//! [`AppError::Undecided`]: the pair that cookie writes stays as it was and the cookie is not
+//! recorded, so the next request sending it asks again and logs the user in once the keys
+//! arrive; what the other cookie decides (a log-in, a log-out) is applied at once.
 
 use std::sync::Arc;
 
 use sessiond_core::cycle::BoxFuture;
-use sessiond_core::{AppError, Call, Changes, Transformer};
+use sessiond_core::{AppError, Call, Changes, Key, Transformer};
 
 use super::{same_ci, text, Outputs};
-use crate::identity::{Cookie, Verdict, Verifier};
+use crate::identity::{Cookie, User, Verdict, Verifier};
 
 /// The admin's identity cookie.
 const ADMIN_COOKIE: &str = "VtexIdclientAutCookie";
@@ -33,60 +34,109 @@ impl Authentication {
     pub(super) fn new(verifier: Arc<Verifier>) -> Self {
         Authentication { verifier }
     }
+}
 
-    /// The user the store cookies of `call` log in: the first token that logs someone in;
-    /// otherwise undecided when one of them could not be checked yet.
-    async fn store_user(&self, call: &Call<'_>) -> Verdict {
-        let Some(cookies) = call.input.get("cookie") else {
-            return Verdict::Refused;
+/// What one identity cookie of a call decides.
+enum Decision {
+    /// This user (or nobody) is logged in by it.
+    User(Option<User>),
+    /// Its token cannot be checked yet (why), sent in these cookies.
+    Pending(String, Vec<Key>),
+}
+
+impl Authentication {
+    /// The admin cookie's decision. `may_wait`: the first token that needs a provider's keys
+    /// may wait for them; the others of the same call do not (the call has one timeout).
+    async fn admin(&self, call: &Call<'_>, may_wait: &mut bool) -> Decision {
+        let Some(token) = text(call, "cookie", ADMIN_COOKIE) else {
+            return Decision::User(None);
         };
-        let tokens = cookies
-            .iter()
-            .filter(|(name, _)| {
-                name.strip_prefix(STORE_COOKIE_PREFIX)
-                    .is_some_and(|suffix| same_ci(suffix, call.account))
-            })
-            .filter_map(|(_, value)| value.as_str());
-        let mut verdict = Verdict::Refused;
-        for token in tokens {
-            match self
+        let verdict = self
+            .verifier
+            .verify(token, call.account, Cookie::Admin, *may_wait)
+            .await;
+        decision(verdict, vec![Key::new("cookie", ADMIN_COOKIE)], may_wait)
+    }
+
+    /// The store cookies' decision: the first token that logs someone in; else pending when
+    /// one of them could not be checked yet; else nobody.
+    async fn store(&self, call: &Call<'_>, may_wait: &mut bool) -> Decision {
+        let Some(cookies) = call.input.get("cookie") else {
+            return Decision::User(None);
+        };
+        let mut pending: Option<(String, Vec<Key>)> = None;
+        for (name, value) in cookies.iter().filter(|(name, _)| {
+            name.strip_prefix(STORE_COOKIE_PREFIX)
+                .is_some_and(|suffix| same_ci(suffix, call.account))
+        }) {
+            let Some(token) = value.as_str() else {
+                continue;
+            };
+            let verdict = self
                 .verifier
-                .verify(token, call.account, Cookie::Store)
-                .await
-            {
-                Verdict::User(user) => return Verdict::User(user),
-                Verdict::Undecided(why) => verdict = Verdict::Undecided(why),
-                Verdict::Refused => {}
+                .verify(token, call.account, Cookie::Store, *may_wait)
+                .await;
+            match decision(verdict, vec![Key::new("cookie", name.as_str())], may_wait) {
+                Decision::User(Some(user)) => return Decision::User(Some(user)),
+                Decision::User(None) => {}
+                Decision::Pending(why, keys) => {
+                    let (_, all) = pending.get_or_insert_with(|| (why, Vec::new()));
+                    all.extend(keys);
+                }
             }
         }
-        verdict
+        match pending {
+            Some((why, keys)) => Decision::Pending(why, keys),
+            None => Decision::User(None),
+        }
+    }
+}
+
+/// The decision of one token's `verdict`, sent in the cookies `keys`; an undecided one uses up
+/// the call's wait.
+fn decision(verdict: Verdict, keys: Vec<Key>, may_wait: &mut bool) -> Decision {
+    match verdict {
+        Verdict::User(user) => Decision::User(Some(user)),
+        Verdict::Refused => Decision::User(None),
+        Verdict::Undecided(why) => {
+            *may_wait = false;
+            Decision::Pending(why, keys)
+        }
     }
 }
 
 impl Transformer for Authentication {
     fn transform<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Changes, AppError>> {
         Box::pin(async move {
-            let admin = match text(&call, "cookie", ADMIN_COOKIE) {
-                Some(token) => {
-                    self.verifier
-                        .verify(token, call.account, Cookie::Admin)
-                        .await
-                }
-                None => Verdict::Refused,
-            };
-            let store = self.store_user(&call).await;
-            let user = |verdict: Verdict| match verdict {
-                Verdict::User(user) => Ok(Some(user)),
-                Verdict::Refused => Ok(None),
-                Verdict::Undecided(why) => Err(AppError::Unavailable(why)),
-            };
-            let (admin, store) = (user(admin)?, user(store)?);
+            let mut may_wait = true;
+            let admin = self.admin(&call, &mut may_wait).await;
+            let store = self.store(&call, &mut may_wait).await;
             let mut out = Outputs::new("authentication");
-            out.put("adminUserId", admin.as_ref().map(|u| u.id.as_str()));
-            out.put("adminUserEmail", admin.as_ref().map(|u| u.email.as_str()));
-            out.put("storeUserId", store.as_ref().map(|u| u.id.as_str()));
-            out.put("storeUserEmail", store.as_ref().map(|u| u.email.as_str()));
-            Ok(out.into_changes())
+            let mut pending = Vec::new();
+            let mut why = None;
+            for (decision, id, email) in [
+                (admin, "adminUserId", "adminUserEmail"),
+                (store, "storeUserId", "storeUserEmail"),
+            ] {
+                match decision {
+                    Decision::User(user) => {
+                        out.put(id, user.as_ref().map(|u| u.id.as_str()));
+                        out.put(email, user.as_ref().map(|u| u.email.as_str()));
+                    }
+                    Decision::Pending(reason, keys) => {
+                        why.get_or_insert(reason);
+                        pending.extend(keys);
+                    }
+                }
+            }
+            match why {
+                None => Ok(out.into_changes()),
+                Some(why) => Err(AppError::Undecided {
+                    why,
+                    decided: out.into_changes(),
+                    pending,
+                }),
+            }
         })
     }
 }
@@ -643,21 +693,21 @@ h6ecta86E125Ql9WzO54DiOOPYU1QwAyR548Ca+NS1r3Bgfjl1poClDk
             })
         };
         assert_eq!(
-            verifier.verify(&token, ACCOUNT, Cookie::Store).await,
+            verifier.verify(&token, ACCOUNT, Cookie::Store, true).await,
             alice()
         );
         assert_eq!(verifier.remembered_len(), 1);
         // Remembered: the same answer, and the same rules (cookie, account) still apply.
         assert_eq!(
-            verifier.verify(&token, ACCOUNT, Cookie::Store).await,
+            verifier.verify(&token, ACCOUNT, Cookie::Store, true).await,
             alice()
         );
         assert_eq!(
-            verifier.verify(&token, ACCOUNT, Cookie::Admin).await,
+            verifier.verify(&token, ACCOUNT, Cookie::Admin, true).await,
             Verdict::Refused
         );
         assert_eq!(
-            verifier.verify(&token, "other", Cookie::Store).await,
+            verifier.verify(&token, "other", Cookie::Store, true).await,
             Verdict::Refused
         );
         assert_eq!(verifier.remembered_len(), 1);
@@ -665,7 +715,7 @@ h6ecta86E125Ql9WzO54DiOOPYU1QwAyR548Ca+NS1r3Bgfjl1poClDk
         let mut forged = token.clone();
         forged.pop();
         assert_eq!(
-            verifier.verify(&forged, ACCOUNT, Cookie::Store).await,
+            verifier.verify(&forged, ACCOUNT, Cookie::Store, true).await,
             Verdict::Refused
         );
         assert_eq!(verifier.remembered_len(), 1);

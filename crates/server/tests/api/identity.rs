@@ -98,6 +98,8 @@ fn oidc_claims(edit: Value) -> Value {
 struct Provider {
     keys: Mutex<Vec<Value>>,
     delay: Mutex<Duration>,
+    /// While set, it answers 503 (and counts no answer).
+    down: std::sync::atomic::AtomicBool,
     /// Answers sent; watched by tests waiting for the next one.
     served: AtomicU64,
     notify: tokio::sync::Notify,
@@ -120,13 +122,18 @@ impl Provider {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
+                    if provider.down.load(Ordering::SeqCst) {
+                        return axum::response::IntoResponse::into_response(
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        );
+                    }
                     let keys = provider.keys.lock().unwrap().clone();
                     provider.served.fetch_add(1, Ordering::SeqCst);
                     provider.notify.notify_waiters();
-                    (
+                    axum::response::IntoResponse::into_response((
                         [("cache-control", "public, max-age=300")],
                         axum::Json(json!({ "keys": keys })),
-                    )
+                    ))
                 }
             }),
         );
@@ -560,4 +567,57 @@ fn auth_token_signs_vtex_id_claims_with_a_pem_key_and_check_validates_identity()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn a_key_the_provider_does_not_publish_logs_the_user_out() {
+    let rsa = SigningKey::rsa("rsa-1");
+    let (_provider, app) = provider_and_app(&[&rsa]).await;
+    let mut b = Visitor::new(&app);
+    b.set_cookie(STORE_COOKIE, &rsa.sign(&oidc_claims(json!({}))));
+    assert_eq!(store_user(&mut b).await.as_deref(), Some(ALICE));
+    // The same browser now sends a token of a key the answering provider does not list: no
+    // log-in, so Alice is logged out, as by any other token that does not verify.
+    let ghost = SigningKey::p256("ghost");
+    b.set_cookie(STORE_COOKIE, &ghost.sign(&oidc_claims(json!({}))));
+    assert_eq!(store_user(&mut b).await, None);
+}
+
+#[tokio::test]
+async fn what_one_cookie_decides_holds_while_the_other_waits_for_keys() {
+    let ec = SigningKey::p256("ec-1");
+    let (provider, app) = provider_and_app(&[&ec]).await;
+    let mut b = Visitor::new(&app);
+    b.set_cookie(STORE_COOKIE, &ec.sign(&oidc_claims(json!({}))));
+    assert_eq!(store_user(&mut b).await.as_deref(), Some(ALICE));
+
+    // The provider goes down; the browser logs the shopper out (drops the store cookie) and
+    // brings an admin token of a key not fetched yet: the log-out holds, the admin waits.
+    provider.down.store(true, Ordering::SeqCst);
+    let rotated = SigningKey::p256("ec-2");
+    let admin = rotated.sign(&oidc_claims(
+        json!({"sub": ADMIN, "email": "admin@example.com", "aud": ["admin"]}),
+    ));
+    b.drop_cookie(STORE_COOKIE);
+    b.set_cookie(ADMIN_COOKIE, &admin);
+    let s = b.edit(json!({})).await;
+    assert_eq!(value_of(&s, "authentication", "storeUserId"), None);
+    assert_eq!(value_of(&s, "authentication", "adminUserId"), None);
+    assert_eq!(
+        value_of(&s, "cookie", STORE_COOKIE),
+        None,
+        "the removal is recorded"
+    );
+
+    // Back up with the new key: the same cookie logs the admin in.
+    let served = provider.served.load(Ordering::SeqCst);
+    provider.publish(&rotated);
+    provider.down.store(false, Ordering::SeqCst);
+    provider.served_more_than(served).await;
+    let s = b.edit(json!({})).await;
+    assert_eq!(
+        value_of(&s, "authentication", "adminUserId"),
+        Some(&json!(ADMIN))
+    );
+    assert_eq!(value_of(&s, "authentication", "storeUserId"), None);
 }
