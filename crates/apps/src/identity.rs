@@ -126,6 +126,19 @@ impl Identity {
                 return Err(format!("identity {name} is empty"));
             }
         }
+        for (name, claim) in [
+            ("email_claim", self.email_claim()),
+            ("user_id_claim", self.user_id_claim()),
+        ] {
+            const RESERVED: [&str; 8] = [
+                "exp", "nbf", "iat", "iss", "aud", "audience", "account", "jti",
+            ];
+            if RESERVED.contains(&claim) {
+                return Err(format!(
+                    "identity {name} `{claim}` names a claim that is not the user's"
+                ));
+            }
+        }
         if self.admin_audience() == self.store_audience() {
             return Err(format!(
                 "identity admin_audience and store_audience are both `{}`: a store user's token \

@@ -590,6 +590,12 @@ MC4CAQAwBQYDK2VwBCIEILg+zEvbb3cO0rmWVhYo4OXTyjWDGUaXFUzXlLAVlyKY
             ..Identity::default()
         };
         assert!(err(&same).contains("admin_audience"));
+        let reserved = Identity {
+            hs256_secret: Some(SECRET.into()),
+            email_claim: Some("exp".into()),
+            ..Identity::default()
+        };
+        assert!(err(&reserved).contains("email_claim"));
         for pem in [EC_PUBLIC, RSA_PUBLIC, ED_PUBLIC] {
             assert!(Verifier::new(&public(pem)).is_ok());
         }
