@@ -398,15 +398,21 @@ impl Verifier {
                     ));
                 }
                 let candidates: Vec<&Key> = match header.kid.as_deref() {
-                    Some(kid) => match set.keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
-                        Some(key) => vec![key],
-                        None => {
+                    Some(kid) => {
+                        // Every key of that id (a provider may publish one per algorithm).
+                        let named: Vec<&Key> = set
+                            .keys
+                            .iter()
+                            .filter(|k| k.kid.as_deref() == Some(kid))
+                            .collect();
+                        if named.is_empty() {
                             return Checked::NoKey(format!(
                                 "no key `{kid}` among the keys at {}",
                                 jwks.url
-                            ))
+                            ));
                         }
-                    },
+                        named
+                    }
                     None => set.keys.iter().collect(),
                 };
                 match candidates
@@ -455,9 +461,13 @@ fn verify_with(
 /// email or id missing, an audience neither admin nor store.
 fn read_claims(claims: &Map<String, Value>, identity: &Identity, now: u64) -> Option<Verified> {
     let number = |name: &str| claims.get(name).and_then(Value::as_f64);
-    if let Some(nbf) = number("nbf") {
-        if nbf > (now + NBF_LEEWAY_SECS) as f64 {
-            return None;
+    match claims.get("nbf") {
+        None | Some(Value::Null) => {}
+        // Not a number: no time it is valid from can be read, so it is not valid.
+        Some(nbf) => {
+            if nbf.as_f64()? > (now + NBF_LEEWAY_SECS) as f64 {
+                return None;
+            }
         }
     }
     let exp = number("exp")?;

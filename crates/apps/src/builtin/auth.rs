@@ -447,6 +447,9 @@ MC4CAQAwBQYDK2VwBCIEILg+zEvbb3cO0rmWVhYo4OXTyjWDGUaXFUzXlLAVlyKY
         );
         assert!(logs_in(&identity, &nbf(30)).await, "a clock a little ahead");
         assert!(logs_in(&identity, &nbf(-30)).await);
+        // An nbf that is not a number says nothing of when the token is valid: refused.
+        let odd = hs256(SECRET, &claims_with(serde_json::json!({"nbf": "soon"})));
+        assert!(!logs_in(&identity, &odd).await);
     }
 
     #[tokio::test]
