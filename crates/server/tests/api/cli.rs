@@ -3,19 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-fn sessiond() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sessiond"));
-    c.env("SESSIOND_LOG", "warn");
-    for var in [
-        "SESSIOND_CONFIG",
-        "SESSIOND_LISTEN",
-        "SESSIOND_DATA_DIR",
-        "SESSIOND_STORE",
-    ] {
-        c.env_remove(var);
-    }
-    c
-}
+use crate::harness::sessiond;
 
 /// Starts `serve` with `cmd` and returns the first stdout line (or the error output).
 fn first_line(mut cmd: Command) -> Result<String, String> {

@@ -157,11 +157,26 @@ pub fn token_id(token: &str) -> String {
     jwt_part(token, 1)["id"].as_str().unwrap().to_owned()
 }
 
+/// The `sessiond` binary as a command, with none of the `SESSIOND_*` settings of the
+/// environment it runs in and a quiet log.
+pub fn sessiond() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"));
+    c.env("SESSIOND_LOG", "warn");
+    for var in [
+        "SESSIOND_CONFIG",
+        "SESSIOND_LISTEN",
+        "SESSIOND_DATA_DIR",
+        "SESSIOND_STORE",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
 /// An identity token printed by `sessiond auth-token` (demo configuration unless `config`).
 pub fn mint(account: &str, email: &str, admin: bool, config: Option<&std::path::Path>) -> String {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"));
-    cmd.env_remove("SESSIOND_CONFIG")
-        .args(["auth-token", "--account", account, "--email", email]);
+    let mut cmd = sessiond();
+    cmd.args(["auth-token", "--account", account, "--email", email]);
     if admin {
         cmd.arg("--admin");
     }

@@ -467,11 +467,6 @@ fn auth_token_signs_vtex_id_claims_with_a_pem_key_and_check_validates_identity()
     );
     let config_path = dir.path().join("pem.toml");
     std::fs::write(&config_path, &config).unwrap();
-    let sessiond = || {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"));
-        cmd.env_remove("SESSIOND_CONFIG");
-        cmd
-    };
     let out = sessiond()
         .args([
             "auth-token",
