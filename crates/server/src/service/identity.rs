@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use sessiond_core::{Delta, Session, SessionId};
 
-use super::{record_of, Edit, Outcome, SessionError, SessionService};
+use super::{record_of, Attempt, Edit, SessionError, SessionService};
 use crate::repo::StoreError;
 use crate::snapshot::Snapshot;
-use crate::tenancy::Account;
 
 /// How long after a log-in or log-out a request with the old token and the new cookies is still
 /// led to the new session (requests a page fired in parallel with the log-in).
@@ -20,15 +19,13 @@ pub const SUCCESSION_GRACE: Duration = Duration::from_secs(60);
 
 impl SessionService {
     /// Saves `session` under a new id and ends `loaded` (its old id), taken over by the new
-    /// one, in one store write. `None` when the old session changed meanwhile (the caller
-    /// retries from a fresh load).
+    /// one, in one store write. [`Attempt::Lost`] when the old session changed meanwhile (the
+    /// caller retries from a fresh load).
     pub(super) async fn rotate(
         &self,
-        account: &Account,
         (loaded, changed): (&Snapshot, &Delta),
         mut session: Session,
-        now: u64,
-    ) -> Result<Option<Outcome>, SessionError> {
+    ) -> Result<Attempt, SessionError> {
         session.id = SessionId::random();
         let old = loaded.record();
         let ended = old.ended(old.version() + 1, session.updated_at, Some(session.id));
@@ -38,16 +35,9 @@ impl SessionService {
             .save_successor(record, ended, old.version(), loaded)
             .await;
         match saved {
-            Ok(snapshot) => {
-                let token = self.issue(account, snapshot.id(), now);
-                Ok(Some(Outcome {
-                    snapshot,
-                    created: false,
-                    token,
-                }))
-            }
+            Ok(snapshot) => Ok(Attempt::Rotated(snapshot)),
             // Someone edited the old session first: start over from the store.
-            Err(StoreError::Conflict) => Ok(None),
+            Err(StoreError::Conflict) => Ok(Attempt::Lost),
             Err(e) => Err(e.into()),
         }
     }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use sessiond_core::cycle::{self, identity_changed};
 use sessiond_core::record::RecordError;
-use sessiond_core::{Changes, Delta, Key, Record, Session, SessionId, Value};
+use sessiond_core::{Changes, Delta, Key, Record, Session, Value};
 
 use crate::repo::{Repository, StoreError};
 use crate::snapshot::Snapshot;
@@ -104,6 +104,16 @@ pub struct Outcome {
     pub token: String,
 }
 
+/// What one attempt of an edit ended with.
+enum Attempt {
+    /// The session as it now stands under the id the request named.
+    Kept(Arc<Snapshot>),
+    /// The session saved under a new id (its identity changed): it needs a new token.
+    Rotated(Arc<Snapshot>),
+    /// Another request saved first: load again and retry.
+    Lost,
+}
+
 /// The record of `session`. `previous` is the snapshot it was derived from by changing the
 /// keys given with it: with `fast`, its segment token is kept when none of those keys is an
 /// input of the segment; else (or without `previous`) the token is derived anew.
@@ -145,21 +155,6 @@ impl SessionService {
             fast_paths,
             turns: Turns::default(),
         }
-    }
-
-    /// Saves `session` if the stored version is `expected`; `previous` is the snapshot it was
-    /// derived from by changing the keys given with it (its segment token and cookie lines
-    /// carry over where they still hold).
-    async fn save(
-        &self,
-        session: &Session,
-        expected: Option<u64>,
-        previous: Option<(&Snapshot, &Delta)>,
-    ) -> Result<Arc<Snapshot>, StoreError> {
-        let record = record_of(session, previous, self.fast_paths);
-        self.repo
-            .save(record, expected, previous.map(|(p, _)| p))
-            .await
     }
 
     /// The session lifetime.
@@ -333,28 +328,44 @@ impl SessionService {
         self.ttl.as_millis() as u64
     }
 
-    fn issue(&self, account: &Account, id: SessionId, now: u64) -> String {
-        self.keys.issue(
-            id,
+    /// The answer with a new token for `snapshot`: the one place session tokens are issued.
+    fn issued(
+        &self,
+        account: &Account,
+        snapshot: Arc<Snapshot>,
+        created: bool,
+        now: u64,
+    ) -> Outcome {
+        let token = self.keys.issue(
+            snapshot.id(),
             &account.name,
             &account.id,
             now / 1000,
             self.ttl.as_secs(),
-        )
+        );
+        Outcome {
+            snapshot,
+            created,
+            token,
+        }
     }
 
-    /// The token to answer with for a loaded session: the request's own, unless it has less
-    /// than half of its lifetime left or named the session's predecessor.
-    fn token_for(
+    /// The answer for a loaded session: with the request's own token, unless it has less than
+    /// half of its lifetime left or named the session's predecessor.
+    fn kept(
         &self,
         account: &Account,
-        id: SessionId,
+        snapshot: Arc<Snapshot>,
         token: Option<(&str, Verified)>,
         now: u64,
-    ) -> String {
+    ) -> Outcome {
         match token {
-            Some((token, verified)) if !verified.needs_renewal(now / 1000) => token.to_owned(),
-            _ => self.issue(account, id, now),
+            Some((token, verified)) if !verified.needs_renewal(now / 1000) => Outcome {
+                snapshot,
+                created: false,
+                token: token.to_owned(),
+            },
+            _ => self.issued(account, snapshot, false, now),
         }
     }
 
@@ -365,13 +376,9 @@ impl SessionService {
         now: u64,
     ) -> Result<Outcome, SessionError> {
         let session = self.build(account, edit, now).await?;
-        let snapshot = self.save(&session, None, None).await?;
-        let token = self.issue(account, snapshot.id(), now);
-        Ok(Outcome {
-            snapshot,
-            created: true,
-            token,
-        })
+        let record = record_of(&session, None, self.fast_paths);
+        let snapshot = self.repo.save(record, None, None).await?;
+        Ok(self.issued(account, snapshot, true, now))
     }
 
     /// GET at `now` (ms): the session the token names, or a new one when there is none. Never
@@ -384,14 +391,7 @@ impl SessionService {
         now: u64,
     ) -> Result<Outcome, SessionError> {
         match self.load(account, tokens, edit, now).await? {
-            Some(Loaded { snapshot, token }) => {
-                let token = self.token_for(account, snapshot.id(), token, now);
-                Ok(Outcome {
-                    snapshot,
-                    created: false,
-                    token,
-                })
-            }
+            Some(Loaded { snapshot, token }) => Ok(self.kept(account, snapshot, token, now)),
             None => self.create(account, edit, now).await,
         }
     }
@@ -409,92 +409,63 @@ impl SessionService {
         // same session instead of racing them again.
         let mut turn: Option<Turn<'_>> = None;
         for _ in 0..MAX_ATTEMPTS {
-            let Some(Loaded {
-                snapshot: loaded,
-                token,
-            }) = self.load(account, tokens, edit, now).await?
+            let Some(Loaded { snapshot, token }) = self.load(account, tokens, edit, now).await?
             else {
                 return self.create(account, edit, now).await;
             };
-            match self.plan(account, &loaded, edit, now)? {
-                Plan::Full => {}
-                Plan::Unchanged => {
-                    let token = self.token_for(account, loaded.id(), token, now);
-                    return Ok(Outcome {
-                        snapshot: loaded,
-                        created: false,
-                        token,
-                    });
-                }
-                Plan::InPlace(record) => {
-                    let expected = loaded.record().version();
-                    match self.repo.save(record, Some(expected), Some(&loaded)).await {
-                        Ok(snapshot) => {
-                            let token = self.token_for(account, snapshot.id(), token, now);
-                            return Ok(Outcome {
-                                snapshot,
-                                created: false,
-                                token,
-                            });
-                        }
-                        Err(StoreError::Conflict) => {
-                            if turn.is_none() {
-                                turn = Some(self.turns.wait(loaded.id()).await);
-                            }
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            let before = loaded.session()?;
-            let mut session = before.clone();
-            let delta = session.apply_owned(edit.changes_for(&session));
-            self.check_public_size(before, &session)?;
-            let changed = self
-                .settle(account, &mut session, Some(before), delta, false)
-                .await?;
-            if session.namespaces == before.namespaces {
-                let token = self.token_for(account, session.id, token, now);
-                return Ok(Outcome {
-                    snapshot: loaded,
-                    created: false,
-                    token,
-                });
-            }
-            let previous = loaded;
-            let loaded = previous.session()?;
-            session.version = loaded.version + 1;
-            session.updated_at = now;
-            session.expires_at = now.saturating_add(self.ttl_ms());
-            let saved = if identity_changed(loaded, &session) {
-                self.rotate(account, (&previous, &changed), session, now)
-                    .await?
-            } else {
-                match self
-                    .save(&session, Some(loaded.version), Some((&previous, &changed)))
-                    .await
-                {
-                    Ok(snapshot) => {
-                        let token = self.token_for(account, snapshot.id(), token, now);
-                        Some(Outcome {
-                            snapshot,
-                            created: false,
-                            token,
-                        })
-                    }
-                    Err(StoreError::Conflict) => None,
-                    Err(e) => return Err(e.into()),
-                }
+            let id = snapshot.id();
+            let attempt = match self.plan(account, &snapshot, edit, now)? {
+                Plan::Unchanged => Attempt::Kept(snapshot),
+                Plan::InPlace(record) => self.put(record, &snapshot).await?,
+                Plan::Full => self.edit_full(account, snapshot, edit, now).await?,
             };
-            if let Some(outcome) = saved {
-                return Ok(outcome);
-            }
-            if turn.is_none() {
-                turn = Some(self.turns.wait(previous.id()).await);
+            match attempt {
+                Attempt::Kept(snapshot) => return Ok(self.kept(account, snapshot, token, now)),
+                Attempt::Rotated(snapshot) => return Ok(self.issued(account, snapshot, false, now)),
+                Attempt::Lost if turn.is_none() => turn = Some(self.turns.wait(id).await),
+                Attempt::Lost => {}
             }
         }
         Err(SessionError::Conflict)
+    }
+
+    /// The full path of an edit: decode the session, apply the request's changes, run the
+    /// cycle, and save what changed (under a new id when the visitor's identity changed).
+    async fn edit_full(
+        &self,
+        account: &Account,
+        loaded: Arc<Snapshot>,
+        edit: &Edit,
+        now: u64,
+    ) -> Result<Attempt, SessionError> {
+        let before = loaded.session()?;
+        let mut session = before.clone();
+        let delta = session.apply_owned(edit.changes_for(&session));
+        self.check_public_size(before, &session)?;
+        let changed = self
+            .settle(account, &mut session, Some(before), delta, false)
+            .await?;
+        if session.namespaces == before.namespaces {
+            return Ok(Attempt::Kept(loaded));
+        }
+        session.version = before.version + 1;
+        session.updated_at = now;
+        session.expires_at = now.saturating_add(self.ttl_ms());
+        if identity_changed(before, &session) {
+            return self.rotate((&loaded, &changed), session).await;
+        }
+        let record = record_of(&session, Some((&loaded, &changed)), self.fast_paths);
+        self.put(record, &loaded).await
+    }
+
+    /// Saves `record`, the next version of `loaded`, if `loaded` is still the stored version.
+    async fn put(&self, record: Record, loaded: &Arc<Snapshot>) -> Result<Attempt, SessionError> {
+        let expected = loaded.record().version();
+        match self.repo.save(record, Some(expected), Some(loaded)).await {
+            Ok(snapshot) => Ok(Attempt::Kept(snapshot)),
+            Err(StoreError::Conflict) => Ok(Attempt::Lost),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// DELETE: ends the session the token names (its token stops working) and starts a fresh
