@@ -8,7 +8,8 @@ use tokio::net::TcpListener;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::http::cookies::CookieStyle;
+use crate::http::cookies::{CookieLines, CookieStyle};
+use crate::http::request::Filters;
 use crate::http::{router, AppState};
 use crate::repo::{open_store, Repository, SessionStore};
 use crate::service::SessionService;
@@ -64,11 +65,14 @@ impl Application {
             service,
             limits: settings.limits.clone(),
             clock,
-            cookies: CookieStyle {
-                max_age: settings.session_ttl.as_secs(),
-                secure: settings.secure_cookies,
-                keep: settings.fast_paths,
-            },
+            cookies: CookieLines::new(
+                CookieStyle {
+                    max_age: settings.session_ttl.as_secs(),
+                    secure: settings.secure_cookies,
+                },
+                settings.fast_paths,
+            ),
+            filters: Filters::default(),
             fast_paths: settings.fast_paths,
         });
         let listener = TcpListener::bind(settings.listen)

@@ -10,10 +10,9 @@
 
 use std::any::Any;
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use indexmap::IndexMap;
 use sessiond_core::record::{Bytes, RecordError};
@@ -23,37 +22,25 @@ use crate::prehashed::RandomKeys;
 
 /// Longest `items` filter whose answer is kept with a snapshot: a request cannot make every
 /// cached session hold a long string of its choosing.
-const MAX_KEPT_FILTER: usize = 256;
+pub const MAX_KEPT_FILTER: usize = 256;
 
-/// An `items` filter as asked for, and parsed.
-struct Filter {
+/// An `items` filter as asked for, and parsed. Storefronts ask the same few filters of every
+/// session: the HTTP layer parses each once and shares it, so a snapshot that keeps an answer
+/// holds an `Arc` of its filter.
+#[derive(Debug)]
+pub struct Filter {
     raw: Box<str>,
     items: Items,
 }
 
-/// Most filters kept parsed (see [`shared_filter`]); past that the table starts over.
-const MAX_SHARED_FILTERS: usize = 1024;
-
-/// Every `items` filter asked for lately, parsed once: storefronts ask the same few filters of
-/// every session, so a snapshot that keeps an answer holds an `Arc` of its filter.
-static FILTERS: LazyLock<Mutex<HashMap<Box<str>, Arc<Filter>>>> = LazyLock::new(Mutex::default);
-
-/// The shared, parsed form of the raw filter `raw`.
-fn shared_filter(raw: &str) -> Arc<Filter> {
-    // Each operation is one lookup, insert or clear: a panic cannot leave it half-written.
-    let mut table = FILTERS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(filter) = table.get(raw) {
-        return filter.clone();
+impl Filter {
+    /// The filter `raw` (`*,public.a,…`), parsed.
+    pub fn new(raw: &str) -> Self {
+        Filter {
+            raw: raw.into(),
+            items: Items::parse(raw),
+        }
     }
-    let filter = Arc::new(Filter {
-        raw: raw.into(),
-        items: Items::parse(raw),
-    });
-    if table.len() >= MAX_SHARED_FILTERS {
-        table.clear();
-    }
-    table.insert(raw.into(), filter.clone());
-    filter
 }
 
 /// What a layer above derives once from a session version and keeps with its snapshot (the
@@ -152,37 +139,37 @@ impl Snapshot {
         Ok(self.session.get_or_init(|| decoded))
     }
 
-    /// The session answer (`{"id","namespaces","version","active","debug"}`) for the raw
-    /// `items` filter (`None`: no values). With `fast`, from the stored answer (as stored, cut
-    /// out of it, or kept from an earlier request); else rendered from the decoded session.
-    pub fn answer(&self, raw_items: Option<&str>, fast: bool) -> Result<Bytes, RecordError> {
+    /// The session answer (`{"id","namespaces","version","active","debug"}`) for the `items`
+    /// filter (`None`: no values). With `fast`, from the stored answer (as stored, cut out of
+    /// it, or kept from an earlier request); else rendered from the decoded session.
+    pub fn answer(&self, filter: Option<&Arc<Filter>>, fast: bool) -> Result<Bytes, RecordError> {
         if !fast {
-            let items = raw_items.map(Items::parse).unwrap_or_default();
-            return Ok(Bytes::from(self.session()?.answer(&items)));
+            let none = Items::default();
+            let items = filter.map_or(&none, |f| &f.items);
+            return Ok(Bytes::from(self.session()?.answer(items)));
         }
-        let Some(raw) = raw_items else {
+        let Some(filter) = filter else {
             return self.render(&Items::default());
         };
-        if raw == "*" {
+        if *filter.raw == *"*" {
             return Ok(self.record.answer());
         }
         if let Some((kept, answer)) = self.filtered.get() {
-            if *kept.raw == *raw {
+            if kept.raw == filter.raw {
                 return Ok(answer.clone());
             }
         }
-        if raw.len() > MAX_KEPT_FILTER {
-            return self.answer_to(&Items::parse(raw));
-        }
-        let filter = shared_filter(raw);
-        if filter.items.selects_all() || self.filtered.get().is_some() {
+        if filter.raw.len() > MAX_KEPT_FILTER
+            || filter.items.selects_all()
+            || self.filtered.get().is_some()
+        {
             return self.answer_to(&filter.items);
         }
         let answer = self.render(&filter.items)?;
         let (kept, kept_answer) = self
             .filtered
             .get_or_init(|| (filter.clone(), answer.clone()));
-        Ok(if Arc::ptr_eq(kept, &filter) {
+        Ok(if Arc::ptr_eq(kept, filter) {
             kept_answer.clone()
         } else {
             answer
@@ -352,6 +339,10 @@ mod tests {
     use super::*;
     use sessiond_core::Value;
 
+    fn f(raw: &str) -> Arc<Filter> {
+        Arc::new(Filter::new(raw))
+    }
+
     fn session(version: u64) -> Session {
         let mut s = Session::new("demo", 1_000, 10_000);
         s.version = version;
@@ -415,15 +406,17 @@ mod tests {
         let s = session(4);
         let read = Snapshot::read(Record::encode(&s, None));
         assert_eq!(
-            read.answer(Some("*"), true).unwrap(),
-            Snapshot::new(s.clone()).answer(Some("*"), true).unwrap()
+            read.answer(Some(&f("*")), true).unwrap(),
+            Snapshot::new(s.clone())
+                .answer(Some(&f("*")), true)
+                .unwrap()
         );
         assert_eq!(read.segment_token(), Segment::of(&s).encode());
         let none: serde_json::Value =
             serde_json::from_slice(&read.answer(None, true).unwrap()).unwrap();
         assert_eq!(none["namespaces"], serde_json::json!({}));
         assert_eq!(
-            read.answer(Some("public.k,cookie.c"), true).unwrap(),
+            read.answer(Some(&f("public.k,cookie.c")), true).unwrap(),
             Bytes::from(s.answer(&Items::parse("public.k,cookie.c")))
         );
         assert!(read.session.get().is_none(), "nothing decoded for answers");
@@ -433,58 +426,55 @@ mod tests {
         bytes.truncate(bytes.len() - 2);
         let broken = Snapshot::read(Record::parse(Bytes::from(bytes)).unwrap());
         assert!(
-            broken.answer(Some("*"), true).is_ok(),
+            broken.answer(Some(&f("*")), true).is_ok(),
             "the kept answer is intact"
         );
         assert!(matches!(broken.session(), Err(RecordError::Json(_))));
         assert!(
-            broken.answer(Some("public.k"), true).is_ok(),
+            broken.answer(Some(&f("public.k")), true).is_ok(),
             "cut from the intact answer"
         );
     }
 
     #[test]
-    fn filters_are_parsed_once_and_shared_and_the_table_is_bounded() {
+    fn a_shared_filter_is_kept_by_every_snapshot_it_answered() {
         let (a, b) = (Snapshot::new(session(1)), Snapshot::new(session(2)));
-        a.answer(Some("public.k,store.x"), true).unwrap();
-        b.answer(Some("public.k,store.x"), true).unwrap();
+        let filter = f("public.k,store.x");
+        a.answer(Some(&filter), true).unwrap();
+        b.answer(Some(&filter), true).unwrap();
         assert!(Arc::ptr_eq(
             &a.filtered.get().unwrap().0,
             &b.filtered.get().unwrap().0
         ));
         let all = Snapshot::new(session(3));
         assert_eq!(
-            all.answer(Some("public.k,*"), true).unwrap(),
+            all.answer(Some(&f("public.k,*")), true).unwrap(),
             all.record().answer(),
             "a filter naming `*` is `*`"
         );
-        for i in 0..MAX_SHARED_FILTERS + 10 {
-            shared_filter(&format!("public.k{i}"));
-        }
-        assert!(FILTERS.lock().unwrap().len() <= MAX_SHARED_FILTERS);
     }
 
     #[test]
     fn answers_redact_cookies() {
         let snapshot = Snapshot::new(session(1));
         let parse = |b: Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
-        let all = parse(snapshot.answer(Some("*"), true).unwrap());
+        let all = parse(snapshot.answer(Some(&f("*")), true).unwrap());
         assert_eq!(all["namespaces"]["cookie"]["c"]["value"], "[redacted]");
         assert_eq!(all["namespaces"]["public"]["k"]["value"], "v");
         assert_eq!(all["version"], 1);
         for _ in 0..2 {
-            let some = parse(snapshot.answer(Some("public.k"), true).unwrap());
+            let some = parse(snapshot.answer(Some(&f("public.k")), true).unwrap());
             assert!(some["namespaces"].get("cookie").is_none());
             assert_eq!(some["namespaces"]["public"]["k"]["value"], "v");
-            let other = parse(snapshot.answer(Some("cookie.c"), true).unwrap());
+            let other = parse(snapshot.answer(Some(&f("cookie.c")), true).unwrap());
             assert_eq!(other["namespaces"]["cookie"]["c"]["value"], "[redacted]");
             assert!(other["namespaces"].get("public").is_none());
         }
         let long = format!("public.k,{}", "x.y,".repeat(100));
-        let answer = parse(snapshot.answer(Some(&long), true).unwrap());
+        let answer = parse(snapshot.answer(Some(&f(&long)), true).unwrap());
         assert_eq!(answer["namespaces"]["public"]["k"]["value"], "v");
         let fresh = Snapshot::new(session(1));
-        fresh.answer(Some(&long), true).unwrap();
+        fresh.answer(Some(&f(&long)), true).unwrap();
         assert!(fresh.filtered.get().is_none(), "a long filter is not kept");
         let none = parse(snapshot.answer(None, true).unwrap());
         assert_eq!(none["namespaces"], serde_json::json!({}));

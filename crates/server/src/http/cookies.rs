@@ -6,10 +6,10 @@
 //! segment's when its token is.
 
 use std::any::Any;
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use axum::http::HeaderValue;
+use quick_cache::sync::Cache;
 
 use super::request::{set_cookie, SEGMENT_COOKIE, SESSION_COOKIE};
 use crate::snapshot::{Derived, Snapshot};
@@ -21,41 +21,94 @@ pub struct CookieStyle {
     pub max_age: u64,
     /// Whether cookies carry `Secure`.
     pub secure: bool,
-    /// Whether lines are kept and shared (a snapshot's session-token line, a segment's line);
-    /// else each answer makes its own.
-    pub keep: bool,
+}
+
+impl CookieStyle {
+    /// The `Set-Cookie` line of cookie `name` with `value` in this style.
+    pub fn line(&self, name: &str, value: &str) -> HeaderValue {
+        set_cookie(name, value, self.max_age, self.secure)
+    }
 }
 
 /// A segment token's `Set-Cookie` line.
 #[derive(Debug)]
 struct SegmentLine {
-    style: CookieStyle,
     cookie: HeaderValue,
 }
 
-/// Most segments whose lines are shared (see [`shared_segment`]); past that the table starts
-/// over, so requests that make up many distinct segments cannot grow it without bound.
+/// Most segments whose lines are shared: requests that make up many distinct segments cannot
+/// grow the memory without bound.
 const MAX_SHARED_SEGMENTS: usize = 4096;
 
-/// The cookie lines of every segment token seen lately. A process has one cookie style; a
-/// line of another style (tests run several servers in one process) replaces the entry.
-static SEGMENTS: LazyLock<Mutex<HashMap<Box<str>, Arc<SegmentLine>>>> =
-    LazyLock::new(Mutex::default);
+/// The token cookie lines of a server: their style, and whether lines are kept with snapshots
+/// and shared between sessions of the same segment (the fast paths) or made for each answer.
+pub struct CookieLines {
+    style: CookieStyle,
+    keep: bool,
+    /// The lines of the segment tokens seen lately.
+    segments: Cache<Box<str>, Arc<SegmentLine>>,
+}
 
-/// The shared line of segment token `token` in `style`, made if not known.
-fn shared_segment(token: &str, style: CookieStyle) -> Arc<SegmentLine> {
-    // Each operation is one lookup or insert: a panic cannot leave the table half-written.
-    let mut table = SEGMENTS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(line) = table.get(token).filter(|l| l.style == style) {
-        return line.clone();
+impl CookieLines {
+    /// Lines in `style`, kept and shared when `keep`.
+    pub fn new(style: CookieStyle, keep: bool) -> Self {
+        CookieLines {
+            style,
+            keep,
+            segments: Cache::new(MAX_SHARED_SEGMENTS),
+        }
     }
-    let cookie = set_cookie(SEGMENT_COOKIE, token, style.max_age, style.secure);
-    let line = Arc::new(SegmentLine { style, cookie });
-    if table.len() >= MAX_SHARED_SEGMENTS {
-        table.clear();
+
+    /// The style of every line.
+    pub fn style(&self) -> CookieStyle {
+        self.style
     }
-    table.insert(token.into(), line.clone());
-    line
+
+    /// The shared line of segment token `token`, made if not known.
+    fn shared_segment(&self, token: &str) -> Arc<SegmentLine> {
+        if let Some(line) = self.segments.get(token) {
+            return line;
+        }
+        let line = Arc::new(SegmentLine {
+            cookie: self.style.line(SEGMENT_COOKIE, token),
+        });
+        self.segments.insert(token.into(), line.clone());
+        line
+    }
+
+    /// The `Set-Cookie` line of session token `token` of `snapshot`'s session. The line of the
+    /// first token asked for is kept (a session is nearly always named by one token at a time).
+    pub fn session(&self, snapshot: &Snapshot, token: &str) -> HeaderValue {
+        let make = || self.style.line(SESSION_COOKIE, token);
+        if !self.keep {
+            return make();
+        }
+        let Some(lines) = snapshot.derived(Lines::default) else {
+            return make();
+        };
+        let line = lines.token.get_or_init(make);
+        if names_token(line, token) {
+            line.clone()
+        } else {
+            make()
+        }
+    }
+
+    /// The `Set-Cookie` line of the segment token of `snapshot`'s session.
+    pub fn segment(&self, snapshot: &Snapshot) -> HeaderValue {
+        let token = snapshot.segment_token();
+        if !self.keep {
+            return self.style.line(SEGMENT_COOKIE, token);
+        }
+        let Some(lines) = snapshot.derived(Lines::default) else {
+            return self.style.line(SEGMENT_COOKIE, token);
+        };
+        lines
+            .segment
+            .get_or_init(|| self.shared_segment(token))
+            .cookie
+            .clone()
+    }
 }
 
 /// The lines kept with one snapshot.
@@ -94,41 +147,6 @@ fn names_token(line: &HeaderValue, token: &str) -> bool {
     bytes.get(start..end) == Some(token.as_bytes()) && bytes.get(end) == Some(&b';')
 }
 
-/// The `Set-Cookie` line of session token `token` of `snapshot`'s session. The line of the
-/// first token asked for is kept (a session is nearly always named by one token at a time).
-pub fn session_cookie(snapshot: &Snapshot, token: &str, style: CookieStyle) -> HeaderValue {
-    let make = || set_cookie(SESSION_COOKIE, token, style.max_age, style.secure);
-    if !style.keep {
-        return make();
-    }
-    let Some(lines) = snapshot.derived(Lines::default) else {
-        return make();
-    };
-    let line = lines.token.get_or_init(make);
-    if names_token(line, token) {
-        line.clone()
-    } else {
-        make()
-    }
-}
-
-/// The `Set-Cookie` line of the segment token of `snapshot`'s session.
-pub fn segment_cookie(snapshot: &Snapshot, style: CookieStyle) -> HeaderValue {
-    let token = snapshot.segment_token();
-    let make = || set_cookie(SEGMENT_COOKIE, token, style.max_age, style.secure);
-    if !style.keep {
-        return make();
-    }
-    let Some(lines) = snapshot.derived(Lines::default) else {
-        return make();
-    };
-    lines
-        .segment
-        .get_or_init(|| shared_segment(token, style))
-        .cookie
-        .clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,8 +155,11 @@ mod tests {
     const STYLE: CookieStyle = CookieStyle {
         max_age: 60,
         secure: false,
-        keep: true,
     };
+
+    fn kept_lines() -> CookieLines {
+        CookieLines::new(STYLE, true)
+    }
 
     fn session(version: u64) -> Session {
         let mut s = Session::new("demo", 1_000, 10_000);
@@ -153,9 +174,10 @@ mod tests {
 
     #[test]
     fn successors_carry_the_lines_that_still_hold() {
+        let lines = kept_lines();
         let first = Snapshot::new(session(1));
-        let token_line = session_cookie(&first, "tok", STYLE);
-        let segment_line = segment_cookie(&first, STYLE);
+        let token_line = lines.session(&first, "tok");
+        let segment_line = lines.segment(&first);
 
         let other = Key::new("public", "other");
         let hint = first.segment_after([&other].into_iter());
@@ -177,7 +199,8 @@ mod tests {
         );
         assert_eq!(*kept(&third).token.get().unwrap(), token_line);
         assert_ne!(third.segment_token(), first.segment_token());
-        assert!(segment_cookie(&third, STYLE)
+        assert!(lines
+            .segment(&third)
             .to_str()
             .unwrap()
             .starts_with(&format!("vtex_segment={};", third.segment_token())));
@@ -193,37 +216,35 @@ mod tests {
     }
 
     #[test]
-    fn equal_segments_share_their_lines_and_the_table_is_bounded() {
+    fn equal_segments_share_their_lines_and_the_memory_is_bounded() {
+        let lines = kept_lines();
         let a = Snapshot::new(session(1));
         let b = Snapshot::new(session(2));
-        assert_eq!(segment_cookie(&a, STYLE), segment_cookie(&b, STYLE));
+        assert_eq!(lines.segment(&a), lines.segment(&b));
         assert!(Arc::ptr_eq(
             kept(&a).segment.get().unwrap(),
             kept(&b).segment.get().unwrap()
         ));
-        let secure = CookieStyle {
-            secure: true,
-            ..STYLE
-        };
+        let secure = CookieLines::new(
+            CookieStyle {
+                secure: true,
+                ..STYLE
+            },
+            true,
+        );
         let c = Snapshot::new(session(1));
-        assert!(segment_cookie(&c, secure)
-            .to_str()
-            .unwrap()
-            .ends_with("; Secure"));
-        assert!(!segment_cookie(&a, STYLE)
-            .to_str()
-            .unwrap()
-            .ends_with("; Secure"));
-        // Made-up segments (one per request, say) do not grow the table without bound.
+        assert!(secure.segment(&c).to_str().unwrap().ends_with("; Secure"));
+        assert!(!lines.segment(&a).to_str().unwrap().ends_with("; Secure"));
+        // Made-up segments (one per request, say) do not grow the memory without bound.
         for i in 0..MAX_SHARED_SEGMENTS + 10 {
-            let line = shared_segment(&format!("made-up-{i}"), STYLE);
+            let line = lines.shared_segment(&format!("made-up-{i}"));
             assert!(line
                 .cookie
                 .to_str()
                 .unwrap()
                 .starts_with("vtex_segment=made-up-"));
         }
-        assert!(SEGMENTS.lock().unwrap().len() <= MAX_SHARED_SEGMENTS);
+        assert!(lines.segments.len() <= MAX_SHARED_SEGMENTS);
     }
 
     #[test]
@@ -232,29 +253,23 @@ mod tests {
         let style = CookieStyle {
             max_age: 60,
             secure: true,
-            keep: true,
         };
-        let a = session_cookie(&snapshot, "aaa", style);
+        let lines = CookieLines::new(style, true);
+        let a = lines.session(&snapshot, "aaa");
         assert_eq!(
             a.to_str().unwrap(),
             "vtex_session=aaa; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
         );
-        let b = session_cookie(&snapshot, "bbb", style);
+        let b = lines.session(&snapshot, "bbb");
         assert!(b.to_str().unwrap().starts_with("vtex_session=bbb;"));
-        assert_eq!(session_cookie(&snapshot, "aaa", style), a);
-        let prefix = session_cookie(&snapshot, "aa", style);
+        assert_eq!(lines.session(&snapshot, "aaa"), a);
+        let prefix = lines.session(&snapshot, "aa");
         assert!(prefix.to_str().unwrap().starts_with("vtex_session=aa;"));
 
         let fresh = Snapshot::new(session(1));
-        let simple = CookieStyle {
-            keep: false,
-            ..style
-        };
-        assert_eq!(session_cookie(&fresh, "aaa", simple), a);
-        assert_eq!(
-            segment_cookie(&fresh, simple),
-            segment_cookie(&fresh, style)
-        );
+        let simple = CookieLines::new(style, false);
+        assert_eq!(simple.session(&fresh, "aaa"), a);
+        assert_eq!(simple.segment(&fresh), lines.segment(&fresh));
         assert!(
             fresh.derived(Lines::default).unwrap().token.get().is_none(),
             "nothing kept when not keeping"

@@ -18,9 +18,9 @@ use crate::clock::Clock;
 use crate::config::Limits;
 use crate::service::{Edit, Outcome, SessionService};
 use crate::tenancy::{Account, Tenancy};
-use cookies::CookieStyle;
+use cookies::CookieLines;
 use error::ApiError;
-use request::{Query, RequestCookies, SESSION_COOKIE};
+use request::{Filters, Query, RequestCookies, SESSION_COOKIE};
 
 pub mod cookies;
 pub mod error;
@@ -36,8 +36,10 @@ pub struct AppState {
     pub service: SessionService,
     /// Request limits.
     pub limits: Limits,
-    /// The attributes of the token cookies.
-    pub cookies: CookieStyle,
+    /// The token cookie lines.
+    pub cookies: CookieLines,
+    /// The `items` filters asked for lately, parsed.
+    pub filters: Filters,
     /// The time requests are served at.
     pub clock: Clock,
     /// Whether answers come from the stored answer (see `Settings::fast_paths`).
@@ -164,10 +166,7 @@ pub(crate) fn add_token_cookies(state: &AppState, response: &mut Response, outco
     let h = response.headers_mut();
     h.append(
         header::SET_COOKIE,
-        cookies::session_cookie(snapshot, &outcome.token, state.cookies),
+        state.cookies.session(snapshot, &outcome.token),
     );
-    h.append(
-        header::SET_COOKIE,
-        cookies::segment_cookie(snapshot, state.cookies),
-    );
+    h.append(header::SET_COOKIE, state.cookies.segment(snapshot));
 }

@@ -1,12 +1,16 @@
 //! What a request asks for: its cookies, its query string and its JSON body, checked against
 //! the limits and turned into session [`Changes`].
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderValue};
+use quick_cache::sync::Cache;
 use sessiond_core::{Changes, Key, Value};
 
 use super::error::ApiError;
 use crate::config::Limits;
+use crate::snapshot::{Filter, MAX_KEPT_FILTER};
 
 /// Name of the session-token cookie.
 pub const SESSION_COOKIE: &str = "vtex_session";
@@ -113,6 +117,34 @@ impl Query {
             }
         }
         q
+    }
+}
+
+/// Most `items` filters kept parsed (see [`Filters`]).
+const MAX_SHARED_FILTERS: usize = 1024;
+
+/// The `items` filters asked for lately, each parsed once and shared: storefronts ask the same
+/// few of every session, and a snapshot that keeps an answer keeps its filter.
+pub struct Filters(Cache<Box<str>, Arc<Filter>>);
+
+impl Default for Filters {
+    fn default() -> Self {
+        Filters(Cache::new(MAX_SHARED_FILTERS))
+    }
+}
+
+impl Filters {
+    /// The parsed filter `raw`: shared, unless it is too long to be kept with a snapshot.
+    pub fn get(&self, raw: &str) -> Arc<Filter> {
+        if raw.len() > MAX_KEPT_FILTER {
+            return Arc::new(Filter::new(raw));
+        }
+        if let Some(filter) = self.0.get(raw) {
+            return filter;
+        }
+        let filter = Arc::new(Filter::new(raw));
+        self.0.insert(raw.into(), filter.clone());
+        filter
     }
 }
 
@@ -279,6 +311,19 @@ fn body_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_are_parsed_once_and_shared_and_the_memory_is_bounded() {
+        let filters = Filters::default();
+        let a = filters.get("public.k,store.x");
+        assert!(Arc::ptr_eq(&a, &filters.get("public.k,store.x")));
+        let long = "public.k,".repeat(40);
+        assert!(!Arc::ptr_eq(&filters.get(&long), &filters.get(&long)));
+        for i in 0..MAX_SHARED_FILTERS + 10 {
+            filters.get(&format!("public.k{i}"));
+        }
+        assert!(filters.0.len() <= MAX_SHARED_FILTERS);
+    }
 
     fn json_headers() -> HeaderMap {
         let mut h = HeaderMap::new();

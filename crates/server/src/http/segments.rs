@@ -10,9 +10,8 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use sessiond_core::Segment;
 
-use super::cookies::{self, CookieStyle};
 use super::error::ApiError;
-use super::request::{set_cookie, Query, SEGMENT_COOKIE};
+use super::request::{Query, SEGMENT_COOKIE};
 use super::{json_response, AppState, Context};
 
 pub(super) async fn get_segment(
@@ -32,10 +31,9 @@ pub(super) async fn get_segment(
         }
     }
     let mut response = json_response(StatusCode::OK, answer.to_json());
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        cookies::segment_cookie(&snapshot, state.cookies),
-    );
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, state.cookies.segment(&snapshot));
     Ok(response)
 }
 
@@ -47,12 +45,9 @@ fn is_segment_override(key: &str) -> bool {
 /// A decoded segment answer with the `vtex_segment` cookie of its canonical token.
 fn segment_response(state: &AppState, body: Vec<u8>, token: &str) -> Response {
     let mut response = json_response(StatusCode::OK, body);
-    let CookieStyle {
-        max_age, secure, ..
-    } = state.cookies;
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(SEGMENT_COOKIE, token, max_age, secure),
+        state.cookies.style().line(SEGMENT_COOKIE, token),
     );
     response
 }

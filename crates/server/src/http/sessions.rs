@@ -21,8 +21,9 @@ fn session_json(
     outcome: &Outcome,
     items: Option<&str>,
 ) -> Result<Body, ApiError> {
+    let filter = items.map(|raw| state.filters.get(raw));
     Ok(Body::from(
-        outcome.snapshot.answer(items, state.fast_paths)?,
+        outcome.snapshot.answer(filter.as_ref(), state.fast_paths)?,
     ))
 }
 
