@@ -281,6 +281,7 @@ impl Verifier {
     /// The verifier of `identity`; errs, saying what is wrong, when the table is not usable.
     /// A JWKS document is fetched once [`Verifier::start`] is called.
     pub fn new(identity: &Identity) -> Result<Self, String> {
+        crate::jwt::install();
         let keys = match identity.source()? {
             Source::None => Keys::None,
             Source::Fixed(key) => Keys::Fixed(key),

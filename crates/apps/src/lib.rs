@@ -11,5 +11,6 @@ pub mod builtin;
 pub mod commerce;
 pub mod http;
 pub mod identity;
+pub mod jwt;
 
 pub use commerce::CommerceData;

@@ -15,16 +15,11 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use p256::ecdsa::{SigningKey, VerifyingKey};
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, LineEnding};
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::UnitWeighter;
-use ring::rand::SystemRandom;
-use ring::signature::{
-    EcdsaKeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
-};
 use serde::{Deserialize, Serialize};
 use sessiond_core::SessionId;
 use sha2::{Digest, Sha256};
@@ -85,12 +80,6 @@ pub struct Claims {
     pub jti: String,
 }
 
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-    kid: Option<String>,
-}
-
 /// A token verified for one request: the session it names and when it should be renewed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verified {
@@ -112,13 +101,18 @@ impl Verified {
 
 /// The signing key and every accepted verification key, by `kid`.
 ///
-/// Key files are read and written with `p256` (PKCS#8/SEC1 PEM); signing and verifying use
-/// `ring`, whose assembly P-256 is several times faster: a token is signed at every creation.
+/// Key files are read and written with `p256` (PKCS#8/SEC1 PEM); tokens are made and checked
+/// by `jsonwebtoken`, with the cryptography of [`sessiond_apps::jwt`] (`ring` for ES256: a token
+/// is signed at every creation).
 pub struct Keyring {
-    signing: EcdsaKeyPair,
-    rng: SystemRandom,
+    signing: EncodingKey,
+    /// The header of every token signed here (`ES256`, the signing key's `kid`, `JWT`).
+    header: Header,
     kid: String,
-    verifiers: HashMap<String, UnparsedPublicKey<Vec<u8>>>,
+    verifiers: HashMap<String, DecodingKey>,
+    /// What is checked of a token besides its signature (only ES256; expiry is checked against
+    /// the request's time, by [`Keyring::verify`]).
+    validation: Validation,
     /// Verified tokens by SHA-256 digest, [`CACHE_LIMIT`] at most.
     verified: TokenCache,
 }
@@ -166,13 +160,11 @@ impl Keyring {
             Some(pem) => parse_signing(pem)?,
             None => load_or_generate(data_dir)?,
         };
+        sessiond_apps::jwt::install();
         let mut verifiers = HashMap::new();
         let mut accept = |key: &VerifyingKey| {
-            let point = key.to_encoded_point(false).as_bytes().to_vec();
-            verifiers.insert(
-                kid_of(key),
-                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point),
-            );
+            let point = key.to_encoded_point(false);
+            verifiers.insert(kid_of(key), DecodingKey::from_ec_der(point.as_bytes()));
         };
         for pem in extra {
             let key = VerifyingKey::from_public_key_pem(pem)
@@ -185,22 +177,21 @@ impl Keyring {
         }
         accept(signing.verifying_key());
         let kid = kid_of(signing.verifying_key());
-        let rng = SystemRandom::new();
         let der = signing.to_pkcs8_der().map_err(|e| KeyError::Pem {
             what: "session signing key",
             reason: e.to_string(),
         })?;
-        let signing =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_bytes(), &rng)
-                .map_err(|e| KeyError::Pem {
-                    what: "session signing key",
-                    reason: e.to_string(),
-                })?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.clone());
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
         Ok(Keyring {
-            signing,
-            rng,
+            signing: EncodingKey::from_ec_der(der.as_bytes()),
+            header,
             kid,
             verifiers,
+            validation,
             verified: token_cache(CACHE_LIMIT),
         })
     }
@@ -230,17 +221,8 @@ impl Keyring {
             exp: now.saturating_add(ttl_secs),
             jti: uuid::Uuid::new_v4().to_string(),
         };
-        let header = format!(r#"{{"alg":"ES256","kid":"{}","typ":"JWT"}}"#, self.kid);
-        let payload = serde_json::to_vec(&claims).expect("claims serialize");
-        let mut token = URL_SAFE_NO_PAD.encode(header);
-        token.push('.');
-        token.push_str(&URL_SAFE_NO_PAD.encode(payload));
-        let signature = self
-            .signing
-            .sign(&self.rng, token.as_bytes())
+        let token = jsonwebtoken::encode(&self.header, &claims, &self.signing)
             .expect("signing with a valid P-256 key and the system RNG does not fail");
-        token.push('.');
-        token.push_str(&URL_SAFE_NO_PAD.encode(signature.as_ref()));
         let verified = Verified {
             id,
             exp: claims.exp,
@@ -275,20 +257,11 @@ impl Keyring {
         if token.len() > 4096 {
             return None;
         }
-        let mut parts = token.split('.');
-        let (h, p, s) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
-            return None;
-        }
-        let header: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
-        if header.alg != "ES256" {
-            return None;
-        }
+        let header = jsonwebtoken::decode_header(token).ok()?;
         let key = self.verifiers.get(header.kid.as_deref()?)?;
-        let signature = URL_SAFE_NO_PAD.decode(s).ok()?;
-        key.verify(&token.as_bytes()[..h.len() + 1 + p.len()], &signature)
-            .ok()?;
-        let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).ok()?).ok()?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .ok()?
+            .claims;
         if claims.sub != "session" {
             return None;
         }
@@ -347,9 +320,23 @@ fn load_or_generate(data_dir: &Path) -> Result<SigningKey, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     fn ring(dir: &Path) -> Keyring {
         Keyring::load(None, &[], dir).unwrap()
+    }
+
+    #[test]
+    fn session_tokens_are_signed_by_ring() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ring(dir.path());
+        // RustCrypto's ECDSA nonces are deterministic (RFC 6979), ring's are random: the same
+        // claims signed twice differ only with ring.
+        let claims = serde_json::json!({"sub": "session"});
+        let a = jsonwebtoken::encode(&keys.header, &claims, &keys.signing).unwrap();
+        let b = jsonwebtoken::encode(&keys.header, &claims, &keys.signing).unwrap();
+        assert_ne!(a, b);
     }
 
     #[test]
