@@ -9,9 +9,10 @@ use std::any::Any;
 use std::sync::{Arc, OnceLock};
 
 use axum::http::HeaderValue;
+use cookie::{Cookie, SameSite};
 use quick_cache::sync::Cache;
 
-use super::request::{set_cookie, SEGMENT_COOKIE, SESSION_COOKIE};
+use super::request::{SEGMENT_COOKIE, SESSION_COOKIE};
 use crate::snapshot::{Derived, Snapshot};
 
 /// The attributes of the token cookies (the same for every answer of a process).
@@ -24,9 +25,19 @@ pub struct CookieStyle {
 }
 
 impl CookieStyle {
-    /// The `Set-Cookie` line of cookie `name` with `value` in this style.
+    /// The `Set-Cookie` line of cookie `name` with `value` in this style, with the attributes
+    /// storefronts forward verbatim: `Path=/`, `Max-Age`, `HttpOnly`, `SameSite=Lax`, and
+    /// `Secure` when configured.
     pub fn line(&self, name: &str, value: &str) -> HeaderValue {
-        set_cookie(name, value, self.max_age, self.secure)
+        let max_age = i64::try_from(self.max_age).unwrap_or(i64::MAX);
+        let cookie = Cookie::build((name, value))
+            .path("/")
+            .max_age(cookie::time::Duration::seconds(max_age))
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(self.secure)
+            .build();
+        HeaderValue::try_from(cookie.to_string()).expect("token cookies are visible ASCII")
     }
 }
 
@@ -233,8 +244,8 @@ mod tests {
             true,
         );
         let c = Snapshot::new(session(1));
-        assert!(secure.segment(&c).to_str().unwrap().ends_with("; Secure"));
-        assert!(!lines.segment(&a).to_str().unwrap().ends_with("; Secure"));
+        assert!(secure.segment(&c).to_str().unwrap().contains("; Secure"));
+        assert!(!lines.segment(&a).to_str().unwrap().contains("; Secure"));
         // Made-up segments (one per request, say) do not grow the memory without bound.
         for i in 0..MAX_SHARED_SEGMENTS + 10 {
             let line = lines.shared_segment(&format!("made-up-{i}"));
@@ -256,9 +267,12 @@ mod tests {
         };
         let lines = CookieLines::new(style, true);
         let a = lines.session(&snapshot, "aaa");
+        let mut attributes: Vec<&str> = a.to_str().unwrap().split("; ").collect();
+        assert_eq!(attributes.remove(0), "vtex_session=aaa");
+        attributes.sort_unstable();
         assert_eq!(
-            a.to_str().unwrap(),
-            "vtex_session=aaa; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
+            attributes,
+            ["HttpOnly", "Max-Age=60", "Path=/", "SameSite=Lax", "Secure"]
         );
         let b = lines.session(&snapshot, "bbb");
         assert!(b.to_str().unwrap().starts_with("vtex_session=bbb;"));

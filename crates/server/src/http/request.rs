@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap};
+use cookie::Cookie;
 use quick_cache::sync::Cache;
 use sessiond_core::{Changes, Key, Value};
 
@@ -24,27 +24,17 @@ pub struct RequestCookies {
 }
 
 impl RequestCookies {
-    /// Parses every `Cookie` header.
+    /// Parses every `Cookie` header (pairs without a name or an `=` are passed over; a value
+    /// in double quotes is taken without them).
     pub fn parse(headers: &HeaderMap) -> Self {
-        let mut pairs = Vec::new();
-        for value in headers.get_all(header::COOKIE) {
-            let Ok(text) = value.to_str() else { continue };
-            for part in text.split(';') {
-                let Some((name, value)) = part.split_once('=') else {
-                    continue;
-                };
-                let name = name.trim();
-                if name.is_empty() {
-                    continue;
-                }
-                let value = value.trim();
-                let value = value
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(value);
-                pairs.push((name.to_owned(), value.to_owned()));
-            }
-        }
+        let pairs = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(Cookie::split_parse)
+            .flatten()
+            .map(|c| (c.name().to_owned(), c.value_trimmed().to_owned()))
+            .collect();
         RequestCookies { pairs }
     }
 
@@ -67,24 +57,6 @@ impl RequestCookies {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
-}
-
-/// A `Set-Cookie` value with the attributes storefronts forward verbatim.
-pub fn set_cookie(name: &str, value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
-    use std::fmt::Write;
-    // Built in place and handed over without a copy: one of these goes out with every answer.
-    let mut text = String::with_capacity(name.len() + value.len() + 72);
-    text.push_str(name);
-    text.push('=');
-    text.push_str(value);
-    let _ = write!(
-        text,
-        "; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax"
-    );
-    if secure {
-        text.push_str("; Secure");
-    }
-    HeaderValue::from_maybe_shared(Bytes::from(text)).expect("token cookies are visible ASCII")
 }
 
 /// The query string, split into what the manager reads and what goes into `public`.
@@ -311,6 +283,7 @@ fn body_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn filters_are_parsed_once_and_shared_and_the_memory_is_bounded() {
