@@ -8,8 +8,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::items::{Items, Selection};
+use crate::items::Items;
 use crate::map::SortedMap;
+use crate::record::answer::{json_bool, json_id, write_answer};
 
 /// A session identifier: a random (v4) UUID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -36,6 +37,11 @@ impl SessionId {
     /// The identifier as its 16 raw bytes (a compact storage key).
     pub fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
+    }
+
+    /// Writes the identifier's text (hyphenated, lower case: 36 bytes) into `out`.
+    pub(crate) fn hyphenated(&self, out: &mut [u8]) {
+        self.0.hyphenated().encode_lower(out);
     }
 }
 
@@ -352,25 +358,20 @@ impl Session {
     /// The public API's answer for this session under the `items` filter:
     /// `{"id","namespaces","version","active","debug"}`, secret values redacted.
     pub fn answer(&self, items: &Items) -> Vec<u8> {
-        let answer = Answer {
-            id: &self.id,
-            namespaces: items.view(&self.namespaces),
-            version: self.version,
-            active: self.active,
-            debug: self.debug,
+        let mut out = Vec::with_capacity(512);
+        let namespaces = |out: &mut Vec<u8>| {
+            serde_json::to_writer(out, &items.view(&self.namespaces)).expect("values serialize");
+            Some(())
         };
-        serde_json::to_vec(&answer).expect("answers serialize")
+        let mut number = itoa::Buffer::new();
+        let fields = [
+            number.format(self.version).as_bytes(),
+            json_bool(self.active),
+            json_bool(self.debug),
+        ];
+        write_answer(&mut out, &json_id(&self.id), namespaces, fields);
+        out
     }
-}
-
-/// The JSON shape of a session answer.
-#[derive(Serialize)]
-struct Answer<'a> {
-    id: &'a SessionId,
-    namespaces: Selection<'a>,
-    version: u64,
-    active: bool,
-    debug: bool,
 }
 
 #[cfg(test)]

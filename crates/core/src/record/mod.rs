@@ -8,6 +8,13 @@
 //! stored twice. A read that only answers `?items=*` (most page views) slices the answer out
 //! of the stored bytes instead of decoding and rendering the session.
 //!
+//! Here: the layout, encoding, parsing and decoding. Beside it: `answer` (the one writer of the
+//! answer JSON, answers cut to a filter and namespaces edited in place on the stored answer)
+//! and `json` (the walker those read stored answers with). The format lives in the core crate,
+//! next to the session it stores, because both the stores (which read a record's header for
+//! compare-and-swap and expiry) and the server (which answers from it) need it, and neither
+//! should depend on the other.
+//!
 //! Layout (integers big-endian):
 //!
 //! | bytes | field |
@@ -34,7 +41,13 @@ use serde::Deserialize;
 
 use crate::items::{Items, SECRET_NAMESPACE};
 use crate::segment::Segment;
-use crate::session::{Namespace, Namespaces, Session, SessionId, Value};
+use crate::session::{Namespace, Namespaces, Session, SessionId};
+pub use answer::Editing;
+use answer::{json_bool, json_id, write_answer};
+use json::namespaces_as_stored;
+
+pub(crate) mod answer;
+mod json;
 
 /// First byte of a record of this format.
 pub const TAG: u8 = 0xB2;
@@ -62,6 +75,12 @@ pub enum RecordError {
     /// The answer or the secrets do not decode.
     #[error("session record holds bad JSON: {0}")]
     Json(String),
+}
+
+/// Writes the namespaces of a session that has none.
+fn empty_object(out: &mut Vec<u8>) -> Option<()> {
+    out.extend_from_slice(b"{}");
+    Some(())
 }
 
 /// The part of an answer a session is decoded from (the rest is in the record's header).
@@ -139,339 +158,6 @@ fn take_field(bytes: &[u8], at: &mut usize, width: usize) -> Result<Range<usize>
         .ok_or(RecordError::Malformed("a field is cut off"))?;
     *at = end;
     Ok(start..end)
-}
-
-/// Calls `f` with the raw key (between its quotes) and the raw value of every member of the
-/// JSON object `obj`, as serde_json writes objects (no white space). `None` when `obj` is not
-/// such an object or a key holds an escape (its raw form is not its text), or when `f` says so.
-fn members<'a>(obj: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8]) -> Option<()>) -> Option<()> {
-    let mut c = Cursor { bytes: obj, at: 0 };
-    c.object(|c, key| f(key, c.value()?))?;
-    (c.at == obj.len()).then_some(())
-}
-
-/// The end (one past the closing quote) of the JSON string starting at `at`.
-fn string_end(bytes: &[u8], at: usize) -> Option<usize> {
-    if bytes.get(at) != Some(&b'"') {
-        return None;
-    }
-    let mut i = at + 1;
-    // Most keys and values are short: a plain loop finds their end before memchr is set up.
-    let near = bytes.len().min(i + 24);
-    match bytes
-        .get(i..near)
-        .and_then(|head| head.iter().position(|&b| b == b'"' || b == b'\\'))
-    {
-        Some(n) => {
-            i += n;
-            if bytes[i] == b'"' {
-                return Some(i + 1);
-            }
-            i += 2;
-        }
-        None => i = i.max(near),
-    }
-    loop {
-        i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
-        if bytes[i] == b'"' {
-            return Some(i + 1);
-        }
-        i += 2;
-    }
-}
-
-/// The end of the JSON value starting at `at` (one past it).
-fn value_end(bytes: &[u8], at: usize) -> Option<usize> {
-    match bytes.get(at)? {
-        b'"' => string_end(bytes, at),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut i = at;
-            loop {
-                match bytes.get(i)? {
-                    b'"' => {
-                        i = string_end(bytes, i)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(i + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-        }
-        _ => {
-            let len = bytes[at..]
-                .iter()
-                .position(|b| matches!(b, b',' | b'}' | b']'))?;
-            (len > 0).then_some(at + len)
-        }
-    }
-}
-
-/// The namespaces of a stored answer, read in one pass: keys without escapes are taken as they
-/// are, and so are string values without escapes; any other value is parsed as JSON. `None`
-/// when the answer is not as the encoder writes it (then serde reads it, or refuses).
-fn namespaces_as_stored(answer: &[u8]) -> Option<Namespaces> {
-    let mut c = Cursor {
-        bytes: answer,
-        at: 0,
-    };
-    let mut namespaces = None;
-    c.object(|c, key| {
-        if key != b"namespaces" {
-            return c.value().map(drop);
-        }
-        let mut all = Namespaces::new();
-        c.object(|c, name| {
-            all.insert(text(name)?, Arc::new(namespace_at(c)?));
-            Some(())
-        })?;
-        namespaces.replace(all).is_none().then_some(())
-    })?;
-    (c.at == answer.len()).then_some(())?;
-    namespaces
-}
-
-/// One namespace of a [`Record`] being edited (see [`Record::edit`]).
-pub struct Editing<'a> {
-    record: &'a Record,
-    parts: Parts<'a>,
-    name: &'a str,
-    /// The namespace's values (empty when the session has none), to be changed.
-    pub values: Namespace,
-}
-
-impl Editing<'_> {
-    /// The record with the namespace holding [`Editing::values`] (none: removed), as version
-    /// `version` changed at `updated_at` and living until `expires_at`: what
-    /// [`Record::encode`] gives for the edited session with the record's segment token, the
-    /// other namespaces copied as they are stored.
-    pub fn finish(&self, version: u64, updated_at: u64, expires_at: u64) -> Record {
-        let mut header = self.record.header_at(version, updated_at);
-        header[EXPIRES..EXPIRES + 8].copy_from_slice(&expires_at.to_be_bytes());
-        let answer = self
-            .parts
-            .answer(version, self.parts.active, Some((self.name, &self.values)));
-        self.record.with(header, &answer)
-    }
-}
-
-/// A stored answer taken apart: its fields as they are stored, each namespace by name.
-struct Parts<'a> {
-    id: &'a [u8],
-    /// (name, values), in name order.
-    namespaces: Vec<(&'a [u8], &'a [u8])>,
-    version: &'a [u8],
-    active: &'a [u8],
-    debug: &'a [u8],
-}
-
-impl<'a> Parts<'a> {
-    /// `None` when `answer` is not as the encoder writes it. One pass.
-    fn of(answer: &'a [u8]) -> Option<Parts<'a>> {
-        let [mut id, mut version, mut active, mut debug] = [None; 4];
-        let mut namespaces = None;
-        let mut c = Cursor {
-            bytes: answer,
-            at: 0,
-        };
-        c.object(|c, key| {
-            if key == b"namespaces" {
-                let mut named = Vec::with_capacity(8);
-                c.object(|c, name| {
-                    named.push((name, c.value()?));
-                    Some(())
-                })?;
-                return namespaces.replace(named).is_none().then_some(());
-            }
-            let field = match key {
-                b"id" => &mut id,
-                b"version" => &mut version,
-                b"active" => &mut active,
-                b"debug" => &mut debug,
-                _ => return None,
-            };
-            field.replace(c.value()?).is_none().then_some(())
-        })?;
-        (c.at == answer.len()).then_some(())?;
-        Some(Parts {
-            id: id?,
-            namespaces: namespaces?,
-            version: version?,
-            active: active?,
-            debug: debug?,
-        })
-    }
-
-    /// Writes `{"id":…,"namespaces":{`.
-    fn head(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"id\":");
-        out.extend_from_slice(self.id);
-        out.extend_from_slice(b",\"namespaces\":{");
-    }
-
-    /// Writes `},"version":…,"active":…,"debug":…}`.
-    fn tail(&self, out: &mut Vec<u8>, version: &[u8], active: &[u8]) {
-        for (name, value) in [
-            (&b"},\"version\":"[..], version),
-            (b",\"active\":", active),
-            (b",\"debug\":", self.debug),
-        ] {
-            out.extend_from_slice(name);
-            out.extend_from_slice(value);
-        }
-        out.push(b'}');
-    }
-
-    /// The answer with `version` and `active`, and namespace `name` holding `values` when
-    /// `replace` says so (an empty namespace is left out, as the encoder does).
-    fn answer(&self, version: u64, active: &[u8], replace: Option<(&str, &Namespace)>) -> Vec<u8> {
-        let fresh = replace.map(|(name, values)| {
-            let raw =
-                (!values.is_empty()).then(|| serde_json::to_vec(values).expect("values serialize"));
-            (name.as_bytes(), raw)
-        });
-        let mut entries: Vec<(&[u8], &[u8])> = self
-            .namespaces
-            .iter()
-            .filter(|(name, _)| fresh.as_ref().is_none_or(|(new, _)| name != new))
-            .copied()
-            .collect();
-        if let Some((name, Some(raw))) = &fresh {
-            let at = entries.partition_point(|(n, _)| n < name);
-            entries.insert(at, (name, raw));
-        }
-        let mut out = Vec::with_capacity(1024);
-        self.head(&mut out);
-        for (i, (name, values)) in entries.into_iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            quoted(&mut out, name);
-            out.push(b':');
-            out.extend_from_slice(values);
-        }
-        self.tail(&mut out, version.to_string().as_bytes(), active);
-        out
-    }
-}
-
-/// JSON as serde_json writes it (no white space), read from the front.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn eat(&mut self, byte: u8) -> bool {
-        let next = self.bytes.get(self.at) == Some(&byte);
-        self.at += usize::from(next);
-        next
-    }
-
-    /// A key without escapes and the colon after it.
-    fn key(&mut self) -> Option<&'a [u8]> {
-        let end = string_end(self.bytes, self.at)?;
-        let key = &self.bytes[self.at + 1..end - 1];
-        if key.contains(&b'\\') || self.bytes.get(end) != Some(&b':') {
-            return None;
-        }
-        self.at = end + 1;
-        Some(key)
-    }
-
-    /// The raw value at the cursor.
-    fn value(&mut self) -> Option<&'a [u8]> {
-        let end = value_end(self.bytes, self.at)?;
-        let value = &self.bytes[self.at..end];
-        self.at = end;
-        Some(value)
-    }
-
-    /// The object at the cursor: `member` is called with each key and reads its value.
-    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
-        if !self.eat(b'{') {
-            return None;
-        }
-        if self.eat(b'}') {
-            return Some(());
-        }
-        loop {
-            let key = self.key()?;
-            member(self, key)?;
-            if self.eat(b'}') {
-                return Some(());
-            }
-            if !self.eat(b',') {
-                return None;
-            }
-        }
-    }
-}
-
-/// The stored namespace (an object of envelopes) at the cursor.
-fn namespace_at(c: &mut Cursor<'_>) -> Option<Namespace> {
-    let mut namespace = Namespace::new();
-    c.object(|c, key| {
-        namespace.insert(text(key)?, envelope(c)?);
-        Some(())
-    })?;
-    Some(namespace)
-}
-
-/// A stored `{"value":…}` or `{"value":…,"keepAlive":true}` envelope at the cursor.
-fn envelope(c: &mut Cursor<'_>) -> Option<Value> {
-    let (mut value, mut keep_alive) = (None, None);
-    c.object(|c, key| {
-        let raw = c.value()?;
-        let (field, read) = match key {
-            b"value" => (&mut value, json_as_stored(raw)),
-            b"keepAlive" => (
-                &mut keep_alive,
-                match raw {
-                    b"true" => Some(serde_json::Value::Bool(true)),
-                    b"false" => Some(serde_json::Value::Bool(false)),
-                    _ => None,
-                },
-            ),
-            _ => return None,
-        };
-        // A field given twice is left to serde (which refuses it).
-        field.replace(read?).is_none().then_some(())
-    })?;
-    Some(Value {
-        value: value?,
-        keep_alive: keep_alive == Some(serde_json::Value::Bool(true)),
-    })
-}
-
-/// A raw key (no escapes, see [`members`]) as a string.
-fn text(raw: &[u8]) -> Option<String> {
-    std::str::from_utf8(raw).ok().map(str::to_owned)
-}
-
-/// A raw JSON value: a string without escapes or control characters is taken as it is, anything
-/// else parsed.
-fn json_as_stored(raw: &[u8]) -> Option<serde_json::Value> {
-    if let [b'"', inner @ .., b'"'] = raw {
-        if !inner.iter().any(|&b| b == b'\\' || b < 0x20) {
-            return text(inner).map(serde_json::Value::String);
-        }
-    }
-    serde_json::from_slice(raw).ok()
-}
-
-/// Writes `"raw"` (a key without escapes is written as it is).
-fn quoted(out: &mut Vec<u8>, raw: &[u8]) {
-    out.push(b'"');
-    out.extend_from_slice(raw);
-    out.push(b'"');
 }
 
 impl Record {
@@ -609,62 +295,6 @@ impl Record {
         self.bytes.slice(self.answer.clone())
     }
 
-    /// The session's answer to `items`, cut out of the `?items=*` answer without decoding any
-    /// value (byte for byte what [`Session::answer`] gives). `None` when the stored answer has
-    /// a key this cannot take as it is (one written with escapes) or is not as this encoder
-    /// writes it: then decode the session.
-    pub fn answer_for(&self, items: &Items) -> Option<Vec<u8>> {
-        let parts = Parts::of(&self.bytes[self.answer.clone()])?;
-        let mut out = Vec::with_capacity(self.answer.len());
-        parts.head(&mut out);
-        if !items.is_empty() {
-            let mut first = true;
-            for &(ns, values) in &parts.namespaces {
-                let name = std::str::from_utf8(ns).ok()?;
-                let whole = items.takes_whole(name);
-                let wanted = items.named_keys(name);
-                if !whole && wanted.is_none() {
-                    continue;
-                }
-                let start = out.len();
-                if !first {
-                    out.push(b',');
-                }
-                quoted(&mut out, ns);
-                out.push(b':');
-                if whole {
-                    // The stored answer holds no empty namespace.
-                    out.extend_from_slice(values);
-                    first = false;
-                    continue;
-                }
-                let wanted = wanted?;
-                out.push(b'{');
-                let mut any = false;
-                // Stored keys are in key order, as the filter's are: the answer keeps that order.
-                members(values, |key, value| {
-                    if wanted.contains(std::str::from_utf8(key).ok()?) {
-                        if std::mem::replace(&mut any, true) {
-                            out.push(b',');
-                        }
-                        quoted(&mut out, key);
-                        out.push(b':');
-                        out.extend_from_slice(value);
-                    }
-                    Some(())
-                })?;
-                if any {
-                    out.push(b'}');
-                    first = false;
-                } else {
-                    out.truncate(start);
-                }
-            }
-        }
-        parts.tail(&mut out, parts.version, parts.active);
-        Some(out)
-    }
-
     /// The record that ends this one's session: the same id, account, deadline, creation time
     /// and debug flag, `version` and `updated_at` set, inactive, taken over by `replaced_by`
     /// when given, and nothing else. An ended session is never answered, edited or
@@ -679,39 +309,20 @@ impl Record {
         header[REPLACED_BY..REPLACED_BY + 16].copy_from_slice(next.as_bytes());
         let debug = self.flags() & DEBUG;
         header[FLAGS] = debug | if replaced_by.is_some() { REPLACED } else { 0 };
-        let answer = format!(
-            r#"{{"id":"{}","namespaces":{{}},"version":{version},"active":false,"debug":{}}}"#,
-            self.id(),
-            debug != 0
-        );
+        let mut answer = Vec::with_capacity(128);
+        let mut number = itoa::Buffer::new();
+        let fields = [
+            number.format(version).as_bytes(),
+            json_bool(false),
+            json_bool(debug != 0),
+        ];
+        write_answer(&mut answer, &json_id(&self.id()), empty_object, fields);
         let fields = [
             &self.bytes[self.account.clone()],
-            answer.as_bytes(),
+            &answer,
             segment.as_bytes(),
         ];
         assemble(header, fields, |_| {})
-    }
-
-    /// Namespace `name` read for an edit, the others left as they are stored. `None` when the
-    /// answer is not as this encoder writes it, or `name` is the secret namespace (whose answer
-    /// is redacted) or needs escaping: then decode the session.
-    pub fn edit<'a>(&'a self, name: &'a str) -> Option<Editing<'a>> {
-        if name == SECRET_NAMESPACE || name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-            return None;
-        }
-        let parts = Parts::of(&self.bytes[self.answer.clone()])?;
-        let mut values = Namespace::new();
-        if let Some(&(_, raw)) = parts.namespaces.iter().find(|(n, _)| *n == name.as_bytes()) {
-            let mut c = Cursor { bytes: raw, at: 0 };
-            values = namespace_at(&mut c)?;
-            (c.at == raw.len()).then_some(())?;
-        }
-        Some(Editing {
-            record: self,
-            parts,
-            name,
-            values,
-        })
     }
 
     /// This record's fixed header with `version` and `updated_at` set.
@@ -777,6 +388,7 @@ impl Record {
 
 #[cfg(test)]
 mod tests {
+    use super::json::*;
     use super::*;
     use crate::session::{Key, Value};
 
