@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::http::{header, HeaderMap};
-use cookie::Cookie;
 use quick_cache::sync::Cache;
 use sessiond_core::{Changes, Key, Value};
 
@@ -24,17 +23,30 @@ pub struct RequestCookies {
 }
 
 impl RequestCookies {
-    /// Parses every `Cookie` header (pairs without a name or an `=` are passed over; a value
-    /// in double quotes is taken without them).
+    /// Parses every `Cookie` header: `name=value` pairs split on `;` (RFC 6265, section 4.2.1);
+    /// pairs without a name or an `=` are passed over, and a value in double quotes is taken
+    /// without them. (The `cookie` crate's parser reads each pair as a whole `Set-Cookie`
+    /// line, attributes and all: 1,460 more instructions per request, see ARCHITECTURE.md.)
     pub fn parse(headers: &HeaderMap) -> Self {
-        let pairs = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(Cookie::split_parse)
-            .flatten()
-            .map(|c| (c.name().to_owned(), c.value_trimmed().to_owned()))
-            .collect();
+        let mut pairs = Vec::new();
+        for value in headers.get_all(header::COOKIE) {
+            let Ok(text) = value.to_str() else { continue };
+            for part in text.split(';') {
+                let Some((name, value)) = part.split_once('=') else {
+                    continue;
+                };
+                let name = name.trim();
+                if name.is_empty() {
+                    continue;
+                }
+                let value = value.trim();
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                pairs.push((name.to_owned(), value.to_owned()));
+            }
+        }
         RequestCookies { pairs }
     }
 
@@ -97,25 +109,35 @@ const MAX_SHARED_FILTERS: usize = 1024;
 
 /// The `items` filters asked for lately, each parsed once and shared: storefronts ask the same
 /// few of every session, and a snapshot that keeps an answer keeps its filter.
-pub struct Filters(Cache<Box<str>, Arc<Filter>>);
+pub struct Filters {
+    /// `*`, the filter of most requests, without a lookup.
+    all: Arc<Filter>,
+    cache: Cache<Box<str>, Arc<Filter>>,
+}
 
 impl Default for Filters {
     fn default() -> Self {
-        Filters(Cache::new(MAX_SHARED_FILTERS))
+        Filters {
+            all: Arc::new(Filter::new("*")),
+            cache: Cache::new(MAX_SHARED_FILTERS),
+        }
     }
 }
 
 impl Filters {
     /// The parsed filter `raw`: shared, unless it is too long to be kept with a snapshot.
     pub fn get(&self, raw: &str) -> Arc<Filter> {
+        if raw == "*" {
+            return self.all.clone();
+        }
         if raw.len() > MAX_KEPT_FILTER {
             return Arc::new(Filter::new(raw));
         }
-        if let Some(filter) = self.0.get(raw) {
+        if let Some(filter) = self.cache.get(raw) {
             return filter;
         }
         let filter = Arc::new(Filter::new(raw));
-        self.0.insert(raw.into(), filter.clone());
+        self.cache.insert(raw.into(), filter.clone());
         filter
     }
 }
@@ -295,7 +317,8 @@ mod tests {
         for i in 0..MAX_SHARED_FILTERS + 10 {
             filters.get(&format!("public.k{i}"));
         }
-        assert!(filters.0.len() <= MAX_SHARED_FILTERS);
+        assert!(filters.cache.len() <= MAX_SHARED_FILTERS);
+        assert!(Arc::ptr_eq(&filters.get("*"), &filters.get("*")));
     }
 
     fn json_headers() -> HeaderMap {
