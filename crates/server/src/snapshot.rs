@@ -4,21 +4,14 @@
 //! above derives from the version once ([`Derived`]: the HTTP layer keeps its cookie lines
 //! there). Nothing here knows of HTTP.
 //!
-//! [`SessionCache`] keeps recently used snapshots by id. It is only correct when this process
-//! is the store's only writer (the embedded and memory stores), because every save goes through
-//! the service, which replaces the cached snapshot after the store accepted the write.
+//! Snapshots are what the repository gives and keeps (its cache holds them), what the session
+//! rules read and what the HTTP layer renders.
 
 use std::any::Any;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use indexmap::IndexMap;
 use sessiond_core::record::{Bytes, RecordError};
 use sessiond_core::{Items, Key, Record, Segment, Session, SessionId};
-
-use crate::prehashed::RandomKeys;
 
 /// Longest `items` filter whose answer is kept with a snapshot: a request cannot make every
 /// cached session hold a long string of its choosing.
@@ -200,140 +193,6 @@ impl Snapshot {
     }
 }
 
-/// Shards of the cache (each a mutex over its own map).
-const SHARDS: usize = 16;
-
-/// One shard: snapshots by id (indexable for random eviction), and how many times a save or a
-/// removal changed it.
-#[derive(Default)]
-struct Shard {
-    snapshots: IndexMap<SessionId, Arc<Snapshot>, RandomKeys>,
-    changes: u64,
-}
-
-/// Where a shard stood when a read of the store began (see [`SessionCache::stamp`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stamp(u64);
-
-/// Recently used snapshots by session id, at most `capacity` of them. When a shard is full, a
-/// random entry of it makes room: no bookkeeping on the read path, and a hot session that is
-/// evicted comes back at its next read.
-pub struct SessionCache {
-    shards: Box<[Mutex<Shard>]>,
-    per_shard: usize,
-    hasher: RandomKeys,
-    /// State of the generator that picks evictions (xorshift).
-    dice: AtomicU64,
-}
-
-impl SessionCache {
-    /// A cache of at most `capacity` sessions; `None` for 0 (no cache).
-    pub fn new(capacity: usize) -> Option<Self> {
-        if capacity == 0 {
-            return None;
-        }
-        let shards = (0..SHARDS)
-            .map(|_| Mutex::new(Shard::default()))
-            .collect::<Vec<_>>()
-            .into_boxed_slice();
-        let seed = RandomState::new().hash_one(0u8) | 1;
-        Some(SessionCache {
-            shards,
-            per_shard: capacity.div_ceil(SHARDS),
-            hasher: RandomKeys::default(),
-            dice: AtomicU64::new(seed),
-        })
-    }
-
-    fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
-        // The top bits pick the shard; the map inside uses the low ones.
-        let i = (self.hasher.hash_one(id) >> 60) as usize % SHARDS;
-        // Each operation is one insert or remove: a panic cannot leave a shard half-written.
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn roll(&self) -> u64 {
-        let mut x = self.dice.load(Ordering::Relaxed);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.dice.store(x, Ordering::Relaxed);
-        x
-    }
-
-    /// The cached snapshot of `id`, unless it has expired at `now_ms`.
-    pub fn get(&self, id: &SessionId, now_ms: u64) -> Option<Arc<Snapshot>> {
-        let mut shard = self.shard(id);
-        let snapshot = shard.snapshots.get(id)?;
-        if snapshot.record.is_expired(now_ms) {
-            shard.snapshots.swap_remove(id);
-            return None;
-        }
-        Some(snapshot.clone())
-    }
-
-    /// Taken before reading `id` from the store; [`SessionCache::insert_read`] caches what was
-    /// read only if no save or removal touched the shard meanwhile (the read could otherwise be
-    /// older than a save that was cached and then evicted).
-    pub fn stamp(&self, id: &SessionId) -> Stamp {
-        Stamp(self.shard(id).changes)
-    }
-
-    /// Caches `snapshot`, read from the store after `stamp` was taken, unless the shard changed
-    /// since or the cache holds a version of the session already.
-    pub fn insert_read(&self, snapshot: Arc<Snapshot>, stamp: Stamp) {
-        let id = snapshot.id();
-        let mut shard = self.shard(&id);
-        if shard.changes == stamp.0 && !shard.snapshots.contains_key(&id) {
-            self.make_room(&mut shard);
-            shard.snapshots.insert(id, snapshot);
-        }
-    }
-
-    /// Caches `snapshot`, just saved, unless a newer version of the session is cached already.
-    pub fn insert(&self, snapshot: Arc<Snapshot>) {
-        let id = snapshot.id();
-        let mut shard = self.shard(&id);
-        shard.changes += 1;
-        if let Some(cached) = shard.snapshots.get_mut(&id) {
-            if cached.record.version() <= snapshot.record.version() {
-                *cached = snapshot;
-            }
-            return;
-        }
-        self.make_room(&mut shard);
-        shard.snapshots.insert(id, snapshot);
-    }
-
-    fn make_room(&self, shard: &mut Shard) {
-        let len = shard.snapshots.len();
-        if len >= self.per_shard {
-            let victim = (self.roll() % len as u64) as usize;
-            shard.snapshots.swap_remove_index(victim);
-        }
-    }
-
-    /// Forgets `id` (its stored record changed behind the cache's back, or is gone).
-    pub fn remove(&self, id: &SessionId) {
-        let mut shard = self.shard(id);
-        shard.changes += 1;
-        shard.snapshots.swap_remove(id);
-    }
-
-    /// How many snapshots are cached.
-    pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).snapshots.len())
-            .sum()
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,56 +208,6 @@ mod tests {
         s.set(&Key::new("public", "k"), Value::new("v"));
         s.set(&Key::new("cookie", "c"), Value::new("secret"));
         s
-    }
-
-    #[test]
-    fn keeps_the_newest_version_and_forgets_on_remove() {
-        let cache = SessionCache::new(100).unwrap();
-        let old = session(1);
-        let id = old.id;
-        let mut new = old.clone();
-        new.version = 2;
-        cache.insert(Arc::new(Snapshot::new(new)));
-        cache.insert(Arc::new(Snapshot::new(old)));
-        assert_eq!(cache.get(&id, 2_000).unwrap().record().version(), 2);
-        assert!(cache.get(&id, 11_000).is_none(), "expired");
-        cache.insert(Arc::new(Snapshot::new(session(3))));
-        assert_eq!(cache.len(), 1);
-        cache.remove(&id);
-        assert!(cache.get(&id, 2_000).is_none());
-    }
-
-    #[test]
-    fn a_read_older_than_a_save_is_not_cached() {
-        let cache = SessionCache::new(100).unwrap();
-        let old = session(1);
-        let id = old.id;
-        // A read of version 1 begins; meanwhile version 2 is saved, cached and evicted.
-        let stamp = cache.stamp(&id);
-        let mut new = old.clone();
-        new.version = 2;
-        cache.insert(Arc::new(Snapshot::new(new)));
-        cache.remove(&id);
-        cache.insert_read(Arc::new(Snapshot::new(old.clone())), stamp);
-        assert!(
-            cache.get(&id, 2_000).is_none(),
-            "the stale read was dropped"
-        );
-        // A read with nothing saved meanwhile is cached.
-        let stamp = cache.stamp(&id);
-        cache.insert_read(Arc::new(Snapshot::new(old)), stamp);
-        assert_eq!(cache.get(&id, 2_000).unwrap().record().version(), 1);
-    }
-
-    #[test]
-    fn stays_within_its_capacity() {
-        let cache = SessionCache::new(64).unwrap();
-        for _ in 0..1_000 {
-            cache.insert(Arc::new(Snapshot::new(session(1))));
-        }
-        assert!(cache.len() <= 64, "{} cached", cache.len());
-        assert!(cache.len() >= 32, "{} cached", cache.len());
-        assert!(SessionCache::new(0).is_none());
     }
 
     #[test]

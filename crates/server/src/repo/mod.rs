@@ -18,7 +18,10 @@ use sessiond_store::{EmbeddedOptions, EmbeddedStore, MemoryStore};
 pub use sessiond_store::{SessionStore, StoreError};
 
 use crate::config::StoreSpec;
-use crate::snapshot::{SessionCache, Snapshot};
+use crate::snapshot::Snapshot;
+use cache::SessionCache;
+
+mod cache;
 
 /// Opens the store `spec` names (the embedded one in `data_dir`).
 pub fn open_store(spec: &StoreSpec, data_dir: &Path) -> Result<Arc<dyn SessionStore>, StoreError> {
