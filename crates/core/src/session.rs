@@ -8,9 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::items::Items;
 use crate::map::SortedMap;
-use crate::record::answer::{json_bool, json_id, write_answer};
 
 /// A session identifier: a random (v4) UUID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -353,24 +351,6 @@ impl Session {
     /// Whether the session has expired at `now_ms`.
     pub fn is_expired(&self, now_ms: u64) -> bool {
         self.expires_at <= now_ms
-    }
-
-    /// The public API's answer for this session under the `items` filter:
-    /// `{"id","namespaces","version","active","debug"}`, secret values redacted.
-    pub fn answer(&self, items: &Items) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512);
-        let namespaces = |out: &mut Vec<u8>| {
-            serde_json::to_writer(out, &items.view(&self.namespaces)).expect("values serialize");
-            Some(())
-        };
-        let mut number = itoa::Buffer::new();
-        let fields = [
-            number.format(self.version).as_bytes(),
-            json_bool(self.active),
-            json_bool(self.debug),
-        ];
-        write_answer(&mut out, &json_id(&self.id), namespaces, fields);
-        out
     }
 }
 

@@ -1,12 +1,13 @@
 //! Session answers, `{"id","namespaces","version","active","debug"}`: the one writer of their
-//! JSON ([`write_answer`], which [`Session::answer`] and the stored record's answers both use),
+//! JSON ([`write_answer`], which [`Session::answer`], defined here, and the stored record's
+//! answers all use),
 //! and what is made of a stored answer without decoding the session: an answer cut to an
 //! `items` filter ([`Record::answer_for`]) and a namespace edited in place ([`Record::edit`]).
 
 use super::json::{members, namespace_at, Cursor};
 use super::{Record, EXPIRES};
 use crate::items::{Items, SECRET_NAMESPACE};
-use crate::session::Namespace;
+use crate::session::{Namespace, Session};
 
 /// Writes a session answer, `{"id":…,"namespaces":…,"version":…,"active":…,"debug":…}`: the one
 /// place its shape is written. `id`, `version`, `active` and `debug` are given as JSON text;
@@ -47,6 +48,26 @@ pub(crate) fn json_id(id: &crate::SessionId) -> [u8; 38] {
     let mut out = [b'"'; 38];
     id.hyphenated(&mut out[1..37]);
     out
+}
+
+impl Session {
+    /// The public API's answer for this session under the `items` filter:
+    /// `{"id","namespaces","version","active","debug"}`, secret values redacted.
+    pub fn answer(&self, items: &Items) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        let namespaces = |out: &mut Vec<u8>| {
+            serde_json::to_writer(out, &items.view(&self.namespaces)).expect("values serialize");
+            Some(())
+        };
+        let mut number = itoa::Buffer::new();
+        let fields = [
+            number.format(self.version).as_bytes(),
+            json_bool(self.active),
+            json_bool(self.debug),
+        ];
+        write_answer(&mut out, &json_id(&self.id), namespaces, fields);
+        out
+    }
 }
 
 /// One namespace of a [`Record`] being edited (see [`Record::edit`]).
