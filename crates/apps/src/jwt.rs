@@ -118,14 +118,21 @@ mod tests {
     use ring::signature::KeyPair;
     use serde_json::{json, Value};
 
-    #[test]
-    fn es256_signed_with_ring_verifies_with_rust_crypto_and_back() {
+    /// A new P-256 key pair, as `jsonwebtoken` keys.
+    fn new_key() -> (EncodingKey, DecodingKey) {
         let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &*RANDOM).unwrap();
         let pair =
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_ref(), &*RANDOM)
                 .unwrap();
-        let key = EncodingKey::from_ec_der(der.as_ref());
-        let decoding = DecodingKey::from_ec_der(pair.public_key().as_ref());
+        (
+            EncodingKey::from_ec_der(der.as_ref()),
+            DecodingKey::from_ec_der(pair.public_key().as_ref()),
+        )
+    }
+
+    #[test]
+    fn es256_signed_with_ring_verifies_with_rust_crypto_and_back() {
+        let (key, decoding) = new_key();
         let message = b"header.claims";
         let ours = signer(&Algorithm::ES256, &key).unwrap();
         let signed = signature::Signer::try_sign(&*ours, message).unwrap();
@@ -150,12 +157,7 @@ mod tests {
     #[test]
     fn tokens_round_trip_through_jsonwebtoken_with_either_provider() {
         install();
-        let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &*RANDOM).unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_ref(), &*RANDOM)
-                .unwrap();
-        let key = EncodingKey::from_ec_der(der.as_ref());
-        let decoding = DecodingKey::from_ec_der(pair.public_key().as_ref());
+        let (key, decoding) = new_key();
         let claims = json!({"sub": "session", "exp": 4_000_000_000u64});
         let token = encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
         let validation = Validation::new(Algorithm::ES256);
