@@ -36,6 +36,9 @@ mod edit;
 mod identity;
 mod turns;
 
+#[cfg(test)]
+mod tests;
+
 /// Why a request on a session did not succeed. The HTTP layer gives each its status.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
