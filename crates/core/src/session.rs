@@ -22,6 +22,16 @@ impl SessionId {
         SessionId(Uuid::new_v4())
     }
 
+    /// A fresh identifier for the session that takes over this one (log-in, log-out): random
+    /// like [`SessionId::random`] but for its first four bytes, which it shares with `self`, so
+    /// a store can keep a session and its successors together (one Redis Cluster slot, where
+    /// the new session and the end of the old one are written in one step).
+    pub fn successor(&self) -> Self {
+        let mut bytes = *Uuid::new_v4().as_bytes();
+        bytes[..4].copy_from_slice(&self.as_bytes()[..4]);
+        SessionId(Uuid::from_bytes(bytes))
+    }
+
     /// The identifier with these 16 raw bytes.
     pub fn from_bytes(bytes: [u8; 16]) -> Self {
         SessionId(Uuid::from_bytes(bytes))
@@ -360,6 +370,16 @@ mod tests {
 
     fn key(ns: &str, k: &str) -> Key {
         Key::new(ns, k)
+    }
+
+    #[test]
+    fn a_successor_shares_the_first_four_bytes_and_nothing_else_is_fixed() {
+        let id = SessionId::random();
+        let next = id.successor();
+        assert_eq!(next.as_bytes()[..4], id.as_bytes()[..4]);
+        assert_ne!(next, id);
+        assert_ne!(next.as_bytes()[4..], next.successor().as_bytes()[4..]);
+        assert_eq!(next.0.get_version_num(), 4, "still a random UUID");
     }
 
     #[test]

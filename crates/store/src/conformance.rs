@@ -3,17 +3,27 @@
 //! Each check takes a fresh, empty store and panics with a message on failure. A backend's
 //! test file calls [`run_all`] (or the checks one by one) on a store of its kind.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sessiond_core::{Key, Record, Session, Value};
 
 use crate::{SessionStore, StoreError};
 
-const NOW: u64 = 1_700_000_000_000;
+/// The suite's "now": the real time when it started, since a backend that expires sessions by
+/// itself (Redis) drops a session whose deadline is already past.
+static NOW: LazyLock<u64> = LazyLock::new(|| {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+});
 const TTL: u64 = 5 * 24 * 3600 * 1000;
+/// A short lifetime, still long enough that no real clock reaches it while the suite runs.
+const SHORT: u64 = 60_000;
 
 fn session(account: &str) -> Session {
-    let mut s = Session::new(account, NOW, TTL);
+    let mut s = Session::new(account, *NOW, TTL);
     s.set(&Key::new("account", "accountName"), Value::new(account));
     s
 }
@@ -28,20 +38,22 @@ pub async fn run_all<S: SessionStore, F: Fn() -> S>(make: F) {
     delete_removes(&make()).await;
     concurrent_writers_one_wins(Arc::new(make())).await;
     any_json_round_trips(&make()).await;
-    put_records_all_or_none(&make()).await;
+    put_records_all_or_none(&make(), false).await;
+    put_records_all_or_none(&make(), true).await;
+    shared_values_are_agreed_once(&make()).await;
 }
 
 /// An unknown id is `None`.
 pub async fn missing_is_none(store: &dyn SessionStore) {
     let s = session("demo");
-    assert!(store.get(s.id, NOW).await.unwrap().is_none());
+    assert!(store.get(s.id, *NOW).await.unwrap().is_none());
 }
 
 /// What was put is what is got, field for field.
 pub async fn insert_then_get_round_trips(store: &dyn SessionStore) {
     let s = session("demo");
     store.put(&s, None).await.unwrap();
-    assert_eq!(store.get(s.id, NOW).await.unwrap(), Some(s));
+    assert_eq!(store.get(s.id, *NOW).await.unwrap(), Some(s));
 }
 
 /// `expected = None` refuses to overwrite an existing session.
@@ -54,7 +66,7 @@ pub async fn insert_twice_conflicts(store: &dyn SessionStore) {
         store.put(&other, None).await,
         Err(StoreError::Conflict)
     ));
-    assert_eq!(store.get(s.id, NOW).await.unwrap(), Some(s));
+    assert_eq!(store.get(s.id, *NOW).await.unwrap(), Some(s));
 }
 
 /// A put with the stored version wins; a put with a stale version changes nothing.
@@ -76,29 +88,44 @@ pub async fn compare_and_swap(store: &dyn SessionStore) {
         store.put(&stale, Some(7)).await,
         Err(StoreError::Conflict)
     ));
-    assert_eq!(store.get(v1.id, NOW).await.unwrap(), Some(v2));
+    assert_eq!(store.get(v1.id, *NOW).await.unwrap(), Some(v2));
 }
 
-/// Expired sessions are never returned, and the purge removes exactly them.
+/// Expired sessions are never returned, and the purge removes exactly them (a backend that
+/// expires sessions by itself has nothing to purge).
 pub async fn expiry_and_purge(store: &dyn SessionStore) {
-    let short = Session::new("demo", NOW, 1000);
+    let short = Session::new("demo", *NOW, SHORT);
     let long = session("demo");
     store.put(&short, None).await.unwrap();
     store.put(&long, None).await.unwrap();
-    assert!(store.get(short.id, NOW + 999).await.unwrap().is_some());
-    assert!(store.get(short.id, NOW + 1000).await.unwrap().is_none());
-    assert_eq!(store.purge_expired(NOW + 1000).await.unwrap(), 1);
-    assert_eq!(store.purge_expired(NOW + 1000).await.unwrap(), 0);
+    assert!(store
+        .get(short.id, *NOW + SHORT - 1)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store.get(short.id, *NOW + SHORT).await.unwrap().is_none());
+    if store.expires_by_itself() {
+        assert_eq!(store.purge_expired(*NOW + 2 * TTL).await.unwrap(), 0);
+        let mut renewed = long.clone();
+        renewed.version = 2;
+        renewed.expires_at = *NOW + 2 * TTL;
+        store.put(&renewed, Some(1)).await.unwrap();
+        assert!(store.get(long.id, *NOW + TTL).await.unwrap().is_some());
+        assert!(store.get(long.id, *NOW + 2 * TTL).await.unwrap().is_none());
+        return;
+    }
+    assert_eq!(store.purge_expired(*NOW + SHORT).await.unwrap(), 1);
+    assert_eq!(store.purge_expired(*NOW + SHORT).await.unwrap(), 0);
     assert!(!store.delete(short.id).await.unwrap());
-    assert!(store.get(long.id, NOW + 1000).await.unwrap().is_some());
+    assert!(store.get(long.id, *NOW + SHORT).await.unwrap().is_some());
     // An update that extends the lifetime moves the session in the expiry index.
     let mut renewed = long.clone();
     renewed.version = 2;
-    renewed.expires_at = NOW + 2 * TTL;
+    renewed.expires_at = *NOW + 2 * TTL;
     store.put(&renewed, Some(1)).await.unwrap();
-    assert_eq!(store.purge_expired(NOW + TTL).await.unwrap(), 0);
-    assert!(store.get(long.id, NOW + TTL).await.unwrap().is_some());
-    assert_eq!(store.purge_expired(NOW + 2 * TTL).await.unwrap(), 1);
+    assert_eq!(store.purge_expired(*NOW + TTL).await.unwrap(), 0);
+    assert!(store.get(long.id, *NOW + TTL).await.unwrap().is_some());
+    assert_eq!(store.purge_expired(*NOW + 2 * TTL).await.unwrap(), 1);
 }
 
 /// Delete removes and reports whether it did.
@@ -107,7 +134,7 @@ pub async fn delete_removes(store: &dyn SessionStore) {
     store.put(&s, None).await.unwrap();
     assert!(store.delete(s.id).await.unwrap());
     assert!(!store.delete(s.id).await.unwrap());
-    assert!(store.get(s.id, NOW).await.unwrap().is_none());
+    assert!(store.get(s.id, *NOW).await.unwrap().is_none());
     // A deleted id may be inserted again.
     store.put(&s, None).await.unwrap();
 }
@@ -137,7 +164,7 @@ pub async fn concurrent_writers_one_wins<S: SessionStore>(store: Arc<S>) {
         }
     }
     assert_eq!(winners.len(), 1, "winners: {winners:?}");
-    let stored = store.get(base.id, NOW).await.unwrap().unwrap();
+    let stored = store.get(base.id, *NOW).await.unwrap().unwrap();
     assert_eq!(stored.version, 2);
     assert_eq!(
         stored.get_str("public", "writer"),
@@ -152,7 +179,7 @@ pub async fn any_json_round_trips(store: &dyn SessionStore) {
         serde_json::json!({"z": 1, "a": [1.5, true, null, "ünï"], "n": 18446744073709551615u64});
     s.set(&Key::new("public", "obj"), Value::kept(value.clone()));
     store.put(&s, None).await.unwrap();
-    let got = store.get(s.id, NOW).await.unwrap().unwrap();
+    let got = store.get(s.id, *NOW).await.unwrap().unwrap();
     assert_eq!(got.get("public", "obj"), Some(&Value::kept(value)));
     assert_eq!(
         serde_json::to_string(&got).unwrap(),
@@ -160,12 +187,16 @@ pub async fn any_json_round_trips(store: &dyn SessionStore) {
     );
 }
 
-/// Several records saved together: all of them, or on a conflict none.
-pub async fn put_records_all_or_none(store: &dyn SessionStore) {
+/// Several records saved together: all of them, or on a conflict none; the new session's id is
+/// the old one's [`sessiond_core::SessionId::successor`] (as at a log-in) or unrelated.
+pub async fn put_records_all_or_none(store: &dyn SessionStore, successor: bool) {
     let old = session("demo");
     store.put(&old, None).await.unwrap();
     // A new session and the old one ended, as at a log-in.
-    let new = session("demo");
+    let mut new = session("demo");
+    if successor {
+        new.id = old.id.successor();
+    }
     let mut ended = old.clone();
     ended.version = 2;
     ended.active = false;
@@ -175,10 +206,13 @@ pub async fn put_records_all_or_none(store: &dyn SessionStore) {
         .put_records(&[(&new_record, None), (&ended_record, Some(1))])
         .await
         .unwrap();
-    assert_eq!(store.get(new.id, NOW).await.unwrap(), Some(new));
-    assert_eq!(store.get(old.id, NOW).await.unwrap(), Some(ended.clone()));
+    assert_eq!(store.get(new.id, *NOW).await.unwrap(), Some(new));
+    assert_eq!(store.get(old.id, *NOW).await.unwrap(), Some(ended.clone()));
     // A stale condition on the last record: the new one is not left behind.
-    let other = session("demo");
+    let mut other = session("demo");
+    if successor {
+        other.id = old.id.successor();
+    }
     let mut stale = ended.clone();
     stale.version = 3;
     stale.set(&Key::new("public", "a"), Value::new("stale"));
@@ -189,6 +223,20 @@ pub async fn put_records_all_or_none(store: &dyn SessionStore) {
         ])
         .await;
     assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
-    assert_eq!(store.get(other.id, NOW).await.unwrap(), None);
-    assert_eq!(store.get(old.id, NOW).await.unwrap(), Some(ended));
+    assert_eq!(store.get(other.id, *NOW).await.unwrap(), None);
+    assert_eq!(store.get(old.id, *NOW).await.unwrap(), Some(ended));
+}
+
+/// A shared backend stores the first value offered under a name and gives it to every later
+/// caller; a backend of one process keeps none (`None`).
+pub async fn shared_values_are_agreed_once(store: &dyn SessionStore) {
+    let name = format!("conformance-{}", sessiond_core::SessionId::random());
+    match store.agree(&name, b"first").await.unwrap() {
+        None => assert_eq!(store.agree(&name, b"second").await.unwrap(), None),
+        Some(first) => {
+            assert_eq!(first, b"first");
+            let again = store.agree(&name, b"second").await.unwrap();
+            assert_eq!(again.as_deref(), Some(&b"first"[..]));
+        }
+    }
 }

@@ -5,6 +5,7 @@
 //!   several, all or none), delete, expiry.
 //! - [`memory`]: a process-local backend (tests, throw-away demos).
 //! - [`embedded`]: the durable default, on disk, with group commit.
+//! - [`redis_store`]: a shared backend (Redis, one node or a cluster) for many processes.
 //! - [`conformance`]: the test suite every backend must pass.
 //!
 //! Time is passed in (`now_ms`) rather than read inside the store, so expiry is the same
@@ -13,6 +14,7 @@
 pub mod conformance;
 pub mod embedded;
 pub mod memory;
+pub mod redis_store;
 
 use async_trait::async_trait;
 use sessiond_core::record::RecordError;
@@ -20,6 +22,7 @@ use sessiond_core::{Record, Session, SessionId};
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +100,20 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Removes every session expired at `now_ms`; returns how many.
     async fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    /// Whether the backend removes sessions at their deadline by itself, so that nobody needs
+    /// to call [`SessionStore::purge_expired`] (Redis, with a `PXAT` on every write).
+    fn expires_by_itself(&self) -> bool {
+        false
+    }
+
+    /// A value every process on a shared backend must agree on (the session signing key): the
+    /// one stored under `name` by whichever process came first, or `value`, stored now when
+    /// there was none (atomically: two processes starting together agree). `None` when the
+    /// backend is not shared: each process keeps its own.
+    async fn agree(&self, _name: &str, _value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
 
     /// Whether this process is the only writer of the stored data, so that a process-local
     /// cache of what it read and wrote stays correct (false for shared backends such as Redis).

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessiond_core::{Delta, Session, SessionId};
+use sessiond_core::{Delta, Session};
 
 use super::{record_of, Attempt, Edit, SessionError, SessionService};
 use crate::repo::StoreError;
@@ -26,7 +26,7 @@ impl SessionService {
         (loaded, changed): (&Snapshot, &Delta),
         mut session: Session,
     ) -> Result<Attempt, SessionError> {
-        session.id = SessionId::random();
+        session.id = loaded.id().successor();
         let old = loaded.record();
         let ended = old.ended(old.version() + 1, session.updated_at, Some(session.id));
         let record = record_of(&session, Some((loaded, changed)), self.fast_paths);
