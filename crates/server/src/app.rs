@@ -14,7 +14,10 @@ use crate::http::{router, AppState};
 use crate::repo::{open_store, Repository, SessionStore};
 use crate::service::SessionService;
 use crate::tenancy::Tenancy;
-use crate::token::Keyring;
+use crate::token::{generate_pem, Keyring};
+
+/// The name of the session signing key among the values a shared store keeps.
+const SIGNING_KEY: &str = "session-signing-key";
 
 /// How often expired sessions are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -42,17 +45,31 @@ impl Application {
                 tracing::warn!(account = %account.name, "{warning}");
             }
         }
-        let keys = Keyring::load(
-            settings.signing_key_pem.as_deref(),
-            &settings.verification_keys_pem,
-            &settings.data_dir,
-        )?;
-        let store = open_store(&settings.store, &settings.data_dir)?;
+        let store = open_store(&settings.store, &settings.data_dir, settings.store_timeout).await?;
         let repo = Repository::new(
             store.clone(),
             settings.store_timeout,
             settings.cache_sessions,
         );
+        // Processes on a shared store sign with one key: the first one's (a configured PEM
+        // still wins); alone, a process keeps its key in its data directory.
+        let shared_key = match &settings.signing_key_pem {
+            Some(_) => None,
+            None => repo
+                .agree(SIGNING_KEY, generate_pem()?.as_bytes())
+                .await?
+                .map(String::from_utf8)
+                .transpose()
+                .context("the shared session signing key is not text")?,
+        };
+        let keys = Keyring::load(
+            settings
+                .signing_key_pem
+                .as_deref()
+                .or(shared_key.as_deref()),
+            &settings.verification_keys_pem,
+            &settings.data_dir,
+        )?;
         let service = SessionService::new(
             repo,
             keys,
@@ -107,7 +124,11 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = self.state.clone();
+        let needs_purge = state.service.needs_purge();
         let purge = tokio::spawn(async move {
+            if !needs_purge {
+                return;
+            }
             let mut tick = tokio::time::interval(PURGE_EVERY);
             loop {
                 tick.tick().await;

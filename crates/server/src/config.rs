@@ -206,8 +206,8 @@ impl Default for Limits {
     }
 }
 
-/// Which backend holds the sessions.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Which backend holds the sessions. Shown (`Debug`, `Display`) without a URL's password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     /// The durable on-disk store in the data directory.
     Embedded,
@@ -217,16 +217,36 @@ pub enum StoreSpec {
     Redis(String),
 }
 
+impl std::fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Embedded => f.write_str("embedded"),
+            StoreSpec::Memory => f.write_str("memory"),
+            StoreSpec::Redis(url) => f.write_str(&crate::repo::redacted_url(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 impl StoreSpec {
     fn parse(s: &str) -> Result<Self, ConfigError> {
         match s {
             "embedded" => Ok(StoreSpec::Embedded),
             "memory" => Ok(StoreSpec::Memory),
-            url if url.starts_with("redis://") || url.starts_with("redis+cluster://") => {
+            url if ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme)) =>
+            {
                 Ok(StoreSpec::Redis(url.to_owned()))
             }
             other => Err(ConfigError::Invalid(format!(
-                "store `{other}` is not one of `embedded`, `memory`, `redis://HOST:PORT`, `redis+cluster://HOST:PORT[,HOST:PORT…]`"
+                "store `{}` is not one of `embedded`, `memory`, `redis://[:PASSWORD@]HOST:PORT[/DB]` (`rediss://` for TLS), `redis+cluster://HOST:PORT[,HOST:PORT…]`",
+                crate::repo::redacted_url(other)
             ))),
         }
     }

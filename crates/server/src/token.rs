@@ -277,6 +277,17 @@ impl Keyring {
     }
 }
 
+/// A new session signing key (P-256), as PKCS#8 PEM.
+pub fn generate_pem() -> Result<String, KeyError> {
+    let key = SigningKey::random(&mut rand_core::OsRng);
+    key.to_pkcs8_pem(LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .map_err(|e| KeyError::Pem {
+            what: "generated signing key",
+            reason: e.to_string(),
+        })
+}
+
 fn load_or_generate(data_dir: &Path) -> Result<SigningKey, KeyError> {
     let path = data_dir.join(KEY_FILE);
     let io = |source| KeyError::Io {
@@ -289,13 +300,8 @@ fn load_or_generate(data_dir: &Path) -> Result<SigningKey, KeyError> {
         Err(e) => return Err(io(e)),
     }
     std::fs::create_dir_all(data_dir).map_err(io)?;
-    let key = SigningKey::random(&mut rand_core::OsRng);
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| KeyError::Pem {
-            what: "generated signing key",
-            reason: e.to_string(),
-        })?;
+    let pem = generate_pem()?;
+    let key = parse_signing(&pem)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sessiond_core::{Record, SessionId};
-use sessiond_store::{EmbeddedOptions, EmbeddedStore, MemoryStore};
+pub use sessiond_store::redis_store::redacted as redacted_url;
+use sessiond_store::{EmbeddedOptions, EmbeddedStore, MemoryStore, RedisStore};
 pub use sessiond_store::{SessionStore, StoreError};
 
 use crate::config::StoreSpec;
@@ -23,16 +24,17 @@ use cache::SessionCache;
 
 mod cache;
 
-/// Opens the store `spec` names (the embedded one in `data_dir`).
-pub fn open_store(spec: &StoreSpec, data_dir: &Path) -> Result<Arc<dyn SessionStore>, StoreError> {
+/// Opens the store `spec` names (the embedded one in `data_dir`); connecting to Redis is
+/// bounded by `timeout`, like every later call.
+pub async fn open_store(
+    spec: &StoreSpec,
+    data_dir: &Path,
+    timeout: Duration,
+) -> Result<Arc<dyn SessionStore>, StoreError> {
     Ok(match spec {
         StoreSpec::Embedded => Arc::new(EmbeddedStore::open(data_dir, EmbeddedOptions::default())?),
         StoreSpec::Memory => Arc::new(MemoryStore::new()),
-        StoreSpec::Redis(url) => {
-            return Err(StoreError::Unavailable(format!(
-                "store `{url}`: the Redis backend is not available in this build; use `embedded` or `memory`"
-            )))
-        }
+        StoreSpec::Redis(url) => Arc::new(RedisStore::open(url, timeout).await?),
     })
 }
 
@@ -153,6 +155,17 @@ impl Repository {
     /// Removes every session expired at `now` (ms); returns how many.
     pub async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
         self.store.purge_expired(now).await
+    }
+
+    /// Whether expired sessions must be purged (the store does not drop them by itself).
+    pub fn needs_purge(&self) -> bool {
+        !self.store.expires_by_itself()
+    }
+
+    /// The value every process on a shared store agrees on under `name` (the first one
+    /// offered, see [`SessionStore::agree`]); `None` when the store is this process's alone.
+    pub async fn agree(&self, name: &str, value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.timed(self.store.agree(name, value)).await
     }
 
     /// Bounds a store call by `store_timeout`.

@@ -170,6 +170,11 @@ impl SessionService {
         self.repo.ping().await.map_err(Into::into)
     }
 
+    /// Whether expired sessions must be purged (the store does not drop them by itself).
+    pub fn needs_purge(&self) -> bool {
+        self.repo.needs_purge()
+    }
+
     /// Removes every session expired at `now` (ms); returns how many.
     pub async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
         self.repo.purge_expired(now).await

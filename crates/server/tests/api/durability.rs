@@ -1,45 +1,18 @@
 //! Acknowledged writes survive SIGKILL: the real binary, killed mid-load, restarted on the same
 //! data directory.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::harness::{create_session_at, jwt_part, mint, plain, token_id};
+use crate::harness::{create_session_at, jwt_part, mint, plain, serve, token_id, Process};
 
-/// A server process, SIGKILLed when dropped (also when a test fails).
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `sessiond serve` on port 0 and reads the port it prints.
-fn start(data_dir: &Path) -> (Server, String) {
-    let mut child = crate::harness::sessiond()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the sessiond binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("sessiond listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
-    (Server(child), base)
+/// Starts `sessiond serve` on port 0 on the data directory `data_dir`.
+fn start(data_dir: &Path) -> (Process, String) {
+    serve(&["--data-dir".as_ref(), data_dir.as_os_str()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,15 @@ pub async fn spawn_with(config: Option<&str>) -> TestApp {
 
 /// Like [`spawn_with`], serving requests at the time `clock` says.
 pub async fn spawn_at(config: Option<&str>, clock: Clock) -> TestApp {
+    spawn_full(config, clock, "embedded").await
+}
+
+/// The demo configuration on the store `store` names (`redis://…`).
+pub async fn spawn_on(store: &str) -> TestApp {
+    spawn_full(None, Clock::system(), store).await
+}
+
+async fn spawn_full(config: Option<&str>, clock: Clock, store: &str) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let config_path = config.map(|text| {
@@ -84,7 +93,7 @@ pub async fn spawn_at(config: Option<&str>, clock: Clock) -> TestApp {
         Overrides {
             listen: Some("127.0.0.1:0".into()),
             data_dir: Some(data_dir.clone()),
-            store: Some("embedded".into()),
+            store: Some(store.into()),
         },
     )
     .unwrap();
@@ -171,6 +180,40 @@ pub fn sessiond() -> std::process::Command {
         c.env_remove(var);
     }
     c
+}
+
+/// A `sessiond serve` process, SIGKILLed when dropped (also when a test fails).
+pub struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `sessiond serve --listen 127.0.0.1:0` with `args` and reads the address it prints:
+/// the process and its base URL (`http://127.0.0.1:PORT`).
+pub fn serve<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Process, String) {
+    use std::io::BufRead;
+    let mut child = sessiond()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the sessiond binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("sessiond listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    (Process(child), base)
 }
 
 /// An identity token printed by `sessiond auth-token` (demo configuration unless `config`).

@@ -10,5 +10,6 @@ mod durability;
 mod fast_paths;
 mod http_app;
 mod identity;
+mod redis;
 mod sessions;
 mod tokens_and_tenancy;

@@ -1,0 +1,214 @@
+//! Many processes on one Redis: sessions, log-ins and resets move between `sessiond`
+//! processes on a Redis Cluster, and a Redis that is down or frozen is answered with 503 in
+//! time, then served again without a restart.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sessiond_testkit::{RedisCluster, RedisServer};
+
+use crate::harness::{
+    cookie_value, mint, plain, serve, spawn_on, text, token_id, ALICE, STORE_COOKIE,
+};
+
+/// `store_timeout`'s default.
+const STORE_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn send(
+    method: reqwest::Method,
+    url: String,
+    cookie: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = plain().request(method, url).header("cookie", cookie);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+async fn get(base: &str, token: &str) -> Value {
+    let r = send(
+        reqwest::Method::GET,
+        format!("{base}/api/sessions?items=*"),
+        &format!("vtex_session={token}"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+async fn patch(base: &str, cookie: &str, public: Value) -> reqwest::Response {
+    let body = json!({ "public": public });
+    send(
+        reqwest::Method::PATCH,
+        format!("{base}/api/sessions"),
+        cookie,
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_cluster_serve_the_same_sessions() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = |dir: &tempfile::TempDir| {
+        [
+            "--store".into(),
+            std::ffi::OsString::from(&url),
+            "--data-dir".into(),
+            dir.path().as_os_str().to_owned(),
+        ]
+    };
+    let (_a, a) = serve(&args(&dir_a));
+    let (_b, b) = serve(&args(&dir_b));
+
+    // Created through A, read and edited through B, read again through A.
+    let r = send(
+        reqwest::Method::POST,
+        format!("{a}/api/sessions"),
+        "",
+        Some(json!({"public": {"from": {"value": "a"}}})),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let token = r.json::<Value>().await.unwrap()["sessionToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seen = get(&b, &token).await;
+    assert_eq!(seen["id"], token_id(&token), "B verifies A's token");
+    assert_eq!(text(&seen, "public", "from"), Some("a"));
+    let cookie = format!("vtex_session={token}");
+    assert_eq!(
+        patch(&b, &cookie, json!({"by": {"value": "b"}}))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(text(&get(&a, &token).await, "public", "by"), Some("b"));
+
+    // 2 x 25 concurrent PATCHes of that session, over both processes: no key is lost.
+    let writes = (0..50).map(|i| {
+        let base = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let cookie = cookie.clone();
+        async move {
+            let r = patch(
+                &base,
+                &cookie,
+                json!({ format!("k{i}"): {"value": i.to_string()} }),
+            )
+            .await;
+            assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+        }
+    });
+    futures::future::join_all(writes).await;
+    let after = get(&b, &token).await;
+    for i in 0..50 {
+        assert_eq!(
+            text(&after, "public", &format!("k{i}")),
+            Some(i.to_string().as_str())
+        );
+    }
+
+    // A log-in through B: a new id and token, which A serves with the profile.
+    let identity = mint("demo", "alice@example.com", false, None);
+    let r = patch(
+        &b,
+        &format!("{cookie}; {STORE_COOKIE}={identity}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let logged = cookie_value(r.headers(), "vtex_session").unwrap();
+    assert_ne!(token_id(&logged), token_id(&token), "a new id at log-in");
+    let seen = get(&a, &logged).await;
+    assert_eq!(text(&seen, "authentication", "storeUserId"), Some(ALICE));
+    assert_eq!(
+        text(&seen, "public", "by"),
+        Some("b"),
+        "the values came along"
+    );
+
+    // A reset through A: B no longer serves the old token's session.
+    let r = send(
+        reqwest::Method::DELETE,
+        format!("{a}/api/sessions"),
+        &format!("vtex_session={logged}"),
+        None,
+    )
+    .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let fresh = get(&b, &logged).await;
+    assert_ne!(fresh["id"], token_id(&logged), "the reset session is gone");
+    assert_eq!(text(&fresh, "authentication", "storeUserId"), None);
+}
+
+/// Polls `GET /ready` until it answers `status`, for up to 10 s; how long that took.
+async fn ready_becomes(base: &str, status: StatusCode) -> Duration {
+    let started = Instant::now();
+    loop {
+        let r = plain().get(format!("{base}/ready")).send().await.unwrap();
+        if r.status() == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "/ready stayed {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A GET with `token` answers 503 `Unavailable` within the store timeout (and a margin).
+async fn unavailable(base: &str, token: &str) {
+    let started = Instant::now();
+    let r = send(
+        reqwest::Method::GET,
+        format!("{base}/api/sessions?items=*"),
+        &format!("vtex_session={token}"),
+        None,
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "Unavailable", "{body}");
+    assert!(took < STORE_TIMEOUT * 3, "answered after {took:?}");
+    let r = plain().get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_or_freezes_gets_503_in_time_and_is_served_again() {
+    let mut redis = RedisServer::start();
+    let app = spawn_on(&redis.url()).await;
+    let base = app.url("");
+    let token =
+        crate::harness::create_session(&app, json!({"public": {"a": {"value": "1"}}})).await;
+
+    // Stopped: 503 within the timeout; restarted on the same port: served again, no restart
+    // of sessiond (this Redis keeps nothing on disk, so the session is new).
+    redis.stop();
+    unavailable(&base, &token).await;
+    redis.restart();
+    ready_becomes(&base, StatusCode::OK).await;
+    let fresh = get(&base, &token).await;
+    assert_ne!(fresh["id"], token_id(&token));
+
+    // Frozen (SIGSTOP): the same 503 in time; thawed: the session is served with its data.
+    let token =
+        crate::harness::create_session(&app, json!({"public": {"b": {"value": "2"}}})).await;
+    redis.freeze();
+    unavailable(&base, &token).await;
+    redis.thaw();
+    ready_becomes(&base, StatusCode::OK).await;
+    let back = get(&base, &token).await;
+    assert_eq!(back["id"], token_id(&token));
+    assert_eq!(text(&back, "public", "b"), Some("2"));
+}
