@@ -12,7 +12,7 @@ TARGETS = {  # scenario: (description, minimum ratio to the baseline)
 
 
 def main(raw_path, out_dir):
-    results, scale = {}, None
+    results, scale, redis_memory = {}, None, None
     for line in open(raw_path):
         parts = line.split()
         if parts and parts[0] == "RESULT":
@@ -20,6 +20,8 @@ def main(raw_path, out_dir):
             idle = float(parts[7]) if len(parts) > 7 else None  # the load generator's core
             results[mode] = dict(rps=rps, p50=p50, p99=p99, total=int(total), failed=int(failed),
                                  idle=idle)
+        elif parts and parts[0] == "REDIS_MEMORY":
+            redis_memory = dict(keys=int(parts[1]), used=int(parts[2]), usage=int(parts[3]))
         elif parts and parts[0] == "SCALE":
             scale = dict(sessions=int(parts[1]), rss_kib=int(parts[2]), disk=int(parts[3]))
     base = results["baseline"]
@@ -84,6 +86,29 @@ def main(raw_path, out_dir):
         extra.append(f"- At {scale['sessions']:,} sessions: resident memory {scale['rss_kib'] / 1024:.0f} MiB "
                      f"({scale['rss_kib'] * 1024 / scale['sessions']:.0f} B/session), on disk "
                      f"{scale['disk'] / 2**20:.0f} MiB ({scale['disk'] / scale['sessions']:.0f} B/session)")
+    redis = [m for m in ("get_all", "patch", "create") if f"redis_{m}" in results and m in results]
+    if redis:
+        extra.append("")
+        extra.append("On Redis (`appendfsync always`, on the server's core), as a ratio of the same scenario on "
+                     "the embedded store:")
+        extra.append("")
+        extra.append("| scenario | Redis requests/s | p50 ms | p99 ms | failed | wrk core idle % | embedded requests/s "
+                     "| Redis / embedded | target | met |")
+        extra.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+        for m in redis:
+            r, e = results[f"redis_{m}"], results[m]
+            target = {"get_all": 0.60, "patch": 0.60}.get(m)
+            ratio = r["rps"] / e["rps"]
+            met = "" if target is None else ("yes" if ratio >= target and r["failed"] == 0 else "NO")
+            if target is not None:
+                verdicts.append(met == "yes")
+            extra.append(f"| {TARGETS[m][0]} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['failed']} "
+                         f"| {idle(r)} | {e['rps']:.0f} | {ratio:.2f} | {'' if target is None else f'≥ {target:.2f}'} | {met} |")
+    if redis_memory:
+        per = redis_memory["used"] / max(redis_memory["keys"], 1)
+        extra.append(f"- Redis memory: {redis_memory['keys']:,} keys, used_memory {redis_memory['used'] / 2**20:.0f} MiB "
+                     f"({per:.0f} B/session, {2**30 / per:,.0f} sessions/GiB); MEMORY USAGE of a session key "
+                     f"{redis_memory['usage']} B on average (1,000 keys)")
     table = "\n".join(rows + [""] + extra) + "\n"
     print(table)
     print("all targets met" if verdicts and all(verdicts) else "some targets NOT met")
