@@ -32,7 +32,8 @@ pub enum Command {
         /// Data directory [default: ./data].
         #[arg(long, env = "SESSIOND_DATA_DIR")]
         data_dir: Option<PathBuf>,
-        /// Store: embedded, memory, redis://HOST:PORT, redis+cluster://HOST:PORT[,HOST:PORT…] [default: embedded].
+        /// Store: embedded, memory, redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS),
+        /// redis+cluster://HOST:PORT[,HOST:PORT…] [default: embedded].
         #[arg(long, env = "SESSIOND_STORE")]
         store: Option<String>,
     },

@@ -127,6 +127,9 @@ impl RedisStore {
     /// Connects to the Redis that `url` names; every call, connecting included, is bounded by
     /// `timeout`. Fails when it cannot connect or log in.
     pub async fn open(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        // TLS runs on rustls with ring (as everything else here); a provider chosen earlier
+        // by the process stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let bad =
             |why: String| StoreError::Unavailable(format!("store `{}`: {why}", redacted(url)));
         let cluster = url

@@ -77,6 +77,8 @@ fn ping(port: u16) -> Option<String> {
 /// One `redis-server` process.
 pub struct RedisServer {
     port: u16,
+    /// The TLS port, when it has one (the plain port stays open for the readiness check).
+    tls_port: Option<u16>,
     password: Option<String>,
     args: Vec<String>,
     child: Option<Child>,
@@ -99,6 +101,47 @@ impl RedisServer {
         RedisServer::launch(None, args)
     }
 
+    /// A node that also listens with TLS, with a certificate for `localhost` and `127.0.0.1`
+    /// signed by a CA made here ([`RedisServer::ca_file`]); clients need no certificate.
+    pub fn with_tls() -> RedisServer {
+        let certs = tempfile::tempdir().expect("a temporary directory");
+        make_certificates(certs.path());
+        let file = |name: &str| certs.path().join(name).display().to_string();
+        let tls_port = free_port();
+        let mut server = RedisServer::launch(
+            None,
+            &[
+                "--tls-port",
+                &tls_port.to_string(),
+                "--tls-cert-file",
+                &file("server.crt"),
+                "--tls-key-file",
+                &file("server.key"),
+                "--tls-ca-cert-file",
+                &file("ca.crt"),
+                "--tls-auth-clients",
+                "no",
+            ],
+        );
+        std::fs::copy(certs.path().join("ca.crt"), server.dir().join("ca.crt"))
+            .expect("the CA certificate is copied");
+        server.tls_port = Some(tls_port);
+        server
+    }
+
+    /// The CA certificate (PEM) of a server made by [`RedisServer::with_tls`].
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// `rediss://localhost:TLS_PORT` of a server made by [`RedisServer::with_tls`].
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://localhost:{}",
+            self.tls_port.expect("a TLS server")
+        )
+    }
+
     fn launch(password: Option<&str>, extra: &[&str]) -> RedisServer {
         ensure_redis();
         let mut args: Vec<String> = ["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
@@ -111,6 +154,7 @@ impl RedisServer {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut server = RedisServer {
             port: free_port(),
+            tls_port: None,
             password: password.map(str::to_owned),
             args,
             child: None,
@@ -212,6 +256,74 @@ impl Drop for RedisServer {
         // SIGKILL ends a frozen process too.
         self.stop();
     }
+}
+
+/// Writes `ca.crt`, `server.crt` and `server.key` (P-256, valid one day, the server's for
+/// `localhost` and `127.0.0.1`) into `dir`, with the `openssl` command.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &key,
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["-subj", "/CN=sessiond test CA", "-days", "1"])
+        .collect::<Vec<_>>(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &key,
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["-subj", "/CN=localhost"])
+        .collect::<Vec<_>>(),
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("the extension file is written");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
 }
 
 /// A cluster of three masters, no replicas, every slot assigned.
