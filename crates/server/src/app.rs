@@ -51,6 +51,7 @@ impl Application {
             settings.store_timeout,
             settings.cache_sessions,
         );
+        repo.watch().await?;
         // Processes on a shared store sign with one key: the first one's (a configured PEM
         // still wins); alone, a process keeps its key in its data directory.
         let shared_key = match &settings.signing_key_pem {

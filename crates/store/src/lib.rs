@@ -44,6 +44,20 @@ impl From<RecordError> for StoreError {
     }
 }
 
+/// What a shared backend says changed behind this process's back (see [`SessionStore::watch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Session `id` was written or removed (by any process, this one included).
+    Session(SessionId),
+    /// The backend can no longer tell: anything may change unseen until [`Change::Resumed`].
+    Lost,
+    /// The backend tells again, from now on (what changed meanwhile is unknown).
+    Resumed,
+}
+
+/// Where [`Change`]s are told; called from the backend's own task, so it must not block.
+pub type OnChange = std::sync::Arc<dyn Fn(Change) + Send + Sync>;
+
 /// Session storage with optimistic concurrency.
 ///
 /// Backends keep [`Record`]s (a session with its answers ready, see
@@ -113,6 +127,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// backend is not shared: each process keeps its own.
     async fn agree(&self, _name: &str, _value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(None)
+    }
+
+    /// Starts telling `on_change` of every session written or removed, by any process, if the
+    /// backend can (Redis: `CLIENT TRACKING` in broadcast mode, on a connection of its own,
+    /// checked a few times a second): `true` then, and [`Change::Resumed`] is told once it is
+    /// in place. Whenever it cannot be sure to see every change (its connection is lost or
+    /// slow) it tells [`Change::Lost`], then [`Change::Resumed`] when it is back.
+    async fn watch(&self, _on_change: OnChange) -> Result<bool, StoreError> {
+        Ok(false)
     }
 
     /// Whether this process is the only writer of the stored data, so that a process-local

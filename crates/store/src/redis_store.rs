@@ -13,17 +13,22 @@
 //! a Redis that is down or frozen is [`StoreError::Unavailable`], and the next call after it is
 //! back succeeds. A password in a URL is never written to an error or a log.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig, SendError};
 use ::redis::cluster::ClusterClient;
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::{Client, FromRedisValue, RedisError, Script, ScriptInvocation};
+use ::redis::{
+    Client, FromRedisValue, ProtocolVersion, PushInfo, PushKind, RedisError, Script,
+    ScriptInvocation, Value,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use sessiond_core::{Record, SessionId};
 
-use crate::{SessionStore, StoreError};
+use crate::{Change, OnChange, SessionStore, StoreError};
 
 /// Saves records if every stored version is the expected one: KEYS are the records' keys;
 /// ARGV holds, for each, the expected version as 8 big-endian bytes (empty: the key must not
@@ -43,11 +48,125 @@ return 1
 /// Where shared values (the session signing key) are kept.
 const SHARED_PREFIX: &str = "sessiond:shared:";
 
+/// The prefix of every session key, the one the watch asks Redis to track.
+const SESSION_PREFIX: &str = "sessiond:{";
+
+/// How often the watch checks its connection, and how long an answer may take before the
+/// watch counts as lost (changes may then go unseen).
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+const WATCH_PATIENCE: Duration = Duration::from_millis(300);
+
 /// Sessions in Redis.
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
     put: Script,
+    /// What the data connection's pushes are told to (one node only: a cluster is not
+    /// watched yet).
+    watch: Option<Arc<Watch>>,
+    /// Held by every clone of the store: the watch ends when the last one is dropped.
+    alive: Arc<()>,
+}
+
+/// The watch of one node: `CLIENT TRACKING … BCAST NOLOOP` on the data connection itself, so
+/// Redis pushes the keys other connections write, never this process's own writes.
+#[derive(Default)]
+struct Watch {
+    on_change: OnceLock<OnChange>,
+    /// Whether tracking is on for the current connection.
+    live: AtomicBool,
+}
+
+impl Watch {
+    fn tell(&self, change: Change) {
+        if matches!(change, Change::Lost) && !self.live.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(on_change) = self.on_change.get() {
+            on_change(change);
+        }
+    }
+}
+
+/// The pushes of the data connection, turned into [`Change`]s.
+struct Pushes(Arc<Watch>);
+
+impl AsyncPushSender for Pushes {
+    fn send(&self, info: PushInfo) -> Result<(), SendError> {
+        match info.kind {
+            PushKind::Invalidate => match info.data.first() {
+                Some(Value::Array(keys)) => {
+                    for key in keys {
+                        if let Value::BulkString(key) = key {
+                            if let Some(id) = id_of(key) {
+                                self.0.tell(Change::Session(id));
+                            }
+                        }
+                    }
+                }
+                // Everything was dropped (FLUSHALL): start over.
+                _ => {
+                    self.0.tell(Change::Lost);
+                }
+            },
+            PushKind::Disconnection => self.0.tell(Change::Lost),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The session id of a session key (see [`key`]).
+fn id_of(key: &[u8]) -> Option<SessionId> {
+    let rest = key.strip_prefix(SESSION_PREFIX.as_bytes())?;
+    let hex: Vec<u8> = rest
+        .iter()
+        .copied()
+        .filter(|b| !b"}:".contains(b))
+        .collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        bytes[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(SessionId::from_bytes(bytes))
+}
+
+/// Keeps `watch` on the connection `connection` while the store lives (`alive`): turns
+/// tracking on (again after a reconnection), and checks the connection every [`WATCH_EVERY`].
+async fn keep_watching(alive: Weak<()>, watch: Arc<Watch>, mut connection: ConnectionManager) {
+    let tracking = {
+        let mut cmd = ::redis::cmd("CLIENT");
+        cmd.arg("TRACKING")
+            .arg("ON")
+            .arg("BCAST")
+            .arg("PREFIX")
+            .arg(SESSION_PREFIX)
+            .arg("NOLOOP");
+        cmd
+    };
+    let ping = ::redis::cmd("PING");
+    while alive.strong_count() > 0 {
+        let current = &watch;
+        let live = current.live.load(Ordering::SeqCst);
+        let check = if live { &ping } else { &tracking };
+        let answered =
+            tokio::time::timeout(WATCH_PATIENCE, check.query_async::<Value>(&mut connection))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        match (live, answered) {
+            (false, true) => {
+                current.live.store(true, Ordering::SeqCst);
+                current.tell(Change::Resumed);
+            }
+            (true, false) => current.tell(Change::Lost),
+            _ => {}
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
 }
 
 #[derive(Clone)]
@@ -127,9 +246,6 @@ impl RedisStore {
     /// Connects to the Redis that `url` names; every call, connecting included, is bounded by
     /// `timeout`. Fails when it cannot connect or log in.
     pub async fn open(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        // TLS runs on rustls with ring (as everything else here); a provider chosen earlier
-        // by the process stays.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let bad =
             |why: String| StoreError::Unavailable(format!("store `{}`: {why}", redacted(url)));
         let cluster = url
@@ -139,6 +255,7 @@ impl RedisStore {
                 url.strip_prefix("rediss+cluster://")
                     .map(|rest| ("rediss", rest))
             });
+        let watch = Arc::new(Watch::default());
         let connection = match cluster {
             Some((scheme, rest)) => {
                 let rest = rest.trim_end_matches('/');
@@ -168,11 +285,20 @@ impl RedisStore {
             }
             None => {
                 let client = Client::open(url).map_err(|e| bad(unavailable(e).to_string()))?;
+                // RESP3, so that Redis can push what changed on the same connection.
+                let info = client.get_connection_info().clone();
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(ProtocolVersion::RESP3);
+                let client = Client::open(info.set_redis_settings(settings))
+                    .map_err(|e| bad(unavailable(e).to_string()))?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(Some(timeout))
                     .set_number_of_retries(2)
-                    .set_max_delay(timeout);
+                    .set_max_delay(timeout)
+                    .set_push_sender(Pushes(watch.clone()));
                 let connection = tokio::time::timeout(
                     timeout,
                     ConnectionManager::new_with_config(client, config),
@@ -184,6 +310,8 @@ impl RedisStore {
             }
         };
         let store = RedisStore {
+            watch: matches!(connection, Connection::Node(_)).then_some(watch),
+            alive: Arc::new(()),
             connection,
             put: Script::new(PUT),
         };
@@ -275,6 +403,23 @@ impl SessionStore for RedisStore {
         true
     }
 
+    /// One node: Redis pushes the session keys other processes write to the data connection
+    /// (`CLIENT TRACKING ON BCAST PREFIX sessiond:{ NOLOOP`). A cluster is not watched yet.
+    async fn watch(&self, on_change: OnChange) -> Result<bool, StoreError> {
+        let (Some(watch), Connection::Node(connection)) = (&self.watch, &self.connection) else {
+            return Ok(false);
+        };
+        if watch.on_change.set(on_change).is_err() {
+            return Ok(true);
+        }
+        tokio::spawn(keep_watching(
+            Arc::downgrade(&self.alive),
+            watch.clone(),
+            connection.clone(),
+        ));
+        Ok(true)
+    }
+
     async fn agree(&self, name: &str, value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let earlier: Option<Vec<u8>> = self
             .connection
@@ -320,6 +465,14 @@ mod tests {
         );
         assert_eq!(redacted("redis://localhost:6379"), "redis://localhost:6379");
         assert_eq!(redacted("not a url"), "not a url");
+    }
+
+    #[test]
+    fn a_key_names_its_session() {
+        let id = SessionId::random();
+        assert_eq!(id_of(key(id).as_bytes()), Some(id));
+        assert_eq!(id_of(b"sessiond:shared:session-signing-key"), None);
+        assert_eq!(id_of(b"sessiond:{zz}:00"), None);
     }
 
     #[test]

@@ -131,6 +131,15 @@ impl SessionCache {
         }
     }
 
+    /// Forgets every session (what the store holds may have changed unseen).
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.changes += 1;
+            shard.snapshots.clear();
+        }
+    }
+
     /// Forgets `id` (its stored record changed behind the cache's back, or is gone).
     pub fn remove(&self, id: &SessionId) {
         let mut shard = self.shard(id);
@@ -175,6 +184,16 @@ mod tests {
         assert_eq!(cache.len(), 1);
         cache.remove(&id);
         assert!(cache.get(&id, 2_000).is_none());
+        cache.insert(Arc::new(Snapshot::new(session(4))));
+        let stamp = cache.stamp(&id);
+        cache.clear();
+        assert_eq!(cache.len(), 0);
+        cache.insert_read(Arc::new(Snapshot::new(session(5))), stamp);
+        assert_eq!(
+            cache.len(),
+            0,
+            "a read begun before the clear is not cached"
+        );
     }
 
     #[test]

@@ -2,20 +2,22 @@
 //! [`SessionCache`]. It stands in front of the store like a caching store would: a load comes
 //! from the cache or, through it, from the store; a save goes to the store and, once it is
 //! acknowledged, into the cache; a save that loses its compare-and-swap drops the cached copy,
-//! so the retry reads the store. The cache is used only when the store is this process's alone
-//! ([`SessionStore::exclusive`]); with a shared store every load reads the store.
+//! so the retry reads the store. The cache is used when the store is this process's alone
+//! ([`SessionStore::exclusive`]), and with a shared store only while the store tells every
+//! session another process changes ([`Repository::watch`]); else every load reads the store.
 //!
 //! Every store call is bounded by `store_timeout`: past it the call fails as
 //! [`StoreError::Unavailable`].
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sessiond_core::{Record, SessionId};
 pub use sessiond_store::redis_store::redacted as redacted_url;
-use sessiond_store::{EmbeddedOptions, EmbeddedStore, MemoryStore, RedisStore};
+use sessiond_store::{Change, EmbeddedOptions, EmbeddedStore, MemoryStore, OnChange, RedisStore};
 pub use sessiond_store::{SessionStore, StoreError};
 
 use crate::config::StoreSpec;
@@ -41,39 +43,69 @@ pub async fn open_store(
 /// Stored sessions, as snapshots, behind an optional cache.
 pub struct Repository {
     store: Arc<dyn SessionStore>,
-    /// Recently used sessions; only when the store is this process's alone.
-    cache: Option<SessionCache>,
+    /// Recently used sessions (none when `cache_sessions` is 0).
+    cache: Option<Arc<SessionCache>>,
+    /// Whether the cache may be used: always when the store is this process's alone; with a
+    /// shared store, only while the store tells every change made by other processes
+    /// ([`Repository::watch`]).
+    live: Arc<AtomicBool>,
     timeout: Duration,
 }
 
 impl Repository {
     /// A repository over `store`, keeping up to `cache_sessions` recently used sessions in
-    /// memory when the store is this process's alone, bounding each store call by `timeout`.
+    /// memory when the store is this process's alone (or, see [`Repository::watch`], while a
+    /// shared store tells what other processes change), bounding each store call by `timeout`.
     pub fn new(store: Arc<dyn SessionStore>, timeout: Duration, cache_sessions: usize) -> Self {
-        let cache = if store.exclusive() {
-            SessionCache::new(cache_sessions)
-        } else {
-            None
-        };
         Repository {
+            live: Arc::new(AtomicBool::new(store.exclusive())),
             store,
-            cache,
+            cache: SessionCache::new(cache_sessions).map(Arc::new),
             timeout,
         }
+    }
+
+    /// With a shared store that can tell what other processes change (Redis), uses the cache
+    /// while it does: a change told drops that session's copy; while the store cannot tell
+    /// (its watching connection is lost or slow) the cache is emptied and left unused.
+    pub async fn watch(&self) -> Result<(), StoreError> {
+        let (Some(cache), false) = (&self.cache, self.store.exclusive()) else {
+            return Ok(());
+        };
+        let (cache, live) = (cache.clone(), self.live.clone());
+        let on_change: OnChange = Arc::new(move |change| match change {
+            Change::Session(id) => cache.remove(&id),
+            Change::Lost => {
+                live.store(false, Ordering::Release);
+                cache.clear();
+            }
+            Change::Resumed => {
+                cache.clear();
+                live.store(true, Ordering::Release);
+            }
+        });
+        self.timed(self.store.watch(on_change)).await.map(drop)
+    }
+
+    /// The cache, while it may be used.
+    fn cache(&self) -> Option<&SessionCache> {
+        self.cache
+            .as_deref()
+            .filter(|_| self.live.load(Ordering::Acquire))
     }
 
     /// The live (unexpired at `now`, ms) session `id`: from the cache, else from the store
     /// (then cached, unless a save of it overtook this read).
     pub async fn load(&self, id: SessionId, now: u64) -> Result<Option<Arc<Snapshot>>, StoreError> {
-        if let Some(snapshot) = self.cache.as_ref().and_then(|c| c.get(&id, now)) {
+        if let Some(snapshot) = self.cache().and_then(|c| c.get(&id, now)) {
             return Ok(Some(snapshot));
         }
-        let stamp = self.cache.as_ref().map(|c| c.stamp(&id));
+        let stamp = self.cache().map(|c| c.stamp(&id));
         let Some(record) = self.timed(self.store.get_record(id, now)).await? else {
             return Ok(None);
         };
         let snapshot = Arc::new(Snapshot::read(record));
-        if let (Some(cache), Some(stamp)) = (&self.cache, stamp) {
+        if let (Some(cache), Some(stamp)) = (self.cache(), stamp) {
             cache.insert_read(snapshot.clone(), stamp);
         }
         Ok(Some(snapshot))
@@ -134,7 +166,7 @@ impl Repository {
             Some(previous) => Snapshot::edited(record, previous),
             None => Snapshot::read(record),
         });
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = self.cache() {
             cache.insert(snapshot.clone());
         }
         snapshot
