@@ -135,35 +135,53 @@ fn id_of(key: &[u8]) -> Option<SessionId> {
     Some(SessionId::from_bytes(bytes))
 }
 
-/// Keeps `watch` on the connection `connection` while the store lives (`alive`): turns
-/// tracking on (again after a reconnection), and checks the connection every [`WATCH_EVERY`].
+/// Whether a `CLIENT TRACKINGINFO` answer says tracking is on (its `flags` hold `on`).
+fn tracking_on(info: &Value) -> bool {
+    match info {
+        Value::SimpleString(s) => s == "on",
+        Value::BulkString(b) => b == b"on",
+        Value::Array(items) | Value::Set(items) => items.iter().any(tracking_on),
+        Value::Map(pairs) => pairs.iter().any(|(k, v)| tracking_on(k) || tracking_on(v)),
+        _ => false,
+    }
+}
+
+/// Keeps `watch` on the connection `connection` while the store lives (`alive`): every
+/// [`WATCH_EVERY`] it asks whether tracking is on for the connection (after a reconnection it
+/// is not), turns it on when it is off, and tells [`Change::Resumed`] once it is on, or
+/// [`Change::Lost`] when it is off or no answer comes within [`WATCH_PATIENCE`].
 async fn keep_watching(alive: Weak<()>, watch: Arc<Watch>, mut connection: ConnectionManager) {
-    let tracking = {
-        let mut cmd = ::redis::cmd("CLIENT");
-        cmd.arg("TRACKING")
-            .arg("ON")
-            .arg("BCAST")
-            .arg("PREFIX")
-            .arg(SESSION_PREFIX)
-            .arg("NOLOOP");
-        cmd
-    };
-    let ping = ::redis::cmd("PING");
+    let mut tracking = ::redis::cmd("CLIENT");
+    tracking
+        .arg("TRACKING")
+        .arg("ON")
+        .arg("BCAST")
+        .arg("PREFIX")
+        .arg(SESSION_PREFIX)
+        .arg("NOLOOP");
+    let mut info = ::redis::cmd("CLIENT");
+    info.arg("TRACKINGINFO");
     while alive.strong_count() > 0 {
-        let current = &watch;
-        let live = current.live.load(Ordering::SeqCst);
-        let check = if live { &ping } else { &tracking };
-        let answered =
-            tokio::time::timeout(WATCH_PATIENCE, check.query_async::<Value>(&mut connection))
+        let answer =
+            tokio::time::timeout(WATCH_PATIENCE, info.query_async::<Value>(&mut connection))
                 .await
-                .is_ok_and(|r| r.is_ok());
-        match (live, answered) {
-            (false, true) => {
-                current.live.store(true, Ordering::SeqCst);
-                current.tell(Change::Resumed);
+                .ok()
+                .and_then(Result::ok);
+        match answer {
+            Some(info) if tracking_on(&info) => {
+                if !watch.live.swap(true, Ordering::SeqCst) {
+                    watch.tell(Change::Resumed);
+                }
             }
-            (true, false) => current.tell(Change::Lost),
-            _ => {}
+            Some(_) => {
+                watch.tell(Change::Lost);
+                let _ = tokio::time::timeout(
+                    WATCH_PATIENCE,
+                    tracking.query_async::<Value>(&mut connection),
+                )
+                .await;
+            }
+            None => watch.tell(Change::Lost),
         }
         tokio::time::sleep(WATCH_EVERY).await;
     }
@@ -465,6 +483,36 @@ mod tests {
         );
         assert_eq!(redacted("redis://localhost:6379"), "redis://localhost:6379");
         assert_eq!(redacted("not a url"), "not a url");
+    }
+
+    #[test]
+    fn tracking_info_is_read_in_both_protocols() {
+        let on = Value::Map(vec![(
+            Value::BulkString(b"flags".to_vec()),
+            Value::Set(vec![
+                Value::SimpleString("on".into()),
+                Value::SimpleString("bcast".into()),
+            ]),
+        )]);
+        assert!(tracking_on(&on));
+        let off = Value::Array(vec![
+            Value::BulkString(b"flags".to_vec()),
+            Value::Array(vec![Value::BulkString(b"off".to_vec())]),
+            Value::BulkString(b"prefixes".to_vec()),
+            Value::Array(vec![]),
+        ]);
+        assert!(!tracking_on(&off));
+    }
+
+    #[tokio::test]
+    async fn a_refused_url_names_no_password() {
+        for url in ["redis://:s3cret@[::1", "redis://:s3cret@127.0.0.1:1/x"] {
+            let e = match RedisStore::open(url, Duration::from_millis(500)).await {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{url} opened"),
+            };
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 
     #[test]

@@ -206,7 +206,7 @@ async fn a_process_never_serves_a_session_older_than_another_acknowledged() {
     let token = crate::harness::create_session_at(&a, json!({})).await;
     let cookie = format!("vtex_session={token}");
     // A reads (and keeps) each version; B writes the next; A must answer B's at once.
-    for i in 0..200 {
+    for i in 0..100 {
         let seen = get(&a, &token).await;
         assert_eq!(
             text(&seen, "public", "n"),
@@ -215,10 +215,31 @@ async fn a_process_never_serves_a_session_older_than_another_acknowledged() {
         let r = patch(&b, &cookie, json!({"n": {"value": i.to_string()}})).await;
         assert_eq!(r.status(), StatusCode::OK);
     }
-    let redis_gets = redis.cli(&["info", "commandstats"]);
-    assert!(
-        redis_gets.contains("cmdstat_client|tracking"),
-        "{redis_gets}"
+    let gets = || {
+        let stats = redis.cli(&["info", "commandstats"]);
+        assert!(stats.contains("cmdstat_client|tracking"), "{stats}");
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+            .and_then(|l| l.split(',').next())
+            .map_or(0, |n| n.parse::<u32>().unwrap())
+    };
+    // Reads with no write between them come from A's copy, not from Redis.
+    get(&a, &token).await;
+    let before = gets();
+    for _ in 0..20 {
+        get(&a, &token).await;
+    }
+    assert_eq!(gets(), before, "read from Redis while nothing changed");
+
+    // Everything dropped in Redis: A forgets its copies too.
+    get(&a, &token).await;
+    assert_eq!(redis.cli(&["flushall"]), "OK");
+    let after = get(&a, &token).await;
+    assert_ne!(
+        after["id"],
+        token_id(&token),
+        "the flushed session is not served"
     );
 }
 
