@@ -56,6 +56,38 @@ async fn a_cluster_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_whose_slots_moved_is_followed() {
+    let cluster = RedisCluster::start();
+    let store = open(&cluster.url()).await;
+    let sessions: Vec<Session> = (0..300)
+        .map(|_| Session::new("demo", now(), 3_600_000))
+        .collect();
+    for s in &sessions {
+        store.put(s, None).await.unwrap();
+    }
+    // Half of the first master's slots (and their sessions) move to the second one: the
+    // client's map of the slots is stale, and Redis answers MOVED for them.
+    let keys_before = cluster.nodes()[1].cli(&["dbsize"]);
+    let moved = tokio::task::spawn_blocking(move || {
+        cluster.move_slots(0, 1, 2730);
+        cluster
+    })
+    .await
+    .unwrap();
+    assert_ne!(
+        moved.nodes()[1].cli(&["dbsize"]),
+        keys_before,
+        "sessions moved"
+    );
+    for s in &sessions {
+        assert_eq!(store.get(s.id, now()).await.unwrap().as_ref(), Some(s));
+        let mut next = s.clone();
+        next.version = 2;
+        store.put(&next, Some(1)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_write_sets_the_deadline_as_the_key_expiry() {
     let server = RedisServer::start();
     let store = open(&server.url()).await;

@@ -386,4 +386,32 @@ impl RedisCluster {
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
     }
+
+    /// Moves `slots` hash slots, with their keys, from node `from` to node `to` (indexes into
+    /// [`RedisCluster::nodes`]) with `redis-cli --cluster reshard`; clients that knew the old
+    /// places are then answered `MOVED`.
+    pub fn move_slots(&self, from: usize, to: usize, slots: usize) {
+        let id = |i: usize| self.nodes[i].cli(&["cluster", "myid"]);
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "reshard"])
+            .arg(format!("127.0.0.1:{}", self.nodes[from].port()))
+            .args(["--cluster-from", &id(from), "--cluster-to", &id(to)])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "reshard: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let started = Instant::now();
+        while !self
+            .nodes
+            .iter()
+            .all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+        {
+            assert!(started.elapsed() < START_BOUND, "the cluster did not agree");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
