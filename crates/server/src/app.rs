@@ -56,6 +56,7 @@ impl Application {
         // still wins); alone, a process keeps its key in its data directory.
         let shared_key = match &settings.signing_key_pem {
             Some(_) => None,
+            None if !repo.shared() => None,
             None => repo
                 .agree(SIGNING_KEY, generate_pem()?.as_bytes())
                 .await?

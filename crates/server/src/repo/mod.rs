@@ -194,6 +194,11 @@ impl Repository {
         !self.store.expires_by_itself()
     }
 
+    /// Whether other processes may share the store (it is not this process's alone).
+    pub fn shared(&self) -> bool {
+        !self.store.exclusive()
+    }
+
     /// The value every process on a shared store agrees on under `name` (the first one
     /// offered, see [`SessionStore::agree`]); `None` when the store is this process's alone.
     pub async fn agree(&self, name: &str, value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
