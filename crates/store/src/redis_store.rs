@@ -9,6 +9,9 @@
 //! the stored version (bytes 1..9 of the record) with the expected one and sets the record with
 //! `PXAT` its deadline: Redis drops expired sessions itself, and nothing needs purging.
 //!
+//! [`SessionStore::watch`]: the data connections speak RESP3 and track the session keys in
+//! broadcast mode, so Redis pushes every session another process writes (see `keep_watching`).
+//!
 //! Calls are bounded by the timeout given at [`RedisStore::open`] (connecting and each answer);
 //! a Redis that is down or frozen is [`StoreError::Unavailable`], and the next call after it is
 //! back succeeds. A password in a URL is never written to an error or a log.
@@ -20,6 +23,7 @@ use std::time::Duration;
 use ::redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig, SendError};
 use ::redis::cluster::ClusterClient;
 use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use ::redis::{
     Client, FromRedisValue, ProtocolVersion, PushInfo, PushKind, RedisError, Script,
     ScriptInvocation, Value,
@@ -61,15 +65,14 @@ const WATCH_PATIENCE: Duration = Duration::from_millis(300);
 pub struct RedisStore {
     connection: Connection,
     put: Script,
-    /// What the data connection's pushes are told to (one node only: a cluster is not
-    /// watched yet).
-    watch: Option<Arc<Watch>>,
+    /// What the data connections' pushes are told to.
+    watch: Arc<Watch>,
     /// Held by every clone of the store: the watch ends when the last one is dropped.
     alive: Arc<()>,
 }
 
-/// The watch of one node: `CLIENT TRACKING … BCAST NOLOOP` on the data connection itself, so
-/// Redis pushes the keys other connections write, never this process's own writes.
+/// The watch: `CLIENT TRACKING … BCAST NOLOOP` on the data connections themselves (one, or one
+/// per master), so Redis pushes the keys other connections write, never this process's own.
 #[derive(Default)]
 struct Watch {
     on_change: OnceLock<OnChange>,
@@ -146,40 +149,31 @@ fn tracking_on(info: &Value) -> bool {
     }
 }
 
-/// Keeps `watch` on the connection `connection` while the store lives (`alive`): every
-/// [`WATCH_EVERY`] it asks whether tracking is on for the connection (after a reconnection it
-/// is not), turns it on when it is off, and tells [`Change::Resumed`] once it is on, or
-/// [`Change::Lost`] when it is off or no answer comes within [`WATCH_PATIENCE`].
-async fn keep_watching(alive: Weak<()>, watch: Arc<Watch>, mut connection: ConnectionManager) {
-    let mut tracking = ::redis::cmd("CLIENT");
-    tracking
-        .arg("TRACKING")
-        .arg("ON")
-        .arg("BCAST")
-        .arg("PREFIX")
-        .arg(SESSION_PREFIX)
-        .arg("NOLOOP");
-    let mut info = ::redis::cmd("CLIENT");
-    info.arg("TRACKINGINFO");
+/// A command's routing to every master of a cluster.
+fn all_masters(policy: Option<ResponsePolicy>) -> RoutingInfo {
+    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, policy))
+}
+
+/// Keeps `watch` on `connection` while the store lives (`alive`): every [`WATCH_EVERY`] it
+/// asks whether tracking is on for every connection that carries sessions (after a
+/// reconnection, or on a new master, it is not), turns it on anew when it is not, and tells
+/// [`Change::Resumed`] once it is on everywhere, or [`Change::Lost`] when it is off somewhere or
+/// no answer comes within [`WATCH_PATIENCE`].
+async fn keep_watching(alive: Weak<()>, watch: Arc<Watch>, mut connection: Connection) {
     while alive.strong_count() > 0 {
-        let answer =
-            tokio::time::timeout(WATCH_PATIENCE, info.query_async::<Value>(&mut connection))
-                .await
-                .ok()
-                .and_then(Result::ok);
+        let answer = tokio::time::timeout(WATCH_PATIENCE, connection.tracking())
+            .await
+            .ok()
+            .and_then(Result::ok);
         match answer {
-            Some(info) if tracking_on(&info) => {
+            Some(true) => {
                 if !watch.live.swap(true, Ordering::SeqCst) {
                     watch.tell(Change::Resumed);
                 }
             }
-            Some(_) => {
+            Some(false) => {
                 watch.tell(Change::Lost);
-                let _ = tokio::time::timeout(
-                    WATCH_PATIENCE,
-                    tracking.query_async::<Value>(&mut connection),
-                )
-                .await;
+                let _ = tokio::time::timeout(WATCH_PATIENCE, connection.track()).await;
             }
             None => watch.tell(Change::Lost),
         }
@@ -194,6 +188,47 @@ enum Connection {
 }
 
 impl Connection {
+    /// Whether tracking is on for every connection that carries sessions (each master's, on
+    /// a cluster).
+    async fn tracking(&mut self) -> Result<bool, RedisError> {
+        let mut info = ::redis::cmd("CLIENT");
+        info.arg("TRACKINGINFO");
+        match self {
+            Connection::Node(c) => Ok(tracking_on(&info.query_async::<Value>(c).await?)),
+            Connection::Cluster(c) => match c.route_command(info, all_masters(None)).await? {
+                Value::Map(answers) => {
+                    Ok(!answers.is_empty() && answers.iter().all(|(_, info)| tracking_on(info)))
+                }
+                _ => Ok(false),
+            },
+        }
+    }
+
+    /// Turns tracking of the session keys on, anew, for every connection that carries them.
+    async fn track(&mut self) -> Result<(), RedisError> {
+        let mut off = ::redis::cmd("CLIENT");
+        off.arg("TRACKING").arg("OFF");
+        let mut on = ::redis::cmd("CLIENT");
+        on.arg("TRACKING")
+            .arg("ON")
+            .arg("BCAST")
+            .arg("PREFIX")
+            .arg(SESSION_PREFIX)
+            .arg("NOLOOP");
+        match self {
+            Connection::Node(c) => {
+                off.query_async::<Value>(c).await?;
+                on.query_async::<Value>(c).await?;
+            }
+            Connection::Cluster(c) => {
+                let all = || all_masters(Some(ResponsePolicy::AllSucceeded));
+                c.route_command(off, all()).await?;
+                c.route_command(on, all()).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn query<T: FromRedisValue>(&self, cmd: &::redis::Cmd) -> Result<T, RedisError> {
         match self {
             Connection::Node(c) => cmd.query_async(&mut c.clone()).await,
@@ -293,6 +328,8 @@ impl RedisStore {
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     .retries(2)
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .push_sender(Pushes(watch.clone()))
                     .build()
                     .map_err(|e| bad(unavailable(e).to_string()))?;
                 let connection = tokio::time::timeout(timeout, client.get_async_connection())
@@ -328,7 +365,7 @@ impl RedisStore {
             }
         };
         let store = RedisStore {
-            watch: matches!(connection, Connection::Node(_)).then_some(watch),
+            watch,
             alive: Arc::new(()),
             connection,
             put: Script::new(PUT),
@@ -421,19 +458,16 @@ impl SessionStore for RedisStore {
         true
     }
 
-    /// One node: Redis pushes the session keys other processes write to the data connection
-    /// (`CLIENT TRACKING ON BCAST PREFIX sessiond:{ NOLOOP`). A cluster is not watched yet.
+    /// Redis pushes, on the data connections (each master's, on a cluster), the session keys
+    /// other processes write (`CLIENT TRACKING ON BCAST PREFIX sessiond:{ NOLOOP`).
     async fn watch(&self, on_change: OnChange) -> Result<bool, StoreError> {
-        let (Some(watch), Connection::Node(connection)) = (&self.watch, &self.connection) else {
-            return Ok(false);
-        };
-        if watch.on_change.set(on_change).is_err() {
+        if self.watch.on_change.set(on_change).is_err() {
             return Ok(true);
         }
         tokio::spawn(keep_watching(
             Arc::downgrade(&self.alive),
-            watch.clone(),
-            connection.clone(),
+            self.watch.clone(),
+            self.connection.clone(),
         ));
         Ok(true)
     }

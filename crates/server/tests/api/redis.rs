@@ -188,14 +188,15 @@ async fn unavailable(base: &str, token: &str) {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_process_never_serves_a_session_older_than_another_acknowledged() {
-    let redis = RedisServer::start();
+/// Two processes on the store `url` (whose nodes are `nodes`): a session written through one
+/// is never answered older by the other, reads with nothing changed come from the process's
+/// copy, and a FLUSHALL empties the copies.
+async fn never_older(url: String, nodes: &[RedisServer]) {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let args = |dir: &tempfile::TempDir| {
         [
             "--store".into(),
-            std::ffi::OsString::from(redis.url()),
+            std::ffi::OsString::from(&url),
             "--data-dir".into(),
             dir.path().as_os_str().to_owned(),
         ]
@@ -215,14 +216,20 @@ async fn a_process_never_serves_a_session_older_than_another_acknowledged() {
         let r = patch(&b, &cookie, json!({"n": {"value": i.to_string()}})).await;
         assert_eq!(r.status(), StatusCode::OK);
     }
+    // GETs that reached Redis, over every node.
     let gets = || {
-        let stats = redis.cli(&["info", "commandstats"]);
-        assert!(stats.contains("cmdstat_client|tracking"), "{stats}");
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
-            .and_then(|l| l.split(',').next())
-            .map_or(0, |n| n.parse::<u32>().unwrap())
+        nodes
+            .iter()
+            .map(|node| {
+                let stats = node.cli(&["info", "commandstats"]);
+                assert!(stats.contains("cmdstat_client|tracking"), "{stats}");
+                stats
+                    .lines()
+                    .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+                    .and_then(|l| l.split(',').next())
+                    .map_or(0, |n| n.parse::<u32>().unwrap())
+            })
+            .sum::<u32>()
     };
     // Reads with no write between them come from A's copy, not from Redis.
     get(&a, &token).await;
@@ -234,13 +241,27 @@ async fn a_process_never_serves_a_session_older_than_another_acknowledged() {
 
     // Everything dropped in Redis: A forgets its copies too.
     get(&a, &token).await;
-    assert_eq!(redis.cli(&["flushall"]), "OK");
+    for node in nodes {
+        assert_eq!(node.cli(&["flushall"]), "OK");
+    }
     let after = get(&a, &token).await;
     assert_ne!(
         after["id"],
         token_id(&token),
         "the flushed session is not served"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_node_a_process_never_serves_a_session_older_than_another_acknowledged() {
+    let redis = RedisServer::start();
+    never_older(redis.url(), std::slice::from_ref(&redis)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_process_never_serves_a_session_older_than_another_acknowledged() {
+    let cluster = RedisCluster::start();
+    never_older(cluster.url(), cluster.nodes()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
