@@ -33,6 +33,14 @@ struct Shard {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp(u64);
 
+/// Stripes of the counters of what a shared store said changed (see [`SessionCache::invalidate`]).
+const STRIPES: usize = 4096;
+
+/// Where the changes told of a session stood when a save of it began (see
+/// [`SessionCache::witness`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Witness(u64);
+
 /// Recently used snapshots by session id, at most `capacity` of them. When a shard is full, a
 /// random entry of it makes room: no bookkeeping on the read path, and a hot session that is
 /// evicted comes back at its next read.
@@ -42,6 +50,8 @@ pub struct SessionCache {
     hasher: RandomKeys,
     /// State of the generator that picks evictions (xorshift).
     dice: AtomicU64,
+    /// How many changes a shared store told of the sessions of each stripe (by id hash).
+    told: Box<[AtomicU64]>,
 }
 
 impl SessionCache {
@@ -60,6 +70,7 @@ impl SessionCache {
             per_shard: capacity.div_ceil(SHARDS),
             hasher: RandomKeys::default(),
             dice: AtomicU64::new(seed),
+            told: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
         })
     }
 
@@ -108,18 +119,52 @@ impl SessionCache {
         }
     }
 
+    fn told(&self, id: &SessionId) -> &AtomicU64 {
+        &self.told[self.hasher.hash_one(id) as usize % STRIPES]
+    }
+
+    /// A shared store said session `id` changed: its copy is dropped, and a save of it that
+    /// began before is not cached ([`SessionCache::insert_saved`]).
+    pub fn invalidate(&self, id: &SessionId) {
+        self.told(id).fetch_add(1, Ordering::SeqCst);
+        self.remove(id);
+    }
+
+    /// Taken before saving `id` to a shared store (see [`SessionCache::insert_saved`]).
+    pub fn witness(&self, id: &SessionId) -> Witness {
+        Witness(self.told(id).load(Ordering::SeqCst))
+    }
+
+    /// Caches `snapshot`, just saved to a shared store after `witness` was taken, unless the
+    /// store said meanwhile that the session changed: another process may have saved a newer
+    /// version after this one, whose news then came before this save's answer.
+    pub fn insert_saved(&self, snapshot: Arc<Snapshot>, witness: Witness) {
+        let id = snapshot.id();
+        let mut shard = self.shard(&id);
+        shard.changes += 1;
+        if self.told(&id).load(Ordering::SeqCst) != witness.0 {
+            shard.snapshots.swap_remove(&id);
+            return;
+        }
+        self.put(&mut shard, id, snapshot);
+    }
+
     /// Caches `snapshot`, just saved, unless a newer version of the session is cached already.
     pub fn insert(&self, snapshot: Arc<Snapshot>) {
         let id = snapshot.id();
         let mut shard = self.shard(&id);
         shard.changes += 1;
+        self.put(&mut shard, id, snapshot);
+    }
+
+    fn put(&self, shard: &mut Shard, id: SessionId, snapshot: Arc<Snapshot>) {
         if let Some(cached) = shard.snapshots.get_mut(&id) {
             if cached.record().version() <= snapshot.record().version() {
                 *cached = snapshot;
             }
             return;
         }
-        self.make_room(&mut shard);
+        self.make_room(shard);
         shard.snapshots.insert(id, snapshot);
     }
 
@@ -131,8 +176,12 @@ impl SessionCache {
         }
     }
 
-    /// Forgets every session (what the store holds may have changed unseen).
+    /// Forgets every session (what the store holds may have changed unseen); saves begun
+    /// before are not cached.
     pub fn clear(&self) {
+        for told in self.told.iter() {
+            told.fetch_add(1, Ordering::SeqCst);
+        }
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             shard.changes += 1;
@@ -194,6 +243,31 @@ mod tests {
             0,
             "a read begun before the clear is not cached"
         );
+    }
+
+    #[test]
+    fn a_save_that_news_of_a_later_change_overtook_is_not_cached() {
+        let cache = SessionCache::new(100).unwrap();
+        let mine = session(2);
+        let id = mine.id;
+        let saved = || Arc::new(Snapshot::new(mine.clone()));
+        // This process saves version 2; another saves 3, and its news comes first.
+        let witness = cache.witness(&id);
+        cache.invalidate(&id);
+        cache.insert_saved(saved(), witness);
+        assert!(
+            cache.get(&id, 2_000).is_none(),
+            "version 2 may already be old"
+        );
+        // With no news meanwhile, the save is cached.
+        let witness = cache.witness(&id);
+        cache.insert_saved(saved(), witness);
+        assert_eq!(cache.get(&id, 2_000).unwrap().record().version(), 2);
+        // A clear counts as news of everything.
+        let witness = cache.witness(&id);
+        cache.clear();
+        cache.insert_saved(saved(), witness);
+        assert!(cache.get(&id, 2_000).is_none());
     }
 
     #[test]

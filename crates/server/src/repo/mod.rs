@@ -22,7 +22,7 @@ pub use sessiond_store::{SessionStore, StoreError};
 
 use crate::config::StoreSpec;
 use crate::snapshot::Snapshot;
-use cache::SessionCache;
+use cache::{SessionCache, Witness};
 
 mod cache;
 
@@ -74,7 +74,7 @@ impl Repository {
         };
         let (cache, live) = (cache.clone(), self.live.clone());
         let on_change: OnChange = Arc::new(move |change| match change {
-            Change::Session(id) => cache.remove(&id),
+            Change::Session(id) => cache.invalidate(&id),
             Change::Lost => {
                 live.store(false, Ordering::Release);
                 cache.clear();
@@ -120,8 +120,9 @@ impl Repository {
         expected: Option<u64>,
         previous: Option<&Snapshot>,
     ) -> Result<Arc<Snapshot>, StoreError> {
+        let witness = self.witness(&record);
         match self.timed(self.store.put_record(&record, expected)).await {
-            Ok(()) => Ok(self.cached(record, previous)),
+            Ok(()) => Ok(self.cached(record, previous, witness)),
             Err(e) => {
                 self.forget(&record.id());
                 Err(e)
@@ -139,6 +140,7 @@ impl Repository {
         expected: u64,
         previous: &Snapshot,
     ) -> Result<Arc<Snapshot>, StoreError> {
+        let witnesses = (self.witness(&record), self.witness(&ended));
         let saved = self
             .timed(
                 self.store
@@ -147,8 +149,8 @@ impl Repository {
             .await;
         match saved {
             Ok(()) => {
-                let snapshot = self.cached(record, Some(previous));
-                self.cached(ended, None);
+                let snapshot = self.cached(record, Some(previous), witnesses.0);
+                self.cached(ended, None, witnesses.1);
                 Ok(snapshot)
             }
             Err(e) => {
@@ -158,16 +160,32 @@ impl Repository {
         }
     }
 
+    /// With a shared store, where the news of `record`'s session stood before saving it.
+    fn witness(&self, record: &Record) -> Option<Witness> {
+        if self.store.exclusive() {
+            return None;
+        }
+        self.cache().map(|c| c.witness(&record.id()))
+    }
+
     /// Caches what was just saved: `record`, derived from `previous` (its cookie lines carry
-    /// over). Cached as the record alone: what comes next is mostly reads, served from the
-    /// record's bytes, and plain edits, made on them; a full edit decodes it again.
-    fn cached(&self, record: Record, previous: Option<&Snapshot>) -> Arc<Snapshot> {
+    /// over), unless a shared store told of a change of its session since `witness`. Cached as
+    /// the record alone: what comes next is mostly reads, served from the record's bytes, and
+    /// plain edits, made on them; a full edit decodes it again.
+    fn cached(
+        &self,
+        record: Record,
+        previous: Option<&Snapshot>,
+        witness: Option<Witness>,
+    ) -> Arc<Snapshot> {
         let snapshot = Arc::new(match previous {
             Some(previous) => Snapshot::edited(record, previous),
             None => Snapshot::read(record),
         });
-        if let Some(cache) = self.cache() {
-            cache.insert(snapshot.clone());
+        match (self.cache(), witness) {
+            (Some(cache), Some(witness)) => cache.insert_saved(snapshot.clone(), witness),
+            (Some(cache), None) if self.store.exclusive() => cache.insert(snapshot.clone()),
+            _ => {}
         }
         snapshot
     }
