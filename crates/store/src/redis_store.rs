@@ -275,18 +275,13 @@ fn unavailable(e: RedisError) -> StoreError {
 }
 
 /// The key of session `id`: `sessiond:{` the first four bytes in hex `}:` the rest in hex.
-fn key(id: SessionId) -> String {
-    use std::fmt::Write;
+fn key(id: SessionId) -> Vec<u8> {
     let bytes = id.as_bytes();
-    let mut key = String::with_capacity(45);
-    key.push_str("sessiond:{");
-    for b in &bytes[..4] {
-        let _ = write!(key, "{b:02x}");
-    }
-    key.push_str("}:");
-    for b in &bytes[4..] {
-        let _ = write!(key, "{b:02x}");
-    }
+    let mut key = vec![0u8; 44];
+    key[..10].copy_from_slice(SESSION_PREFIX.as_bytes());
+    hex::encode_to_slice(&bytes[..4], &mut key[10..18]).expect("8 hex digits");
+    key[18..20].copy_from_slice(b"}:");
+    hex::encode_to_slice(&bytes[4..], &mut key[20..]).expect("24 hex digits");
     key
 }
 
@@ -552,7 +547,7 @@ mod tests {
     #[test]
     fn a_key_names_its_session() {
         let id = SessionId::random();
-        assert_eq!(id_of(key(id).as_bytes()), Some(id));
+        assert_eq!(id_of(&key(id)), Some(id));
         assert_eq!(id_of(b"sessiond:shared:session-signing-key"), None);
         assert_eq!(id_of(b"sessiond:{zz}:00"), None);
     }
@@ -560,13 +555,10 @@ mod tests {
     #[test]
     fn a_session_and_its_successor_share_a_hash_tag() {
         let id = SessionId::random();
-        let k = key(id);
-        assert_eq!(k.len(), 44);
-        assert!(
-            k.starts_with("sessiond:{") && k.as_bytes()[18] == b'}',
-            "{k}"
-        );
-        let next = key(id.successor());
+        let k = String::from_utf8(key(id)).unwrap();
+        let hex: String = id.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(k, format!("sessiond:{{{}}}:{}", &hex[..8], &hex[8..]));
+        let next = String::from_utf8(key(id.successor())).unwrap();
         assert_eq!(k[..19], next[..19]);
         assert_ne!(k, next);
     }
