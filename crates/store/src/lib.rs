@@ -44,6 +44,26 @@ impl From<RecordError> for StoreError {
     }
 }
 
+/// Writes `puts` one by one with [`SessionStore::put_record`]; when one fails, removes the new
+/// records (`expected` `None`) written before it: all or none as long as only the last record
+/// replaces a stored version. The default of [`SessionStore::put_records`], and what a backend
+/// that writes several records at once falls back to when it cannot.
+pub async fn put_in_order<S: SessionStore + ?Sized>(
+    store: &S,
+    puts: &[(&Record, Option<u64>)],
+) -> Result<(), StoreError> {
+    for (i, (record, expected)) in puts.iter().enumerate() {
+        if let Err(e) = store.put_record(record, *expected).await {
+            let created = puts[..i].iter().filter(|(_, expected)| expected.is_none());
+            for (written, _) in created {
+                store.delete(written.id()).await?;
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// What a shared backend says changed behind this process's back (see [`SessionStore::watch`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -83,16 +103,7 @@ pub trait SessionStore: Send + Sync + 'static {
     /// `None`) it wrote before: all or none as long as only the last record replaces a stored
     /// version. Backends that can write several keys at once override it.
     async fn put_records(&self, puts: &[(&Record, Option<u64>)]) -> Result<(), StoreError> {
-        for (i, (record, expected)) in puts.iter().enumerate() {
-            if let Err(e) = self.put_record(record, *expected).await {
-                let created = puts[..i].iter().filter(|(_, expected)| expected.is_none());
-                for (written, _) in created {
-                    self.delete(written.id()).await?;
-                }
-                return Err(e);
-            }
-        }
-        Ok(())
+        put_in_order(self, puts).await
     }
 
     /// The session with this id, unless it is missing or expired at `now_ms`.

@@ -424,15 +424,7 @@ impl SessionStore for RedisStore {
         if rest.iter().all(|(r, _)| tag(r.id()) == tag(first.id())) {
             return self.put_together(puts).await;
         }
-        for (i, (record, expected)) in puts.iter().enumerate() {
-            if let Err(e) = self.put_record(record, *expected).await {
-                for (written, _) in puts[..i].iter().filter(|(_, e)| e.is_none()) {
-                    self.delete(written.id()).await?;
-                }
-                return Err(e);
-            }
-        }
-        Ok(())
+        crate::put_in_order(self, puts).await
     }
 
     async fn delete(&self, id: SessionId) -> Result<bool, StoreError> {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sessiond_testkit::{RedisCluster, RedisServer};
 
 use crate::harness::{
-    cookie_value, mint, plain, serve, spawn_on, text, token_id, ALICE, STORE_COOKIE,
+    cookie_value, mint, plain, serve, spawn_on, text, token_id, Process, ALICE, STORE_COOKIE,
 };
 
 /// `store_timeout`'s default.
@@ -51,21 +51,25 @@ async fn patch(base: &str, cookie: &str, public: Value) -> reqwest::Response {
     .await
 }
 
+/// A `sessiond serve` process on the store `url`, with a data directory of its own (dropped
+/// with it): the process and its base URL.
+fn serve_on(url: &str) -> ((Process, tempfile::TempDir), String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (process, base) = serve(&[
+        "--store".as_ref(),
+        std::ffi::OsStr::new(url),
+        "--data-dir".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    ((process, dir), base)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_cluster_serve_the_same_sessions() {
     let cluster = RedisCluster::start();
     let url = cluster.url();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let args = |dir: &tempfile::TempDir| {
-        [
-            "--store".into(),
-            std::ffi::OsString::from(&url),
-            "--data-dir".into(),
-            dir.path().as_os_str().to_owned(),
-        ]
-    };
-    let (_a, a) = serve(&args(&dir_a));
-    let (_b, b) = serve(&args(&dir_b));
+    let (_a, a) = serve_on(&url);
+    let (_b, b) = serve_on(&url);
 
     // Created through A, read and edited through B, read again through A.
     let r = send(
@@ -192,17 +196,8 @@ async fn unavailable(base: &str, token: &str) {
 /// is never answered older by the other, reads with nothing changed come from the process's
 /// copy, and a FLUSHALL empties the copies.
 async fn never_older(url: String, nodes: &[RedisServer]) {
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let args = |dir: &tempfile::TempDir| {
-        [
-            "--store".into(),
-            std::ffi::OsString::from(&url),
-            "--data-dir".into(),
-            dir.path().as_os_str().to_owned(),
-        ]
-    };
-    let (_a, a) = serve(&args(&dir_a));
-    let (_b, b) = serve(&args(&dir_b));
+    let (_a, a) = serve_on(&url);
+    let (_b, b) = serve_on(&url);
     ready_becomes(&a, StatusCode::OK).await;
     let token = crate::harness::create_session_at(&a, json!({})).await;
     let cookie = format!("vtex_session={token}");
