@@ -274,6 +274,8 @@ pub async fn run_with(
                 dropped: Vec::new(),
                 error: None,
                 rejected: false,
+                rejection_status: None,
+                timed_out: false,
                 undecided: false,
                 micros: elapsed.as_micros() as u64,
             };
@@ -318,9 +320,13 @@ pub async fn run_with(
                 }) => {
                     call.error = Some(format!("rejected with {status}: {kind}: {message}"));
                     call.rejected = true;
+                    call.rejection_status = Some(status);
                     rejected.insert(i, (status, kind, message));
                 }
-                Err(e) => call.error = Some(e.to_string()),
+                Err(e) => {
+                    call.timed_out = matches!(e, AppError::Timeout(_));
+                    call.error = Some(e.to_string());
+                }
             }
             round.calls.push(call);
         }

@@ -53,6 +53,12 @@ pub struct AppCall {
     pub error: Option<String>,
     /// Whether the app rejected the request (401/403) rather than failed.
     pub rejected: bool,
+    /// The status of that rejection (401 or 403).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection_status: Option<u16>,
+    /// Whether the call failed because it took longer than its timeout.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
     /// Whether the app could not decide yet ([`crate::AppError::Unavailable`]).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub undecided: bool,

@@ -8,13 +8,14 @@ use tokio::net::TcpListener;
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::config::StoreSpec;
 use crate::http::cookies::{CookieLines, CookieStyle};
 use crate::http::request::Filters;
 use crate::http::{router, AppState};
 use crate::repo::{open_store, Repository, SessionStore};
 use crate::service::SessionService;
 use crate::tenancy::Tenancy;
-use crate::token::{generate_pem, Keyring};
+use crate::token::{generate_pem, KeyOrigin, Keyring};
 
 /// The name of the session signing key among the values a shared store keeps.
 const SIGNING_KEY: &str = "session-signing-key";
@@ -25,9 +26,12 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// A bound, ready-to-run server.
 pub struct Application {
     listener: TcpListener,
+    /// The listener of `metrics_listen`, when configured.
+    metrics_listener: Option<TcpListener>,
     router: axum::Router,
     state: Arc<AppState>,
     store: Arc<dyn SessionStore>,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
@@ -38,14 +42,51 @@ impl Application {
 
     /// [`Application::build`], serving requests at the time `clock` says (tests set it).
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
+        // Before anything records a metric: handles made earlier would record nowhere.
+        crate::telemetry::metrics();
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            configuration = %settings.source,
+            "starting sessiond"
+        );
         let tenancy = Tenancy::new(&settings.accounts, &settings.default_account)?;
         tenancy.start();
         for account in tenancy.accounts() {
+            let apps: Vec<&str> = account
+                .apps
+                .index()
+                .apps()
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect();
+            tracing::info!(
+                account = %account.name,
+                id = %account.id,
+                apps = %apps.join(", "),
+                default = account.name == settings.default_account,
+                "account"
+            );
             for warning in crate::cli::app_warnings(account.apps.index().apps()) {
                 tracing::warn!(account = %account.name, "{warning}");
             }
         }
         let store = open_store(&settings.store, &settings.data_dir, settings.store_timeout).await?;
+        match &settings.store {
+            StoreSpec::Embedded => tracing::info!(
+                store = "embedded",
+                data_dir = %settings.data_dir.display(),
+                "store: durable, on disk"
+            ),
+            StoreSpec::Memory => tracing::warn!(
+                store = "memory",
+                "store: process memory; every session is lost when the process stops"
+            ),
+            StoreSpec::Redis(_) => tracing::info!(
+                store = %settings.store,
+                timeout = ?settings.store_timeout,
+                "store: Redis, shared with every process configured alike"
+            ),
+        }
         let repo = Repository::new(
             store.clone(),
             settings.store_timeout,
@@ -72,6 +113,17 @@ impl Application {
             &settings.verification_keys_pem,
             &settings.data_dir,
         )?;
+        let origin = match (keys.origin(), &settings.signing_key_pem, &shared_key) {
+            (_, Some(_), _) => "configured".to_owned(),
+            (_, None, Some(_)) => "shared through the store".to_owned(),
+            (KeyOrigin::Generated(path), ..) => format!("generated into {}", path.display()),
+            (KeyOrigin::Loaded(path), ..) => format!("loaded from {}", path.display()),
+            (KeyOrigin::Given, ..) => "configured".to_owned(),
+        };
+        tracing::info!(kid = %keys.kid(), verification_keys = keys.jwks()["keys"].as_array().map_or(0, Vec::len), "session signing key {origin}");
+        let jwks = serde_json::to_vec(keys.jwks())
+            .context("writing the JWK set")?
+            .into();
         let service = SessionService::new(
             repo,
             keys,
@@ -93,15 +145,39 @@ impl Application {
             ),
             filters: Filters::default(),
             fast_paths: settings.fast_paths,
+            jwks,
         });
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding metrics_listen {addr}"))?,
+            ),
+            None => None,
+        };
+        if !settings.secure_cookies && !settings.listen.ip().is_loopback() {
+            tracing::warn!("cookies without Secure on a non-loopback address: browsers send them over plain HTTP too");
+        }
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            metrics = %metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("on the listen address".to_owned(), |a| a.to_string()),
+            secure_cookies = settings.secure_cookies,
+            cache_sessions = settings.cache_sessions,
+            session_ttl = ?settings.session_ttl,
+            shutdown_timeout = ?settings.shutdown_timeout,
+            admin_api = settings.admin_token.is_some(),
+            "listening"
+        );
         Ok(Application {
             listener,
+            metrics_listener,
             router: router(state.clone()),
             state,
             store,
+            shutdown_timeout: settings.shutdown_timeout,
         })
     }
 
@@ -120,7 +196,16 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Serves until `shutdown` completes, purging expired sessions in the background.
+    /// The address of `metrics_listen`, when configured.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, purging expired sessions in the background; then
+    /// stops accepting connections, lets the requests in flight finish (for at most
+    /// `shutdown_timeout`), and closes the store.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -141,10 +226,44 @@ impl Application {
                 }
             }
         });
-        let result = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // Tells everything that must stop with the server that it is stopping.
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let until_stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stopping| *stopping).await;
+        };
+        let metrics = self.metrics_listener.map(|listener| {
+            let stopped = until_stopping(stopping.clone());
+            tokio::spawn(async move {
+                axum::serve(listener, crate::http::metrics_router())
+                    .with_graceful_shutdown(stopped)
+                    .await
+            })
+        });
+        let drained = until_stopping(stopping);
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let timeout = self.shutdown_timeout;
+        let result = tokio::select! {
+            result = server => result,
+            () = async move {
+                drained.await;
+                tokio::time::sleep(timeout).await;
+            } => {
+                tracing::warn!(?timeout, "requests still in flight after shutdown_timeout; stopping without them");
+                Ok(())
+            }
+        };
         purge.abort();
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
+        // The last handles of the store: the embedded one finishes its writes and closes.
+        drop(self.state);
+        drop(self.store);
+        tracing::info!("stopped");
         result
     }
 }

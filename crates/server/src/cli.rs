@@ -36,6 +36,9 @@ pub enum Command {
         /// redis+cluster://HOST:PORT[,HOST:PORT…] [default: embedded].
         #[arg(long, env = "SESSIOND_STORE")]
         store: Option<String>,
+        /// Log format: text or json [default: text].
+        #[arg(long, env = "SESSIOND_LOG_FORMAT")]
+        log_format: Option<String>,
     },
     /// Validate the configuration and print each account's apps and their dependencies.
     Check {
@@ -278,12 +281,14 @@ impl Command {
                 listen,
                 data_dir,
                 store,
+                log_format,
             } => Settings::load(
                 config.as_deref(),
                 Overrides {
                     listen: listen.clone(),
                     data_dir: data_dir.clone(),
                     store: store.clone(),
+                    log_format: log_format.clone(),
                 },
             ),
             Command::Check { config } | Command::AuthToken { config, .. } => {

@@ -91,6 +91,12 @@ pub struct FileConfig {
     /// Most sessions kept in memory (embedded and memory stores; 0: none; default: see
     /// [`default_cache_sessions`]).
     pub cache_sessions: Option<usize>,
+    /// How long a stopping server lets requests in flight finish, humantime (`30s`).
+    pub shutdown_timeout: Option<String>,
+    /// Log format: `text` (default) or `json`.
+    pub log_format: Option<String>,
+    /// A second listen address serving `GET /metrics` alone (it is also on `listen`).
+    pub metrics_listen: Option<String>,
     /// Whether the measured shortcuts are used (default true): edits of plain `public` keys on
     /// the stored record, answers cut out of the stored one, cookie lines kept with a session,
     /// the previous segment token kept when no segment input changed. Off, every request takes
@@ -261,13 +267,64 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--store`.
     pub store: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json`.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(ConfigError::Invalid(format!(
+                "log_format `{other}` is not `text` or `json`"
+            ))),
+        }
+    }
+}
+
+/// Where the configuration came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The built-in demo configuration (no `--config`).
+    Demo,
+    /// A file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigSource::Demo => f.write_str("built-in demo"),
+            ConfigSource::File(path) => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 /// The resolved configuration.
 #[derive(Debug)]
 pub struct Settings {
+    /// Where the configuration came from.
+    pub source: ConfigSource,
     /// Listen address.
     pub listen: SocketAddr,
+    /// The address serving `/metrics` alone, when configured.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long a stopping server lets requests in flight finish.
+    pub shutdown_timeout: Duration,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Store backend.
@@ -308,7 +365,11 @@ impl Settings {
         };
         let file: FileConfig = toml::from_str(&text)?;
         let base = config.and_then(Path::parent).unwrap_or(Path::new("."));
-        Settings::resolve(file, overrides, base)
+        let mut settings = Settings::resolve(file, overrides, base)?;
+        if let Some(path) = config {
+            settings.source = ConfigSource::File(path.to_owned());
+        }
+        Ok(settings)
     }
 
     fn resolve(file: FileConfig, o: Overrides, base: &Path) -> Result<Self, ConfigError> {
@@ -322,6 +383,22 @@ impl Settings {
             ))
         })?;
         let store = StoreSpec::parse(&o.store.or(file.store).unwrap_or_else(|| "embedded".into()))?;
+        let metrics_listen = file
+            .metrics_listen
+            .map(|text| {
+                text.parse::<SocketAddr>().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "metrics_listen address `{text}` is not IP:PORT (e.g. 127.0.0.1:9090)"
+                    ))
+                })
+            })
+            .transpose()?;
+        let log_format = o
+            .log_format
+            .or(file.log_format)
+            .map(|f| LogFormat::parse(&f))
+            .transpose()?
+            .unwrap_or_default();
         let duration = |name: &str, v: Option<String>, default: &str| {
             let text = v.unwrap_or_else(|| default.to_owned());
             humantime::parse_duration(&text)
@@ -338,6 +415,7 @@ impl Settings {
         };
         let session_ttl = duration("session_ttl", file.session_ttl, "5d")?;
         let store_timeout = duration("store_timeout", file.store_timeout, "1s")?;
+        let shutdown_timeout = duration("shutdown_timeout", file.shutdown_timeout, "30s")?;
         let defaults = Limits::default();
         let l = file.limits;
         let limits = Limits {
@@ -380,6 +458,10 @@ impl Settings {
             }
         }
         Ok(Settings {
+            source: ConfigSource::Demo,
+            metrics_listen,
+            shutdown_timeout,
+            log_format,
             secure_cookies: file.secure_cookies.unwrap_or(!listen.ip().is_loopback()),
             listen,
             data_dir: o
@@ -434,6 +516,7 @@ mod tests {
             listen: Some("0.0.0.0:9000".into()),
             store: Some("memory".into()),
             data_dir: None,
+            log_format: None,
         };
         let s = Settings::load(None, o).unwrap();
         assert_eq!(s.listen.port(), 9000);

@@ -16,6 +16,8 @@
 //! - [`config`]: the TOML configuration, `SESSIOND_*` variables and flags → [`config::Settings`].
 //! - [`clock`]: the time requests are served at; [`prehashed`]: the hasher of maps keyed by
 //!   random ids and digests.
+//! - [`telemetry`]: log lines (text or JSON), the request id of each request's log lines,
+//!   the Prometheus metrics.
 //! - [`app`]: building and running the server ([`app::Application`]); [`cli`]: the `sessiond`
 //!   command line.
 
@@ -28,6 +30,7 @@ pub mod prehashed;
 pub mod repo;
 pub mod service;
 pub mod snapshot;
+pub mod telemetry;
 pub mod tenancy;
 pub mod token;
 

@@ -2,24 +2,50 @@
 
 use clap::Parser;
 use sessiond::cli::{auth_token, check_report, Cli, Command};
-use sessiond::Application;
+use sessiond::config::{LogFormat, Settings};
+use sessiond::{telemetry, Application};
 
 /// mimalloc instead of the system allocator: a request allocates many small short-lived
 /// buffers, and the store's memtables churn; see BENCHMARKS.md for what it bought.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", report(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes, each cause once: a cause whose text the message above it already
+/// holds (a configuration error quoting its TOML error, say) is not repeated.
+fn report(error: &anyhow::Error) -> String {
+    let mut out = format!("Error: {error}");
+    let mut shown = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            out.push_str("\n  caused by: ");
+            out.push_str(&text);
+            shown = text;
+        }
+    }
+    out
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SESSIOND_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let settings = cli.command.settings()?;
+    let settings = cli.command.settings();
+    telemetry::init_logs(
+        settings
+            .as_ref()
+            .map(|s| s.log_format)
+            .unwrap_or(LogFormat::Text),
+    );
+    let settings = settings?;
     match cli.command {
         Command::Check { .. } => {
             print!("{}", check_report(&settings)?);
@@ -45,16 +71,38 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(settings: sessiond::config::Settings) -> anyhow::Result<()> {
-    let cache_sessions = settings.cache_sessions;
+async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
     let addr = app.local_addr()?;
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("sessiond listening on http://{addr}");
-    tracing::info!(%addr, cache_sessions, "listening");
-    app.run_until(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    app.run_until(signal()).await?;
     Ok(())
+}
+
+/// Completes at the first SIGTERM or SIGINT; a second one ends the process at once.
+async fn signal() {
+    let first = next_signal().await;
+    tracing::info!(signal = first, "shutting down");
+    tokio::spawn(async {
+        let second = next_signal().await;
+        tracing::warn!(signal = second, "second signal: exiting at once");
+        std::process::exit(if second == "SIGINT" { 130 } else { 143 });
+    });
+}
+
+/// The name of the next SIGTERM or SIGINT received.
+async fn next_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process can only be killed; never stop on our own.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

@@ -268,6 +268,7 @@ fn writer_loop(engine: &Engine, rx: &mpsc::Receiver<Write>, max_batch: usize) {
                 Err(_) => break,
             }
         }
+        metrics::histogram!(crate::metric_names::COMMIT_BATCH).record(batch.len() as f64);
         match apply_batch(engine, &mut batch) {
             Ok(results) => {
                 for (w, r) in batch.drain(..).zip(results) {
@@ -470,7 +471,9 @@ fn apply_batch(
         }
     }
     // An empty batch (only conflicts or no-ops) commits nothing and needs no fsync.
+    let started = std::time::Instant::now();
     let committed = writes.commit();
+    metrics::histogram!(crate::metric_names::FSYNC_DURATION).record(started.elapsed());
     let (mut known, overlay) = (pending.known, pending.overlay);
     match committed {
         Ok(()) => {

@@ -16,6 +16,16 @@ pub mod embedded;
 pub mod memory;
 pub mod redis_store;
 
+/// The metrics the stores record themselves (with the `metrics` facade; the server exports
+/// them).
+pub mod metric_names {
+    /// Writes committed together by one fsync (embedded store), a histogram.
+    pub const COMMIT_BATCH: &str = "sessiond_store_commit_batch_size";
+    /// Time of one group commit's durable write, its fsync included (embedded store), a
+    /// histogram in seconds.
+    pub const FSYNC_DURATION: &str = "sessiond_store_fsync_duration_seconds";
+}
+
 use async_trait::async_trait;
 use sessiond_core::record::RecordError;
 use sessiond_core::{Record, Session, SessionId};

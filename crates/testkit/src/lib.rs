@@ -1,3 +1,7 @@
+//! The real programs the tests run besides sessiond, installed when the machine lacks them:
+//! `redis-server` (Debian), schemathesis (PyPI, in a virtual environment), any Debian package
+//! ([`ensure_debian`]).
+//!
 //! Real `redis-server` processes for the tests: one node ([`RedisServer`], with a password if
 //! asked) and a cluster of three masters ([`RedisCluster`]), each on free ports in a
 //! temporary directory, stopped (SIGKILL) when dropped. `redis-server` and `redis-cli` come
@@ -18,31 +22,88 @@ use std::time::{Duration, Instant};
 const START_BOUND: Duration = Duration::from_secs(30);
 
 /// Installs Debian's `redis-server` package (which brings `redis-cli`) unless both commands
-/// are there: `apt-get install -y`, after `apt-get update` when the first try fails.
+/// are there.
 pub fn ensure_redis() {
     static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        if has("redis-server") && has("redis-cli") {
-            return;
-        }
-        let install = || {
-            Command::new("apt-get")
-                .args(["install", "-y", "redis-server"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !install() {
-            let updated = Command::new("apt-get")
-                .arg("update")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(updated && install(), "could not install redis-server");
-        }
-        assert!(has("redis-server") && has("redis-cli"));
-    });
+    INSTALL.call_once(|| ensure_debian(&["redis-server"], &["redis-server", "redis-cli"]));
+}
+
+/// Installs Debian's `packages` unless every one of `commands` is there: `apt-get install -y`,
+/// after `apt-get update` when the first try fails.
+pub fn ensure_debian(packages: &[&str], commands: &[&str]) {
+    // One apt-get at a time: dpkg takes a lock.
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _apt = APT.lock().unwrap_or_else(|p| p.into_inner());
+    if commands.iter().all(|c| has(c)) {
+        return;
+    }
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let updated = Command::new("apt-get")
+            .arg("update")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(updated && install(), "could not install {packages:?}");
+    }
+    for command in commands {
+        assert!(
+            has(command),
+            "{command} is missing after installing {packages:?}"
+        );
+    }
+}
+
+/// The schemathesis version the API tests run.
+pub const SCHEMATHESIS: &str = "4.32.5";
+
+/// The `schemathesis` command of a Python virtual environment in `dir` holding
+/// [`SCHEMATHESIS`], made (with `python3 -m venv` and `pip install`, from PyPI) unless it is
+/// there; Debian's `python3-venv` is installed first when the machine lacks it.
+pub fn ensure_schemathesis(dir: &Path) -> std::path::PathBuf {
+    let venv = dir.join(format!("schemathesis-{SCHEMATHESIS}"));
+    let command = venv.join("bin").join("schemathesis");
+    let works = || {
+        Command::new(&command)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| {
+                o.status.success() && String::from_utf8_lossy(&o.stdout).contains(SCHEMATHESIS)
+            })
+    };
+    if works() {
+        return command;
+    }
+    ensure_debian(&["python3", "python3-venv", "python3-pip"], &["python3"]);
+    let venv_ok = || {
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !venv_ok() {
+        // python3 without its venv module (ensurepip): Debian's python3-venv brings it.
+        ensure_debian(&["python3-venv"], &[]);
+        assert!(venv_ok(), "python3 -m venv {} failed", venv.display());
+    }
+    let installed = Command::new(venv.join("bin").join("pip"))
+        .args(["install", "-q", &format!("schemathesis=={SCHEMATHESIS}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        installed && works(),
+        "could not install schemathesis {SCHEMATHESIS}"
+    );
+    command
 }
 
 fn has(command: &str) -> bool {

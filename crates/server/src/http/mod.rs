@@ -24,9 +24,27 @@ use request::{Filters, Query, RequestCookies, SESSION_COOKIE};
 
 pub mod cookies;
 pub mod error;
+mod observe;
 pub mod request;
 mod segments;
 mod sessions;
+
+pub use observe::REQUEST_ID;
+
+/// Every routed path (axum's syntax), the labels of the request metrics and the paths of
+/// `/openapi.json`.
+pub const ROUTES: [&str; 10] = [
+    "/api/sessions",
+    "/api/sessions/{token}",
+    "/api/segments",
+    "/api/segments/",
+    "/api/segments/{*token}",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/openapi.json",
+    "/.well-known/jwks.json",
+];
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -44,6 +62,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Whether answers come from the stored answer (see `Settings::fast_paths`).
     pub fast_paths: bool,
+    /// The public keys that verify session tokens, as a JWK set (`/.well-known/jwks.json`).
+    pub jwks: axum::body::Bytes,
 }
 
 /// The router of the public API, health probes and JSON fallbacks.
@@ -69,11 +89,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/segments/{*token}", get(segments::decode_segment))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/.well-known/jwks.json", get(jwks))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .with_state(state)
 }
+
+/// The router of the metrics address (`metrics_listen`): `GET /metrics` alone.
+pub fn metrics_router() -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// The OpenAPI document of this server's routes.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// A bug must still answer `{"type","message"}` (and leave stored data alone: nothing is saved
 /// after a panic, because saving is the last step of a request).
@@ -91,6 +129,49 @@ async fn method_not_allowed() -> ApiError {
 
 async fn health() -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// `GET /metrics`: the Prometheus text format.
+async fn metrics() -> Response {
+    let text = crate::telemetry::metrics()
+        .map(|handle| handle.render())
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+async fn jwks(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=300"),
+            ),
+        ],
+        state.jwks.clone(),
+    )
+        .into_response()
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {

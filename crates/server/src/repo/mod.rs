@@ -13,15 +13,17 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use metrics::{Counter, Histogram};
 use sessiond_core::{Record, SessionId};
 pub use sessiond_store::redis_store::redacted as redacted_url;
+pub use sessiond_store::{metric_names, SessionStore, StoreError};
 use sessiond_store::{Change, EmbeddedOptions, EmbeddedStore, MemoryStore, OnChange, RedisStore};
-pub use sessiond_store::{SessionStore, StoreError};
 
 use crate::config::StoreSpec;
 use crate::snapshot::Snapshot;
+use crate::telemetry::names;
 use cache::{SessionCache, Witness};
 
 mod cache;
@@ -50,6 +52,37 @@ pub struct Repository {
     /// ([`Repository::watch`]).
     live: Arc<AtomicBool>,
     timeout: Duration,
+    metrics: Metrics,
+}
+
+/// The repository's metrics: cache hits and misses, the time of each kind of store call.
+struct Metrics {
+    hits: Counter,
+    misses: Counter,
+    get: Histogram,
+    put: Histogram,
+    put_two: Histogram,
+    ping: Histogram,
+    agree: Histogram,
+    watch: Histogram,
+    purge: Histogram,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let call = |operation: &'static str| metrics::histogram!(names::STORE_DURATION, "operation" => operation);
+        Metrics {
+            hits: metrics::counter!(names::CACHE_HITS),
+            misses: metrics::counter!(names::CACHE_MISSES),
+            get: call("get"),
+            put: call("put"),
+            put_two: call("put_successor"),
+            ping: call("ping"),
+            agree: call("agree"),
+            watch: call("watch"),
+            purge: call("purge"),
+        }
+    }
 }
 
 impl Repository {
@@ -62,6 +95,7 @@ impl Repository {
             store,
             cache: SessionCache::new(cache_sessions).map(Arc::new),
             timeout,
+            metrics: Metrics::new(),
         }
     }
 
@@ -84,7 +118,9 @@ impl Repository {
                 live.store(true, Ordering::Release);
             }
         });
-        self.timed(self.store.watch(on_change)).await.map(drop)
+        self.timed(&self.metrics.watch, self.store.watch(on_change))
+            .await
+            .map(drop)
     }
 
     /// The cache, while it may be used.
@@ -97,11 +133,18 @@ impl Repository {
     /// The live (unexpired at `now`, ms) session `id`: from the cache, else from the store
     /// (then cached, unless a save of it overtook this read).
     pub async fn load(&self, id: SessionId, now: u64) -> Result<Option<Arc<Snapshot>>, StoreError> {
-        if let Some(snapshot) = self.cache().and_then(|c| c.get(&id, now)) {
-            return Ok(Some(snapshot));
+        if let Some(cache) = self.cache() {
+            if let Some(snapshot) = cache.get(&id, now) {
+                self.metrics.hits.increment(1);
+                return Ok(Some(snapshot));
+            }
+            self.metrics.misses.increment(1);
         }
         let stamp = self.cache().map(|c| c.stamp(&id));
-        let Some(record) = self.timed(self.store.get_record(id, now)).await? else {
+        let Some(record) = self
+            .timed(&self.metrics.get, self.store.get_record(id, now))
+            .await?
+        else {
             return Ok(None);
         };
         let snapshot = Arc::new(Snapshot::read(record));
@@ -121,7 +164,10 @@ impl Repository {
         previous: Option<&Snapshot>,
     ) -> Result<Arc<Snapshot>, StoreError> {
         let witness = self.witness(&record);
-        match self.timed(self.store.put_record(&record, expected)).await {
+        match self
+            .timed(&self.metrics.put, self.store.put_record(&record, expected))
+            .await
+        {
             Ok(()) => Ok(self.cached(record, previous, witness)),
             Err(e) => {
                 self.forget(&record.id());
@@ -143,6 +189,7 @@ impl Repository {
         let witnesses = (self.witness(&record), self.witness(&ended));
         let saved = self
             .timed(
+                &self.metrics.put_two,
                 self.store
                     .put_records(&[(&record, None), (&ended, Some(expected))]),
             )
@@ -199,12 +246,15 @@ impl Repository {
 
     /// Whether the store answers within `store_timeout` (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.timed(self.store.ping()).await
+        self.timed(&self.metrics.ping, self.store.ping()).await
     }
 
     /// Removes every session expired at `now` (ms); returns how many.
     pub async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
-        self.store.purge_expired(now).await
+        let started = Instant::now();
+        let purged = self.store.purge_expired(now).await;
+        self.metrics.purge.record(started.elapsed());
+        purged
     }
 
     /// Whether expired sessions must be purged (the store does not drop them by itself).
@@ -220,21 +270,24 @@ impl Repository {
     /// The value every process on a shared store agrees on under `name` (the first one
     /// offered, see [`SessionStore::agree`]); `None` when the store is this process's alone.
     pub async fn agree(&self, name: &str, value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.timed(self.store.agree(name, value)).await
+        self.timed(&self.metrics.agree, self.store.agree(name, value))
+            .await
     }
 
-    /// Bounds a store call by `store_timeout`.
+    /// Bounds a store call by `store_timeout`, recording its time in `histogram`.
     async fn timed<T>(
         &self,
+        histogram: &Histogram,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "no answer within store_timeout ({:?})",
-                    self.timeout
-                )))
-            })
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, call).await;
+        histogram.record(started.elapsed());
+        result.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "no answer within store_timeout ({:?})",
+                self.timeout
+            )))
+        })
     }
 }

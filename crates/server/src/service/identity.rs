@@ -35,7 +35,10 @@ impl SessionService {
             .save_successor(record, ended, old.version(), loaded)
             .await;
         match saved {
-            Ok(snapshot) => Ok(Attempt::Rotated(snapshot)),
+            Ok(snapshot) => {
+                self.metrics.rotated(&session);
+                Ok(Attempt::Rotated(snapshot))
+            }
             // Someone edited the old session first: start over from the store.
             Err(StoreError::Conflict) => Ok(Attempt::Lost),
             Err(e) => Err(e.into()),

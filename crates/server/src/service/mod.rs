@@ -19,12 +19,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessiond_core::cycle::{self, identity_changed};
+use metrics::{Counter, Histogram};
+use sessiond_core::cycle::{self, identity_changed, IDENTITY_KEYS};
 use sessiond_core::record::RecordError;
 use sessiond_core::{Changes, Delta, Key, Record, Session, Value};
 
 use crate::repo::{Repository, StoreError};
 use crate::snapshot::Snapshot;
+use crate::telemetry::{names, request_id};
 use crate::tenancy::Account;
 use crate::token::{Keyring, Verified};
 use edit::Plan;
@@ -139,6 +141,79 @@ pub struct SessionService {
     fast_paths: bool,
     /// Turns of the edits of one session that lost a compare-and-swap.
     turns: Turns,
+    metrics: Metrics,
+}
+
+/// The service's metrics (the per-app ones are labelled by app, so looked up per call).
+struct Metrics {
+    created: Counter,
+    logins: Counter,
+    logouts: Counter,
+    conflicts: Counter,
+    retries: Counter,
+    cycles: Counter,
+    rounds: Histogram,
+    loop_limit: Counter,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        Metrics {
+            created: metrics::counter!(names::SESSIONS_CREATED),
+            logins: metrics::counter!(names::LOGINS),
+            logouts: metrics::counter!(names::LOGOUTS),
+            conflicts: metrics::counter!(names::CAS_CONFLICTS),
+            retries: metrics::counter!(names::CAS_RETRIES),
+            cycles: metrics::counter!(names::CYCLES),
+            rounds: metrics::histogram!(names::CYCLE_ROUNDS),
+            loop_limit: metrics::counter!(names::CYCLE_LOOP_LIMIT),
+        }
+    }
+
+    /// Counts a rotation to a new id: a log-in when the visitor now has an identity, else a
+    /// log-out.
+    fn rotated(&self, session: &Session) {
+        if IDENTITY_KEYS
+            .iter()
+            .any(|(ns, key)| session.get(ns, key).is_some())
+        {
+            self.logins.increment(1);
+        } else {
+            self.logouts.increment(1);
+        }
+    }
+
+    /// Counts what a cycle of `account` did.
+    fn cycle(&self, account: &Account, trace: &sessiond_core::Trace) {
+        if trace.rounds.is_empty() {
+            return;
+        }
+        self.cycles.increment(1);
+        self.rounds.record(trace.rounds.len() as f64);
+        if trace.loop_warning {
+            self.loop_limit.increment(1);
+        }
+        for call in trace.rounds.iter().flat_map(|r| &r.calls) {
+            let labels = [("account", account.name.clone()), ("app", call.app.clone())];
+            metrics::counter!(names::APP_CALLS, &labels).increment(1);
+            metrics::histogram!(names::APP_DURATION, &labels)
+                .record(call.micros as f64 / 1_000_000.0);
+            if call.rejected {
+                let status = call.rejection_status.unwrap_or_default().to_string();
+                let labels = [
+                    ("account", account.name.clone()),
+                    ("app", call.app.clone()),
+                    ("status", status),
+                ];
+                metrics::counter!(names::APP_REJECTIONS, &labels).increment(1);
+            } else if call.error.is_some() && !call.undecided {
+                metrics::counter!(names::APP_FAILURES, &labels).increment(1);
+                if call.timed_out {
+                    metrics::counter!(names::APP_TIMEOUTS, &labels).increment(1);
+                }
+            }
+        }
+    }
 }
 
 impl SessionService {
@@ -157,6 +232,7 @@ impl SessionService {
             max_public_keys,
             fast_paths,
             turns: Turns::default(),
+            metrics: Metrics::new(),
         }
     }
 
@@ -290,7 +366,9 @@ impl SessionService {
         let trace = match result {
             Ok(trace) => trace,
             Err(rejection) => {
-                tracing::debug!(app = %rejection.app, status = rejection.status, trace = %serde_json::to_string(&rejection.trace.redacted()).unwrap_or_default(), "an app rejected the request");
+                self.metrics.cycle(account, &rejection.trace);
+                tracing::info!(request_id = %request_id(), account = %account.name, app = %rejection.app, status = rejection.status, kind = %rejection.kind, "a session app refused the request");
+                tracing::debug!(request_id = %request_id(), app = %rejection.app, status = rejection.status, trace = %serde_json::to_string(&rejection.trace.redacted()).unwrap_or_default(), "the refused request's cycle");
                 return Err(SessionError::Rejected {
                     status: rejection.status,
                     kind: rejection.kind,
@@ -298,18 +376,20 @@ impl SessionService {
                 });
             }
         };
+        self.metrics.cycle(account, &trace);
         for call in trace.rounds.iter().flat_map(|r| &r.calls) {
             if let Some(error) = call.error.as_ref().filter(|_| !call.rejected) {
                 // An app that cannot decide yet says why itself, once per streak.
                 if call.undecided {
-                    tracing::debug!(account = %account.name, app = %call.app, %error, "session app cannot decide yet");
+                    tracing::debug!(request_id = %request_id(), account = %account.name, app = %call.app, %error, "session app cannot decide yet");
                     continue;
                 }
-                tracing::warn!(account = %account.name, app = %call.app, %error, "session app failed; its outputs are unchanged");
+                tracing::warn!(request_id = %request_id(), account = %account.name, app = %call.app, %error, "session app failed; its outputs are unchanged");
             }
         }
         if trace.loop_warning {
             tracing::warn!(
+                request_id = %request_id(),
                 account = %account.name,
                 session = %session.id,
                 rounds = trace.rounds.len(),
@@ -317,7 +397,7 @@ impl SessionService {
             );
         }
         if !trace.rounds.is_empty() {
-            tracing::debug!(session = %session.id, trace = %serde_json::to_string(&trace.redacted()).unwrap_or_default(), "transform cycle");
+            tracing::debug!(request_id = %request_id(), session = %session.id, trace = %serde_json::to_string(&trace.redacted()).unwrap_or_default(), "transform cycle");
         }
         if !trace.unrecorded.is_empty() {
             let mut restore = Changes::new();
@@ -386,6 +466,7 @@ impl SessionService {
         let session = self.build(account, edit, now).await?;
         let record = record_of(&session, None, self.fast_paths);
         let snapshot = self.repo.save(record, None, None).await?;
+        self.metrics.created.increment(1);
         Ok(self.issued(account, snapshot, true, now))
     }
 
@@ -416,7 +497,10 @@ impl SessionService {
         // Taken after a first conflict: later attempts queue behind the other edits of the
         // same session instead of racing them again.
         let mut turn: Option<Turn<'_>> = None;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                self.metrics.retries.increment(1);
+            }
             let Some(Loaded { snapshot, token }) = self.load(account, tokens, edit, now).await?
             else {
                 return self.create(account, edit, now).await;
@@ -430,8 +514,12 @@ impl SessionService {
             match attempt {
                 Attempt::Kept(snapshot) => return Ok(self.kept(account, snapshot, token, now)),
                 Attempt::Rotated(snapshot) => return Ok(self.issued(account, snapshot, false, now)),
-                Attempt::Lost if turn.is_none() => turn = Some(self.turns.wait(id).await),
-                Attempt::Lost => {}
+                Attempt::Lost => {
+                    self.metrics.conflicts.increment(1);
+                    if turn.is_none() {
+                        turn = Some(self.turns.wait(id).await);
+                    }
+                }
             }
         }
         Err(SessionError::Conflict)
@@ -487,7 +575,10 @@ impl SessionService {
     ) -> Result<Outcome, SessionError> {
         let mut carry = Edit::default();
         let mut ended = false;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                self.metrics.retries.increment(1);
+            }
             let Some(Loaded { snapshot, .. }) =
                 self.load(account, tokens, &Edit::default(), now).await?
             else {
@@ -502,7 +593,7 @@ impl SessionService {
                     ended = true;
                     break;
                 }
-                Err(StoreError::Conflict) => {}
+                Err(StoreError::Conflict) => self.metrics.conflicts.increment(1),
                 Err(e) => return Err(e.into()),
             }
         }

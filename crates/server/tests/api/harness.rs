@@ -94,6 +94,7 @@ async fn spawn_full(config: Option<&str>, clock: Clock, store: &str) -> TestApp 
             listen: Some("127.0.0.1:0".into()),
             data_dir: Some(data_dir.clone()),
             store: Some(store.into()),
+            log_format: None,
         },
     )
     .unwrap();
@@ -176,6 +177,7 @@ pub fn sessiond() -> std::process::Command {
         "SESSIOND_LISTEN",
         "SESSIOND_DATA_DIR",
         "SESSIOND_STORE",
+        "SESSIOND_LOG_FORMAT",
     ] {
         c.env_remove(var);
     }

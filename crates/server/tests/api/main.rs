@@ -10,6 +10,7 @@ mod durability;
 mod fast_paths;
 mod http_app;
 mod identity;
+mod operations;
 mod redis;
 mod sessions;
 mod tokens_and_tenancy;
