@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::config::StoreSpec;
 use crate::http::cookies::{CookieLines, CookieStyle};
 use crate::http::request::Filters;
-use crate::http::{router, AppState};
+use crate::http::{AppState, Observe};
 use crate::repo::{open_store, Repository, SessionStore};
 use crate::service::SessionService;
 use crate::tenancy::Tenancy;
@@ -28,7 +28,7 @@ pub struct Application {
     listener: TcpListener,
     /// The listener of `metrics_listen`, when configured.
     metrics_listener: Option<TcpListener>,
-    router: axum::Router,
+    service: Observe<axum::Router>,
     state: Arc<AppState>,
     store: Arc<dyn SessionStore>,
     shutdown_timeout: Duration,
@@ -174,7 +174,7 @@ impl Application {
         Ok(Application {
             listener,
             metrics_listener,
-            router: router(state.clone()),
+            service: crate::http::service(state.clone()),
             state,
             store,
             shutdown_timeout: settings.shutdown_timeout,
@@ -244,7 +244,11 @@ impl Application {
             })
         });
         let drained = until_stopping(stopping);
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let server = axum::serve(
+            self.listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(self.service),
+        )
+        .with_graceful_shutdown(signal);
         let timeout = self.shutdown_timeout;
         let result = tokio::select! {
             result = server => result,

@@ -29,12 +29,8 @@ pub fn init_logs(format: LogFormat) {
 }
 
 tokio::task_local! {
-    static REQUEST_ID: HeaderValue;
-}
-
-/// Runs `future` (the serving of one request) with `id` as its request id.
-pub async fn with_request_id<F: std::future::Future>(id: HeaderValue, future: F) -> F::Output {
-    REQUEST_ID.scope(id, future).await
+    /// The id of the request being served (set around each request by the HTTP layer).
+    pub static REQUEST_ID: HeaderValue;
 }
 
 /// The id of the request being served, for its log lines (`-` outside a request).

@@ -29,7 +29,7 @@ pub mod request;
 mod segments;
 mod sessions;
 
-pub use observe::REQUEST_ID;
+pub use observe::{route_of, Observe, REQUEST_ID};
 
 /// Every routed path (axum's syntax), the labels of the request metrics and the paths of
 /// `/openapi.json`.
@@ -95,11 +95,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            observe::observe,
-        ))
         .with_state(state)
+}
+
+/// The router of the public API with every request observed (request id, metrics, log line):
+/// what the server serves.
+pub fn service(state: Arc<AppState>) -> Observe<Router> {
+    Observe::new(router(state.clone()), state)
 }
 
 /// The router of the metrics address (`metrics_listen`): `GET /metrics` alone.

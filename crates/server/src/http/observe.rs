@@ -2,19 +2,28 @@
 //! sent a usable one, else a new UUID) in its log lines and in the answer's `x-request-id`,
 //! its count and time in the metrics (by route, method and status), and one log line at
 //! `debug` (method, route, status, duration, account, request id; never a token or a cookie).
+//!
+//! A service around the whole router (not a layer of each route): it costs a request a few
+//! hundred instructions, where `axum::middleware::from_fn` as a route layer cost thousands
+//! (a boxed future, a cloned route service). So it names the route itself ([`route_of`]), by
+//! the same templates as the router ([`ROUTES`]; a test holds the two together).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Counter, Histogram};
+use tokio::task::futures::TaskLocalFuture;
 
 use super::request::Query;
 use super::{AppState, ROUTES};
-use crate::telemetry::{names, with_request_id};
+use crate::telemetry::{names, REQUEST_ID as CURRENT_ID};
 
 /// The request id header, read and answered.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -22,70 +31,156 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest request id taken from a client.
 const MAX_REQUEST_ID: usize = 128;
 
-/// The middleware: see the module documentation.
-pub(crate) async fn observe(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .filter(|v| usable_id(v.as_bytes()))
-        .cloned()
-        .unwrap_or_else(new_id);
-    let route = request.extensions().get::<MatchedPath>().map(|p| {
-        let route = ROUTES.iter().position(|r| *r == p.as_str());
-        debug_assert!(
-            route.is_some(),
-            "{} is routed but not in ROUTES",
-            p.as_str()
-        );
-        route
-    });
-    let route = route.flatten();
-    let method = METHODS.iter().position(|m| m == request.method());
-    // The account only for the log line, when it is written.
-    let account = tracing::enabled!(tracing::Level::DEBUG).then(|| {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok());
-        let query = Query::parse(request.uri().query());
-        state
-            .tenancy
-            .resolve(host, query.an.as_deref())
-            .name
-            .clone()
-    });
-    let log = account.as_ref().map(|a| {
-        (
-            a.clone(),
-            request.method().clone(),
-            request.uri().path().to_owned(),
-        )
-    });
-    let mut response = with_request_id(id.clone(), next.run(request)).await;
-    let elapsed = started.elapsed();
-    let status = response.status();
-    let handles = handles();
-    handles.count(route, method, status);
-    handles.duration(route, method).record(elapsed);
-    if let Some((account, method, path)) = log {
-        let route = route.map_or(path.as_str(), |r| ROUTES[r]);
-        tracing::debug!(
-            request_id = %id.to_str().unwrap_or("-"),
-            %method,
-            route,
-            status = status.as_u16(),
-            micros = elapsed.as_micros() as u64,
-            account,
-            "request"
-        );
+/// The service around the router: see the module documentation.
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    state: Arc<AppState>,
+}
+
+impl<S> Observe<S> {
+    /// Observes the requests `inner` serves; `state` names a request's account for its log
+    /// line.
+    pub fn new(inner: S, state: Arc<AppState>) -> Self {
+        Observe { inner, state }
     }
-    response.headers_mut().insert(REQUEST_ID.clone(), id);
-    response
+}
+
+impl<S> tower::Service<Request> for Observe<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Observed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
+        let id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .filter(|v| usable_id(v.as_bytes()))
+            .cloned()
+            .unwrap_or_else(new_id);
+        let route = route_of(request.uri().path());
+        let method = METHODS.iter().position(|m| m == request.method());
+        // The account and path only for the log line, when it is written.
+        let log = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            let host = request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok());
+            let query = Query::parse(request.uri().query());
+            Box::new(LogLine {
+                account: self
+                    .state
+                    .tenancy
+                    .resolve(host, query.an.as_deref())
+                    .name
+                    .clone(),
+                method: request.method().clone(),
+                path: request.uri().path().to_owned(),
+            })
+        });
+        Observed {
+            inner: CURRENT_ID.scope(id, self.inner.call(request)),
+            seen: Some(Seen {
+                route,
+                method,
+                started,
+                log,
+            }),
+        }
+    }
+}
+
+/// What the log line says besides the answer.
+struct LogLine {
+    account: String,
+    method: Method,
+    path: String,
+}
+
+/// What is known of a request before its answer (its id is the inner future's task-local
+/// value, taken back at the end).
+struct Seen {
+    route: Option<usize>,
+    method: Option<usize>,
+    started: Instant,
+    log: Option<Box<LogLine>>,
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of [`Observe`]: the inner one, counted, logged and given its request id.
+    pub struct Observed<F: Future> {
+        #[pin]
+        inner: TaskLocalFuture<HeaderValue, F>,
+        seen: Option<Seen>,
+    }
+}
+
+impl<F, E> Future for Observed<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let mut result = std::task::ready!(this.inner.as_mut().poll(cx));
+        if let (Some(seen), Some(id), Ok(response)) =
+            (this.seen.take(), this.inner.take_value(), result.as_mut())
+        {
+            seen.answered(id, response);
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl Seen {
+    fn answered(self, id: HeaderValue, response: &mut Response) {
+        let elapsed = self.started.elapsed();
+        let status = response.status();
+        let handles = handles();
+        handles.count(self.route, self.method, status);
+        handles.duration(self.route, self.method).record(elapsed);
+        if let Some(log) = self.log {
+            let route = self.route.map_or(log.path.as_str(), |r| ROUTES[r]);
+            tracing::debug!(
+                request_id = %id.to_str().unwrap_or("-"),
+                method = %log.method,
+                route,
+                status = status.as_u16(),
+                micros = elapsed.as_micros() as u64,
+                account = %log.account,
+                "request"
+            );
+        }
+        response.headers_mut().insert(REQUEST_ID.clone(), id);
+    }
+}
+
+/// The route template (index in [`ROUTES`]) the router takes `path` to; `None` when it takes
+/// it to no route (a 404).
+pub fn route_of(path: &str) -> Option<usize> {
+    let route = match path {
+        "/api/sessions" => "/api/sessions",
+        "/api/segments" => "/api/segments",
+        "/api/segments/" => "/api/segments/",
+        p if p.starts_with("/api/segments/") => "/api/segments/{*token}",
+        p if p
+            .strip_prefix("/api/sessions/")
+            .is_some_and(|token| !token.is_empty() && !token.contains('/')) =>
+        {
+            "/api/sessions/{token}"
+        }
+        other => other,
+    };
+    ROUTES.iter().position(|r| *r == route)
 }
 
 /// A client's request id is used when it is 1 to 128 visible ASCII characters.
@@ -93,10 +188,29 @@ fn usable_id(id: &[u8]) -> bool {
     !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.iter().all(|b| b.is_ascii_graphic())
 }
 
+/// A new request id: this process's random prefix and the count of ids it made, in hex
+/// (`5f0c2a9e81d4b7c3-000000000000002a`): unique across processes, and cheaper to make than
+/// a random UUID.
 fn new_id() -> HeaderValue {
-    let mut buf = uuid::Uuid::encode_buffer();
-    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(text).expect("a UUID is a header value")
+    static PREFIX: OnceLock<[u8; 17]> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut prefix = [b'-'; 17];
+        hex_into(&mut prefix[..16], uuid::Uuid::new_v4().as_u64_pair().0);
+        prefix
+    });
+    let mut text = [0u8; 33];
+    text[..17].copy_from_slice(prefix);
+    hex_into(&mut text[17..], COUNT.fetch_add(1, Ordering::Relaxed));
+    HeaderValue::from_bytes(&text).expect("hex digits are a header value")
+}
+
+/// Writes `value` as 16 lower-case hex digits into `out`.
+fn hex_into(out: &mut [u8], value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = DIGITS[(value >> (60 - 4 * i)) as usize & 0xf];
+    }
 }
 
 /// The methods counted by name; any other is `OTHER`.
@@ -211,7 +325,16 @@ mod tests {
         assert!(!usable_id(b""));
         assert!(!usable_id(b"has space"));
         assert!(!usable_id("é".as_bytes()));
-        assert_eq!(new_id().len(), 36);
-        assert_ne!(new_id(), new_id());
+        let (a, b) = (new_id(), new_id());
+        assert_eq!(a.len(), 33);
+        assert_ne!(a, b);
+        assert_eq!(
+            a.as_bytes()[..17],
+            b.as_bytes()[..17],
+            "one prefix per process"
+        );
+        let mut out = [0u8; 16];
+        hex_into(&mut out, 0x0123_4567_89ab_cdef);
+        assert_eq!(&out, b"0123456789abcdef");
     }
 }

@@ -77,6 +77,13 @@ fn check_refuses_a_bad_configuration_clearly() {
         assert!(!out.status.success(), "{body}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{needle}: {err}");
+        // Said once: no `Caused by:` repeating the message, no backtrace.
+        let first = err.lines().next().unwrap().trim_start_matches("Error: ");
+        assert_eq!(err.matches(first).count(), 1, "{err}");
+        assert!(
+            !err.contains("Caused by") && !err.contains("backtrace"),
+            "{err}"
+        );
     }
 }
 

@@ -624,7 +624,10 @@ async fn request_ids_and_json_log_lines() {
     );
     let made = plain().get(server.url("/health")).send().await.unwrap();
     let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
-    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    assert!(
+        id.len() == 33 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'),
+        "{id}"
+    );
     let too_long = "x".repeat(200);
     let replaced = plain()
         .get(server.url("/health"))
@@ -697,6 +700,9 @@ async fn the_openapi_document_matches_the_router_and_vtex() {
     let methods = ["get", "head", "post", "put", "patch", "delete"];
     for (path, ops) in paths {
         let concrete = path.replace("{token}", "x");
+        // The metrics name the route the router takes.
+        let template = routed.iter().position(|r| r == path);
+        assert_eq!(sessiond::http::route_of(&concrete), template, "{concrete}");
         for method in methods {
             let r = plain()
                 .request(
@@ -723,6 +729,15 @@ async fn the_openapi_document_matches_the_router_and_vtex() {
         }
     }
     // VTEX's own document of the Session Manager API.
+    for unrouted in ["/api/sessions/a/b", "/api", "/nope", "/api/sessions/"] {
+        assert_eq!(sessiond::http::route_of(unrouted), None, "{unrouted}");
+        let r = plain().get(app.url(unrouted)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{unrouted}");
+    }
+    assert_eq!(
+        sessiond::http::route_of("/api/segments/a/b+c=="),
+        routed.iter().position(|r| r == "/api/segments/{token}")
+    );
     let vtex: Value = serde_json::from_str(include_str!(
         "../fixtures/vtex-session-manager-api.openapi.json"
     ))
@@ -796,4 +811,97 @@ fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
         tail(&String::from_utf8_lossy(&out.stderr))
     );
     assert!(report.contains("16 selected / 16 total"), "{report}");
+}
+
+/// `deploy/sessiond.service` passes `systemd-analyze verify` (with `ExecStart` pointed at this
+/// build: verify checks that the program exists), and lets a drain finish before systemd kills.
+#[test]
+fn the_systemd_unit_verifies() {
+    sessiond_testkit::ensure_debian(&["systemd"], &["systemd-analyze"]);
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/sessiond.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/sessiond serve"));
+    for hardening in [
+        "DynamicUser=yes",
+        "StateDirectory=sessiond",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(unit.contains(hardening), "{hardening}");
+    }
+    let stop: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .and_then(|v| v.trim_end_matches('s').parse().ok())
+        .expect("TimeoutStopSec=…s");
+    assert!(
+        stop > 30,
+        "TimeoutStopSec {stop}s is above the default shutdown_timeout (30 s)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessiond.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/sessiond", env!("CARGO_BIN_EXE_sessiond")),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        !said.contains("sessiond.service"),
+        "no warning about the unit: {said}"
+    );
+}
+
+/// `metrics_listen` puts `/metrics` on a second address, serving nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listen_serves_the_metrics_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sessiond.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "metrics_listen = \"127.0.0.1:0\"\n{}",
+            sessiond::config::DEMO_CONFIG
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut server = Running::start(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        "info",
+        "json",
+    );
+    let line: Value = serde_json::from_str(&server.wait_for_line("listening")).unwrap();
+    let metrics = format!("http://{}", line["metrics"].as_str().unwrap());
+    assert_ne!(metrics, server.base);
+    create_session_at(&server.base, json!({})).await;
+    let text = plain()
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("sessiond_sessions_created_total 1"), "{text}");
+    let other = plain()
+        .get(format!("{metrics}/api/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
 }
