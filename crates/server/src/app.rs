@@ -42,8 +42,9 @@ impl Application {
 
     /// [`Application::build`], serving requests at the time `clock` says (tests set it).
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
-        // Before anything records a metric: handles made earlier would record nowhere.
+        // Every series is exported from the start, at 0 until something counts.
         crate::telemetry::metrics();
+        crate::repo::store_metrics::commits();
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             configuration = %settings.source,

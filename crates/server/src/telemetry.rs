@@ -3,11 +3,10 @@
 //! Prometheus metrics (`GET /metrics`): their names, buckets and the recorder.
 
 use std::io::IsTerminal as _;
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::LazyLock;
 
 use axum::http::HeaderValue;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 use crate::config::LogFormat;
 
@@ -59,8 +58,7 @@ pub mod names {
     pub const SESSIONS_CREATED: &str = "sessiond_sessions_created_total";
     /// Log-ins: a session moved to a new id because a visitor became authenticated.
     pub const LOGINS: &str = "sessiond_logins_total";
-    /// Log-outs: a session moved to a new id because its visitor stopped being authenticated
-    /// (or changed to another user).
+    /// Log-outs: a session moved to a new id because its visitor stopped being authenticated.
     pub const LOGOUTS: &str = "sessiond_logouts_total";
     /// Transform cycles run (a request whose changes some app watches).
     pub const CYCLES: &str = "sessiond_cycles_total";
@@ -84,13 +82,13 @@ pub mod names {
     pub const CAS_RETRIES: &str = "sessiond_cas_retries_total";
     /// Time of a store call, by `operation`.
     pub const STORE_DURATION: &str = "sessiond_store_call_duration_seconds";
-    /// Writes committed together by one fsync, and the time of that durable write (embedded
-    /// store; recorded by the store itself).
-    pub use crate::repo::metric_names::{COMMIT_BATCH, FSYNC_DURATION};
     /// Session loads answered by the session cache.
     pub const CACHE_HITS: &str = "sessiond_cache_hits_total";
     /// Session loads the session cache could not answer (read from the store).
     pub const CACHE_MISSES: &str = "sessiond_cache_misses_total";
+    /// Writes committed together by one fsync, and the time of that durable write (embedded
+    /// store; recorded by the store itself).
+    pub use crate::repo::store_metrics::{COMMIT_BATCH, FSYNC_DURATION};
 }
 
 /// Buckets of durations, seconds: 50 µs to 10 s.
@@ -99,112 +97,157 @@ const SECONDS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
-/// Buckets of counts: rounds per cycle, writes per group commit.
+/// Buckets of counts: rounds per cycle.
 const COUNTS: &[f64] = &[
     1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
-/// How often recorded histogram samples are folded into their buckets between scrapes.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// The process's metrics recorder (one per process: the `metrics` facade is global), installed
-/// by the first call. `None` when another recorder was installed first.
-pub fn metrics() -> Option<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets(SECONDS)
-                .and_then(|b| {
-                    b.set_buckets_for_metric(Matcher::Full(names::CYCLE_ROUNDS.into()), COUNTS)
-                })
-                .and_then(|b| {
-                    b.set_buckets_for_metric(Matcher::Full(names::COMMIT_BATCH.into()), COUNTS)
-                })
-                .ok()?;
-            let handle = builder.install_recorder().ok()?;
-            describe();
-            let upkeep = handle.clone();
-            std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || loop {
-                    std::thread::sleep(UPKEEP_EVERY);
-                    upkeep.run_upkeep();
-                })
-                .ok()?;
-            Some(handle)
-        })
-        .as_ref()
+/// Every metric of the process, in the default Prometheus registry (where the store's
+/// group-commit histograms are too). A histogram here counts into its buckets as it records:
+/// a few atomic additions, no allocation.
+pub struct Metrics {
+    /// [`names::HTTP_REQUESTS`].
+    pub http_requests: IntCounterVec,
+    /// [`names::HTTP_DURATION`].
+    pub http_duration: HistogramVec,
+    /// [`names::SESSIONS_CREATED`].
+    pub sessions_created: IntCounter,
+    /// [`names::LOGINS`].
+    pub logins: IntCounter,
+    /// [`names::LOGOUTS`].
+    pub logouts: IntCounter,
+    /// [`names::CYCLES`].
+    pub cycles: IntCounter,
+    /// [`names::CYCLE_ROUNDS`].
+    pub cycle_rounds: Histogram,
+    /// [`names::CYCLE_LOOP_LIMIT`].
+    pub cycle_loop_limit: IntCounter,
+    /// [`names::APP_CALLS`].
+    pub app_calls: IntCounterVec,
+    /// [`names::APP_DURATION`].
+    pub app_duration: HistogramVec,
+    /// [`names::APP_FAILURES`].
+    pub app_failures: IntCounterVec,
+    /// [`names::APP_TIMEOUTS`].
+    pub app_timeouts: IntCounterVec,
+    /// [`names::APP_REJECTIONS`].
+    pub app_rejections: IntCounterVec,
+    /// [`names::CAS_CONFLICTS`].
+    pub cas_conflicts: IntCounter,
+    /// [`names::CAS_RETRIES`].
+    pub cas_retries: IntCounter,
+    /// [`names::STORE_DURATION`].
+    pub store_duration: HistogramVec,
+    /// [`names::CACHE_HITS`].
+    pub cache_hits: IntCounter,
+    /// [`names::CACHE_MISSES`].
+    pub cache_misses: IntCounter,
 }
 
-fn describe() {
-    use metrics::{describe_counter, describe_histogram, Unit};
-    use names::*;
-    describe_counter!(
-        HTTP_REQUESTS,
-        "Requests answered, by route, method and status."
-    );
-    describe_histogram!(
-        HTTP_DURATION,
-        Unit::Seconds,
-        "Time to answer a request, by route and method."
-    );
-    describe_counter!(SESSIONS_CREATED, "Sessions created.");
-    describe_counter!(
-        LOGINS,
-        "Log-ins (identity rotations to an authenticated visitor)."
-    );
-    describe_counter!(
-        LOGOUTS,
-        "Log-outs (identity rotations away from an authenticated visitor)."
-    );
-    describe_counter!(CYCLES, "Transform cycles run.");
-    describe_histogram!(CYCLE_ROUNDS, Unit::Count, "Rounds per transform cycle.");
-    describe_counter!(
-        CYCLE_LOOP_LIMIT,
-        "Cycles stopped at max_rounds with keys still changing."
-    );
-    describe_counter!(APP_CALLS, "Session app calls, by account and app.");
-    describe_histogram!(
-        APP_DURATION,
-        Unit::Seconds,
-        "Time of a session app call, by account and app."
-    );
-    describe_counter!(
-        APP_FAILURES,
-        "Session app calls that failed (timeouts included)."
-    );
-    describe_counter!(
-        APP_TIMEOUTS,
-        "Session app calls that took longer than their timeout."
-    );
-    describe_counter!(
-        APP_REJECTIONS,
-        "Session app calls answered with 401 or 403."
-    );
-    describe_counter!(
-        CAS_CONFLICTS,
-        "Compare-and-swap saves lost to another save of the same session."
-    );
-    describe_counter!(
-        CAS_RETRIES,
-        "Edits tried again after a lost compare-and-swap."
-    );
-    describe_histogram!(
-        STORE_DURATION,
-        Unit::Seconds,
-        "Time of a store call, by operation."
-    );
-    describe_histogram!(
-        COMMIT_BATCH,
-        Unit::Count,
-        "Writes committed together by one fsync (embedded store)."
-    );
-    describe_histogram!(
-        FSYNC_DURATION,
-        Unit::Seconds,
-        "Time of the fsync of one group commit (embedded store)."
-    );
-    describe_counter!(CACHE_HITS, "Session loads answered by the session cache.");
-    describe_counter!(CACHE_MISSES, "Session loads read from the store.");
+/// The process's metrics, registered on first use (once per process: the registry is global,
+/// so servers of one process, as in the tests, count together).
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+        use names::*;
+        fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+            // Registered once (this is its only place); a failure leaves it unexported.
+            let _ = prometheus::register(Box::new(c.clone()));
+            c
+        }
+        let counter = |name: &str, help: &str| {
+            register(IntCounter::new(name, help).expect("a valid counter"))
+        };
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid counters"))
+        };
+        let histograms = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            register(
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                    labels,
+                )
+                .expect("valid histograms"),
+            )
+        };
+        Metrics {
+            http_requests: counters(
+                HTTP_REQUESTS,
+                "Requests answered, by route, method and status.",
+                &["route", "method", "status"],
+            ),
+            http_duration: histograms(
+                HTTP_DURATION,
+                "Time to answer a request, by route and method.",
+                &["route", "method"],
+                SECONDS,
+            ),
+            sessions_created: counter(SESSIONS_CREATED, "Sessions created."),
+            logins: counter(
+                LOGINS,
+                "Log-ins (identity rotations to an authenticated visitor).",
+            ),
+            logouts: counter(
+                LOGOUTS,
+                "Log-outs (identity rotations away from an authenticated visitor).",
+            ),
+            cycles: counter(CYCLES, "Transform cycles run."),
+            cycle_rounds: register(
+                Histogram::with_opts(
+                    HistogramOpts::new(CYCLE_ROUNDS, "Rounds per transform cycle.")
+                        .buckets(COUNTS.to_vec()),
+                )
+                .expect("a valid histogram"),
+            ),
+            cycle_loop_limit: counter(
+                CYCLE_LOOP_LIMIT,
+                "Cycles stopped at max_rounds with keys still changing.",
+            ),
+            app_calls: counters(APP_CALLS, "Session app calls.", &["account", "app"]),
+            app_duration: histograms(
+                APP_DURATION,
+                "Time of a session app call.",
+                &["account", "app"],
+                SECONDS,
+            ),
+            app_failures: counters(
+                APP_FAILURES,
+                "Session app calls that failed (timeouts included).",
+                &["account", "app"],
+            ),
+            app_timeouts: counters(
+                APP_TIMEOUTS,
+                "Session app calls that took longer than their timeout.",
+                &["account", "app"],
+            ),
+            app_rejections: counters(
+                APP_REJECTIONS,
+                "Session app calls answered with 401 or 403.",
+                &["account", "app", "status"],
+            ),
+            cas_conflicts: counter(
+                CAS_CONFLICTS,
+                "Compare-and-swap saves lost to another save of the same session.",
+            ),
+            cas_retries: counter(
+                CAS_RETRIES,
+                "Edits tried again after a lost compare-and-swap.",
+            ),
+            store_duration: histograms(
+                STORE_DURATION,
+                "Time of a store call, by operation.",
+                &["operation"],
+                SECONDS,
+            ),
+            cache_hits: counter(CACHE_HITS, "Session loads answered by the session cache."),
+            cache_misses: counter(CACHE_MISSES, "Session loads read from the store."),
+        }
+    });
+    &METRICS
+}
+
+/// Every metric of the process in the Prometheus text format (`GET /metrics`).
+pub fn render() -> String {
+    prometheus::TextEncoder::new()
+        .encode_to_string(&prometheus::gather())
+        .unwrap_or_default()
 }

@@ -257,9 +257,7 @@ fn check(
 /// The writer thread: group commit until every sender is gone.
 fn writer_loop(engine: &Engine, rx: &mpsc::Receiver<Write>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
-    // Made once: the metrics recorder (when there is one) is installed before a store opens.
-    let batch_sizes = metrics::histogram!(crate::metric_names::COMMIT_BATCH);
-    let commits = metrics::histogram!(crate::metric_names::FSYNC_DURATION);
+    let commits = crate::metrics::commits();
     while let Ok(first) = rx.recv() {
         batch.push(first);
         // Let the threads that serve requests run first: on a busy machine they queue more
@@ -271,8 +269,8 @@ fn writer_loop(engine: &Engine, rx: &mpsc::Receiver<Write>, max_batch: usize) {
                 Err(_) => break,
             }
         }
-        batch_sizes.record(batch.len() as f64);
-        match apply_batch(engine, &mut batch, &commits) {
+        commits.batch.observe(batch.len() as f64);
+        match apply_batch(engine, &mut batch, &commits.fsync) {
             Ok(results) => {
                 for (w, r) in batch.drain(..).zip(results) {
                     let _ = w.reply.send(r);
@@ -441,7 +439,7 @@ impl Pending<'_> {
 fn apply_batch(
     engine: &Engine,
     batch: &mut [Write],
-    commits: &metrics::Histogram,
+    commits: &prometheus::Histogram,
 ) -> Result<Vec<Result<Done, StoreError>>, fjall::Error> {
     let mut pending = Pending {
         engine,
@@ -477,7 +475,7 @@ fn apply_batch(
     // An empty batch (only conflicts or no-ops) commits nothing and needs no fsync.
     let started = std::time::Instant::now();
     let committed = writes.commit();
-    commits.record(started.elapsed());
+    commits.observe(started.elapsed().as_secs_f64());
     let (mut known, overlay) = (pending.known, pending.overlay);
     match committed {
         Ok(()) => {
@@ -576,7 +574,7 @@ mod tests {
                 reply: oneshot::channel().0,
             })
             .collect();
-        apply_batch(engine, &mut writes, &metrics::Histogram::noop()).expect("batch commits")
+        apply_batch(engine, &mut writes, &crate::metrics::commits().fsync).expect("batch commits")
     }
 
     fn at_version(s: &Session, version: u64) -> Session {

@@ -16,14 +16,57 @@ pub mod embedded;
 pub mod memory;
 pub mod redis_store;
 
-/// The metrics the stores record themselves (with the `metrics` facade; the server exports
-/// them).
-pub mod metric_names {
-    /// Writes committed together by one fsync (embedded store), a histogram.
+/// The metrics the stores record themselves, in the process's default Prometheus registry
+/// (the server exports it).
+pub mod metrics {
+    use std::sync::LazyLock;
+
+    use prometheus::{Histogram, HistogramOpts};
+
+    /// Writes committed together by one fsync (embedded store).
     pub const COMMIT_BATCH: &str = "sessiond_store_commit_batch_size";
-    /// Time of one group commit's durable write, its fsync included (embedded store), a
-    /// histogram in seconds.
+    /// Time of one group commit's durable write, its fsync included (embedded store), seconds.
     pub const FSYNC_DURATION: &str = "sessiond_store_fsync_duration_seconds";
+
+    /// The embedded store's group-commit histograms: writes per batch, and commit time.
+    pub struct Commits {
+        /// Writes per batch.
+        pub batch: Histogram,
+        /// Seconds per commit.
+        pub fsync: Histogram,
+    }
+
+    /// The group-commit histograms, registered on first use.
+    pub fn commits() -> &'static Commits {
+        static COMMITS: LazyLock<Commits> = LazyLock::new(|| {
+            let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+                let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                    .expect("a valid histogram");
+                // Registered once (this is its only place); a failure leaves it unexported.
+                let _ = prometheus::register(Box::new(h.clone()));
+                h
+            };
+            Commits {
+                batch: histogram(
+                    COMMIT_BATCH,
+                    "Writes committed together by one fsync (embedded store).",
+                    vec![
+                        1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                        1024.0,
+                    ],
+                ),
+                fsync: histogram(
+                    FSYNC_DURATION,
+                    "Time of one group commit's durable write, fsync included (embedded store).",
+                    vec![
+                        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                        0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ],
+                ),
+            }
+        });
+        &COMMITS
+    }
 }
 
 use async_trait::async_trait;

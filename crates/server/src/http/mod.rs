@@ -135,9 +135,7 @@ async fn health() -> Response {
 
 /// `GET /metrics`: the Prometheus text format.
 async fn metrics() -> Response {
-    let text = crate::telemetry::metrics()
-        .map(|handle| handle.render())
-        .unwrap_or_default();
+    let text = crate::telemetry::render();
     (
         [(
             header::CONTENT_TYPE,

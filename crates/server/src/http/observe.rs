@@ -18,12 +18,12 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use metrics::{Counter, Histogram};
+use prometheus::{Histogram, IntCounter};
 use tokio::task::futures::TaskLocalFuture;
 
 use super::request::Query;
 use super::{AppState, ROUTES};
-use crate::telemetry::{names, REQUEST_ID as CURRENT_ID};
+use crate::telemetry::{metrics, REQUEST_ID as CURRENT_ID};
 
 /// The request id header, read and answered.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -147,7 +147,9 @@ impl Seen {
         let status = response.status();
         let handles = handles();
         handles.count(self.route, self.method, status);
-        handles.duration(self.route, self.method).record(elapsed);
+        handles
+            .duration(self.route, self.method)
+            .observe(elapsed.as_secs_f64());
         if let Some(log) = self.log {
             let route = self.route.map_or(log.path.as_str(), |r| ROUTES[r]);
             tracing::debug!(
@@ -236,7 +238,7 @@ const UNMATCHED: &str = "unmatched";
 /// The request metrics' handles, by route (or unmatched), method (or other) and status, made
 /// on first use.
 struct Handles {
-    requests: Vec<OnceLock<Counter>>,
+    requests: Vec<OnceLock<IntCounter>>,
     durations: Vec<OnceLock<Histogram>>,
 }
 
@@ -267,28 +269,25 @@ impl Handles {
 
     fn count(&self, route: Option<usize>, method: Option<usize>, status: StatusCode) {
         let make = || {
-            metrics::counter!(
-                names::HTTP_REQUESTS,
-                "route" => route_label(route),
-                "method" => method_label(method),
-                "status" => status.as_u16().to_string()
-            )
+            metrics().http_requests.with_label_values(&[
+                route_label(route),
+                method_label(method),
+                status.as_str(),
+            ])
         };
         match STATUSES.iter().position(|s| *s == status.as_u16()) {
             Some(i) => self.requests[Self::slot(route, method) * STATUSES.len() + i]
                 .get_or_init(make)
-                .increment(1),
-            None => make().increment(1),
+                .inc(),
+            None => make().inc(),
         }
     }
 
     fn duration(&self, route: Option<usize>, method: Option<usize>) -> &Histogram {
         self.durations[Self::slot(route, method)].get_or_init(|| {
-            metrics::histogram!(
-                names::HTTP_DURATION,
-                "route" => route_label(route),
-                "method" => method_label(method)
-            )
+            metrics()
+                .http_duration
+                .with_label_values(&[route_label(route), method_label(method)])
         })
     }
 }

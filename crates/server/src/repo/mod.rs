@@ -15,15 +15,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metrics::{Counter, Histogram};
+use prometheus::{Histogram, IntCounter};
 use sessiond_core::{Record, SessionId};
+pub use sessiond_store::metrics as store_metrics;
 pub use sessiond_store::redis_store::redacted as redacted_url;
-pub use sessiond_store::{metric_names, SessionStore, StoreError};
 use sessiond_store::{Change, EmbeddedOptions, EmbeddedStore, MemoryStore, OnChange, RedisStore};
+pub use sessiond_store::{SessionStore, StoreError};
 
 use crate::config::StoreSpec;
 use crate::snapshot::Snapshot;
-use crate::telemetry::names;
 use cache::{SessionCache, Witness};
 
 mod cache;
@@ -57,8 +57,8 @@ pub struct Repository {
 
 /// The repository's metrics: cache hits and misses, the time of each kind of store call.
 struct Metrics {
-    hits: Counter,
-    misses: Counter,
+    hits: IntCounter,
+    misses: IntCounter,
     get: Histogram,
     put: Histogram,
     put_two: Histogram,
@@ -70,10 +70,11 @@ struct Metrics {
 
 impl Metrics {
     fn new() -> Self {
-        let call = |operation: &'static str| metrics::histogram!(names::STORE_DURATION, "operation" => operation);
+        let m = crate::telemetry::metrics();
+        let call = |operation: &str| m.store_duration.with_label_values(&[operation]);
         Metrics {
-            hits: metrics::counter!(names::CACHE_HITS),
-            misses: metrics::counter!(names::CACHE_MISSES),
+            hits: m.cache_hits.clone(),
+            misses: m.cache_misses.clone(),
             get: call("get"),
             put: call("put"),
             put_two: call("put_successor"),
@@ -135,10 +136,10 @@ impl Repository {
     pub async fn load(&self, id: SessionId, now: u64) -> Result<Option<Arc<Snapshot>>, StoreError> {
         if let Some(cache) = self.cache() {
             if let Some(snapshot) = cache.get(&id, now) {
-                self.metrics.hits.increment(1);
+                self.metrics.hits.inc();
                 return Ok(Some(snapshot));
             }
-            self.metrics.misses.increment(1);
+            self.metrics.misses.inc();
         }
         let stamp = self.cache().map(|c| c.stamp(&id));
         let Some(record) = self
@@ -253,7 +254,7 @@ impl Repository {
     pub async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
         let started = Instant::now();
         let purged = self.store.purge_expired(now).await;
-        self.metrics.purge.record(started.elapsed());
+        self.metrics.purge.observe(started.elapsed().as_secs_f64());
         purged
     }
 
@@ -282,7 +283,7 @@ impl Repository {
     ) -> Result<T, StoreError> {
         let started = Instant::now();
         let result = tokio::time::timeout(self.timeout, call).await;
-        histogram.record(started.elapsed());
+        histogram.observe(started.elapsed().as_secs_f64());
         result.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(format!(
                 "no answer within store_timeout ({:?})",

@@ -19,14 +19,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Counter, Histogram};
+use prometheus::{Histogram, IntCounter};
 use sessiond_core::cycle::{self, identity_changed, IDENTITY_KEYS};
 use sessiond_core::record::RecordError;
 use sessiond_core::{Changes, Delta, Key, Record, Session, Value};
 
 use crate::repo::{Repository, StoreError};
 use crate::snapshot::Snapshot;
-use crate::telemetry::{names, request_id};
+use crate::telemetry::request_id;
 use crate::tenancy::Account;
 use crate::token::{Keyring, Verified};
 use edit::Plan;
@@ -146,27 +146,28 @@ pub struct SessionService {
 
 /// The service's metrics (the per-app ones are labelled by app, so looked up per call).
 struct Metrics {
-    created: Counter,
-    logins: Counter,
-    logouts: Counter,
-    conflicts: Counter,
-    retries: Counter,
-    cycles: Counter,
+    created: IntCounter,
+    logins: IntCounter,
+    logouts: IntCounter,
+    conflicts: IntCounter,
+    retries: IntCounter,
+    cycles: IntCounter,
     rounds: Histogram,
-    loop_limit: Counter,
+    loop_limit: IntCounter,
 }
 
 impl Metrics {
     fn new() -> Self {
+        let m = crate::telemetry::metrics();
         Metrics {
-            created: metrics::counter!(names::SESSIONS_CREATED),
-            logins: metrics::counter!(names::LOGINS),
-            logouts: metrics::counter!(names::LOGOUTS),
-            conflicts: metrics::counter!(names::CAS_CONFLICTS),
-            retries: metrics::counter!(names::CAS_RETRIES),
-            cycles: metrics::counter!(names::CYCLES),
-            rounds: metrics::histogram!(names::CYCLE_ROUNDS),
-            loop_limit: metrics::counter!(names::CYCLE_LOOP_LIMIT),
+            created: m.sessions_created.clone(),
+            logins: m.logins.clone(),
+            logouts: m.logouts.clone(),
+            conflicts: m.cas_conflicts.clone(),
+            retries: m.cas_retries.clone(),
+            cycles: m.cycles.clone(),
+            rounds: m.cycle_rounds.clone(),
+            loop_limit: m.cycle_loop_limit.clone(),
         }
     }
 
@@ -177,9 +178,9 @@ impl Metrics {
             .iter()
             .any(|(ns, key)| session.get(ns, key).is_some())
         {
-            self.logins.increment(1);
+            self.logins.inc();
         } else {
-            self.logouts.increment(1);
+            self.logouts.inc();
         }
     }
 
@@ -188,28 +189,27 @@ impl Metrics {
         if trace.rounds.is_empty() {
             return;
         }
-        self.cycles.increment(1);
-        self.rounds.record(trace.rounds.len() as f64);
+        self.cycles.inc();
+        self.rounds.observe(trace.rounds.len() as f64);
         if trace.loop_warning {
-            self.loop_limit.increment(1);
+            self.loop_limit.inc();
         }
+        let m = crate::telemetry::metrics();
         for call in trace.rounds.iter().flat_map(|r| &r.calls) {
-            let labels = [("account", account.name.clone()), ("app", call.app.clone())];
-            metrics::counter!(names::APP_CALLS, &labels).increment(1);
-            metrics::histogram!(names::APP_DURATION, &labels)
-                .record(call.micros as f64 / 1_000_000.0);
+            let labels = [account.name.as_str(), call.app.as_str()];
+            m.app_calls.with_label_values(&labels).inc();
+            m.app_duration
+                .with_label_values(&labels)
+                .observe(call.micros as f64 / 1_000_000.0);
             if call.rejected {
                 let status = call.rejection_status.unwrap_or_default().to_string();
-                let labels = [
-                    ("account", account.name.clone()),
-                    ("app", call.app.clone()),
-                    ("status", status),
-                ];
-                metrics::counter!(names::APP_REJECTIONS, &labels).increment(1);
+                m.app_rejections
+                    .with_label_values(&[account.name.as_str(), call.app.as_str(), &status])
+                    .inc();
             } else if call.error.is_some() && !call.undecided {
-                metrics::counter!(names::APP_FAILURES, &labels).increment(1);
+                m.app_failures.with_label_values(&labels).inc();
                 if call.timed_out {
-                    metrics::counter!(names::APP_TIMEOUTS, &labels).increment(1);
+                    m.app_timeouts.with_label_values(&labels).inc();
                 }
             }
         }
@@ -466,7 +466,7 @@ impl SessionService {
         let session = self.build(account, edit, now).await?;
         let record = record_of(&session, None, self.fast_paths);
         let snapshot = self.repo.save(record, None, None).await?;
-        self.metrics.created.increment(1);
+        self.metrics.created.inc();
         Ok(self.issued(account, snapshot, true, now))
     }
 
@@ -499,7 +499,7 @@ impl SessionService {
         let mut turn: Option<Turn<'_>> = None;
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
-                self.metrics.retries.increment(1);
+                self.metrics.retries.inc();
             }
             let Some(Loaded { snapshot, token }) = self.load(account, tokens, edit, now).await?
             else {
@@ -515,7 +515,7 @@ impl SessionService {
                 Attempt::Kept(snapshot) => return Ok(self.kept(account, snapshot, token, now)),
                 Attempt::Rotated(snapshot) => return Ok(self.issued(account, snapshot, false, now)),
                 Attempt::Lost => {
-                    self.metrics.conflicts.increment(1);
+                    self.metrics.conflicts.inc();
                     if turn.is_none() {
                         turn = Some(self.turns.wait(id).await);
                     }
@@ -577,7 +577,7 @@ impl SessionService {
         let mut ended = false;
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
-                self.metrics.retries.increment(1);
+                self.metrics.retries.inc();
             }
             let Some(Loaded { snapshot, .. }) =
                 self.load(account, tokens, &Edit::default(), now).await?
@@ -593,7 +593,7 @@ impl SessionService {
                     ended = true;
                     break;
                 }
-                Err(StoreError::Conflict) => self.metrics.conflicts.increment(1),
+                Err(StoreError::Conflict) => self.metrics.conflicts.inc(),
                 Err(e) => return Err(e.into()),
             }
         }
