@@ -197,7 +197,6 @@ impl Drop for Process {
 /// Starts `sessiond serve --listen 127.0.0.1:0` with `args` and reads the address it prints:
 /// the process and its base URL (`http://127.0.0.1:PORT`).
 pub fn serve<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Process, String) {
-    use std::io::BufRead;
     let mut child = sessiond()
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
@@ -205,17 +204,23 @@ pub fn serve<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Process, String) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("the sessiond binary starts");
-    let stdout = child.stdout.take().unwrap();
+    let base = listening_base(&mut child);
+    (Process(child), base)
+}
+
+/// The base URL (`http://127.0.0.1:PORT`) a started `sessiond serve` prints as its first line
+/// on its (piped) stdout.
+pub fn listening_base(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout is piped");
     let mut line = String::new();
     std::io::BufReader::new(stdout)
         .read_line(&mut line)
         .unwrap();
-    let base = line
-        .trim()
+    line.trim()
         .strip_prefix("sessiond listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
-    (Process(child), base)
+        .to_owned()
 }
 
 /// An identity token printed by `sessiond auth-token` (demo configuration unless `config`).

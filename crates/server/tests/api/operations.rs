@@ -47,16 +47,7 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the sessiond binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("sessiond listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
+        let base = listening_base(&mut child);
         let stderr = child.stderr.take().unwrap();
         let (tx, log) = mpsc::channel();
         std::thread::spawn(move || {
@@ -73,6 +64,17 @@ impl Running {
             log,
             seen: Vec::new(),
         }
+    }
+
+    /// [`Running::start`] with a configuration file and a data directory.
+    fn configured(
+        config: &std::path::Path,
+        data: &std::path::Path,
+        level: &str,
+        format: &str,
+    ) -> Running {
+        let (config, data) = (config.to_str().unwrap(), data.to_str().unwrap());
+        Running::start(&["--config", config, "--data-dir", data], level, format)
     }
 
     fn url(&self, path: &str) -> String {
@@ -252,16 +254,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     let mut apps = Apps::spawn().await;
     let config = apps.config(dir.path(), "");
     let data = dir.path().join("data");
-    let mut server = Running::start(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        "info",
-        "text",
-    );
+    let mut server = Running::configured(&config, &data, "info", "text");
     let base = server.base.clone();
     let token = create_session_at(&base, json!({})).await;
     let cookie = format!("vtex_session={token}");
@@ -322,16 +315,7 @@ async fn a_second_signal_exits_at_once() {
     let mut apps = Apps::spawn().await;
     let config = apps.config(dir.path(), "shutdown_timeout = \"1h\"");
     let data = dir.path().join("data");
-    let mut server = Running::start(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        "info",
-        "text",
-    );
+    let mut server = Running::configured(&config, &data, "info", "text");
     let base = server.base.clone();
     let token = create_session_at(&base, json!({})).await;
     let _in_flight = tokio::spawn(async move {
@@ -360,16 +344,7 @@ async fn metrics_count_a_known_load() {
     let mut apps = Apps::spawn().await;
     let config = apps.config(dir.path(), "");
     let data = dir.path().join("data");
-    let server = Running::start(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        "warn",
-        "text",
-    );
+    let server = Running::configured(&config, &data, "warn", "text");
     let base = server.base.clone();
     use reqwest::Method;
     // Three creates.
@@ -875,16 +850,7 @@ async fn metrics_listen_serves_the_metrics_alone() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let mut server = Running::start(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        "info",
-        "json",
-    );
+    let mut server = Running::configured(&config, &data, "info", "json");
     let line: Value = serde_json::from_str(&server.wait_for_line("listening")).unwrap();
     let metrics = format!("http://{}", line["metrics"].as_str().unwrap());
     assert_ne!(metrics, server.base);
