@@ -11,6 +11,9 @@ use sessiond_apps::commerce::{
 };
 use sessiond_apps::identity::Identity;
 
+pub use crate::repo::StoreSpec;
+pub use crate::telemetry::LogFormat;
+
 /// The demo configuration, used when no `--config` is given.
 pub const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
 
@@ -212,52 +215,6 @@ impl Default for Limits {
     }
 }
 
-/// Which backend holds the sessions. Shown (`Debug`, `Display`) without a URL's password.
-#[derive(Clone, PartialEq, Eq)]
-pub enum StoreSpec {
-    /// The durable on-disk store in the data directory.
-    Embedded,
-    /// Process memory (lost on exit).
-    Memory,
-    /// A Redis node or cluster.
-    Redis(String),
-}
-
-impl std::fmt::Display for StoreSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreSpec::Embedded => f.write_str("embedded"),
-            StoreSpec::Memory => f.write_str("memory"),
-            StoreSpec::Redis(url) => f.write_str(&crate::repo::redacted_url(url)),
-        }
-    }
-}
-
-impl std::fmt::Debug for StoreSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-impl StoreSpec {
-    fn parse(s: &str) -> Result<Self, ConfigError> {
-        match s {
-            "embedded" => Ok(StoreSpec::Embedded),
-            "memory" => Ok(StoreSpec::Memory),
-            url if ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"]
-                .iter()
-                .any(|scheme| url.starts_with(scheme)) =>
-            {
-                Ok(StoreSpec::Redis(url.to_owned()))
-            }
-            other => Err(ConfigError::Invalid(format!(
-                "store `{}` is not one of `embedded`, `memory`, `redis://[:PASSWORD@]HOST:PORT[/DB]` (`rediss://` for TLS), `redis+cluster://HOST:PORT[,HOST:PORT…]`",
-                crate::repo::redacted_url(other)
-            ))),
-        }
-    }
-}
-
 /// Values given on the command line or in `SESSIOND_*` variables (clap merges those two).
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
@@ -269,29 +226,6 @@ pub struct Overrides {
     pub store: Option<String>,
     /// `--log-format`.
     pub log_format: Option<String>,
-}
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines (colours only on a terminal).
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-impl LogFormat {
-    /// `text` or `json`.
-    pub fn parse(s: &str) -> Result<Self, ConfigError> {
-        match s {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(ConfigError::Invalid(format!(
-                "log_format `{other}` is not `text` or `json`"
-            ))),
-        }
-    }
 }
 
 /// Where the configuration came from.
@@ -382,7 +316,8 @@ impl Settings {
                 "listen address `{listen_text}` is not IP:PORT (e.g. 127.0.0.1:8080)"
             ))
         })?;
-        let store = StoreSpec::parse(&o.store.or(file.store).unwrap_or_else(|| "embedded".into()))?;
+        let store = StoreSpec::parse(&o.store.or(file.store).unwrap_or_else(|| "embedded".into()))
+            .map_err(ConfigError::Invalid)?;
         let metrics_listen = file
             .metrics_listen
             .map(|text| {
@@ -396,7 +331,11 @@ impl Settings {
         let log_format = o
             .log_format
             .or(file.log_format)
-            .map(|f| LogFormat::parse(&f))
+            .map(|f| {
+                LogFormat::parse(&f).ok_or_else(|| {
+                    ConfigError::Invalid(format!("log_format `{f}` is not `text` or `json`"))
+                })
+            })
             .transpose()?
             .unwrap_or_default();
         let duration = |name: &str, v: Option<String>, default: &str| {

@@ -8,7 +8,26 @@ use std::sync::LazyLock;
 use axum::http::HeaderValue;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
-use crate::config::LogFormat;
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
 
 /// The log filter when `SESSIOND_LOG` is not set.
 const DEFAULT_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
@@ -86,9 +105,9 @@ pub mod names {
     pub const CACHE_HITS: &str = "sessiond_cache_hits_total";
     /// Session loads the session cache could not answer (read from the store).
     pub const CACHE_MISSES: &str = "sessiond_cache_misses_total";
-    /// Writes committed together by one fsync, and the time of that durable write (embedded
-    /// store; recorded by the store itself).
-    pub use crate::repo::store_metrics::{COMMIT_BATCH, FSYNC_DURATION};
+    // The embedded store's own two, `sessiond_store_commit_batch_size` and
+    // `sessiond_store_fsync_duration_seconds`, are named and registered by the store
+    // (`sessiond_store::metrics`).
 }
 
 /// Buckets of durations, seconds: 50 µs to 10 s.

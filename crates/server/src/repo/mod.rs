@@ -22,11 +22,57 @@ pub use sessiond_store::redis_store::redacted as redacted_url;
 use sessiond_store::{Change, EmbeddedOptions, EmbeddedStore, MemoryStore, OnChange, RedisStore};
 pub use sessiond_store::{SessionStore, StoreError};
 
-use crate::config::StoreSpec;
 use crate::snapshot::Snapshot;
 use cache::{SessionCache, Witness};
 
 mod cache;
+
+/// Which backend holds the sessions. Shown (`Debug`, `Display`) without a URL's password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// The durable on-disk store in the data directory.
+    Embedded,
+    /// Process memory (lost on exit).
+    Memory,
+    /// A Redis node or cluster.
+    Redis(String),
+}
+
+impl std::fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Embedded => f.write_str("embedded"),
+            StoreSpec::Memory => f.write_str("memory"),
+            StoreSpec::Redis(url) => f.write_str(&redacted_url(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl StoreSpec {
+    /// `embedded`, `memory` or a Redis URL; else why not (without the URL's password).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "embedded" => Ok(StoreSpec::Embedded),
+            "memory" => Ok(StoreSpec::Memory),
+            url if ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme)) =>
+            {
+                Ok(StoreSpec::Redis(url.to_owned()))
+            }
+            other => Err(format!(
+                "store `{}` is not one of `embedded`, `memory`, `redis://[:PASSWORD@]HOST:PORT[/DB]` (`rediss://` for TLS), `redis+cluster://HOST:PORT[,HOST:PORT…]`",
+                redacted_url(other)
+            )),
+        }
+    }
+}
 
 /// Opens the store `spec` names (the embedded one in `data_dir`); connecting to Redis is
 /// bounded by `timeout`, like every later call.
