@@ -1,5 +1,5 @@
 //! What every request leaves behind: its request id (the client's `x-request-id` when it
-//! sent a usable one, else a new UUID) in its log lines and in the answer's `x-request-id`,
+//! sent a usable one, else a new one, [`new_id`]) in its log lines and in the answer's `x-request-id`,
 //! its count and time in the metrics (by route, method and status), and one log line at
 //! `debug` (method, route, status, duration, account, request id; never a token or a cookie).
 //!
