@@ -1,6 +1,6 @@
 //! What the server tells its operators: log lines (text for a terminal, JSON for a log
 //! collector), the request id that a request carries into its log lines and its answer, and the
-//! Prometheus metrics (`GET /metrics`): their names, buckets and the recorder.
+//! Prometheus metrics (`GET /metrics`): their names, buckets and registration.
 
 use std::io::IsTerminal as _;
 use std::sync::LazyLock;
