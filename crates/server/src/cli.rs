@@ -45,6 +45,10 @@ pub enum Command {
         /// Configuration file (TOML); the built-in demo configuration when absent.
         #[arg(long, env = "SESSIOND_CONFIG")]
         config: Option<PathBuf>,
+        /// What to print: the report (text), or the app dependency graph for Graphviz (dot) or
+        /// Mermaid (mermaid).
+        #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+        format: CheckFormat,
     },
     /// Print an identity token (the VtexIdclientAutCookie value) with VTEX ID's claims, signed
     /// with the account's identity key: for demos and tests.
@@ -66,6 +70,17 @@ pub enum Command {
         #[arg(long, env = "SESSIOND_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+/// What `sessiond check` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    /// Each account's apps, which feeds which, and warnings.
+    Text,
+    /// The app dependency graph in Graphviz's DOT language.
+    Dot,
+    /// The app dependency graph as a Mermaid flowchart.
+    Mermaid,
 }
 
 /// Lifetime of tokens minted by `auth-token`.
@@ -167,6 +182,112 @@ pub fn check_report(settings: &Settings) -> Result<String, crate::config::Config
         }
     }
     Ok(out)
+}
+
+/// The app dependency graph of every account (`sessiond check --format dot|mermaid`): apps
+/// as nodes (runOnCreate apps marked), an edge from an app to each app that watches one of its
+/// outputs, labelled with those keys.
+pub fn check_graph(
+    settings: &Settings,
+    format: CheckFormat,
+) -> Result<String, crate::config::ConfigError> {
+    use std::fmt::Write;
+    let tenancy = Tenancy::new(&settings.accounts, &settings.default_account)?;
+    let mut accounts: Vec<_> = tenancy.accounts().collect();
+    accounts.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = String::new();
+    if format == CheckFormat::Mermaid {
+        out.push_str("flowchart LR\n");
+    }
+    for (n, account) in accounts.iter().enumerate() {
+        let apps = account.apps.index().apps();
+        let feeds = feeds(apps);
+        // Quoted for both languages: `"` and `\` cannot stand in a label as they are.
+        let quoted = |text: &str| text.replace(['"', '\\'], "'");
+        match format {
+            CheckFormat::Dot => {
+                let _ = writeln!(out, "digraph \"{}\" {{", quoted(&account.name));
+                out.push_str("  rankdir=LR;\n  node [shape=box];\n");
+                for app in apps {
+                    let style = if app.run_on_create {
+                        ", style=bold"
+                    } else {
+                        ""
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  \"{}\" [label=\"{}{}\"{style}];",
+                        quoted(&app.name),
+                        quoted(&app.name),
+                        if app.run_on_create {
+                            "\\n(runOnCreate)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                for (i, targets) in feeds.iter().enumerate() {
+                    for &j in targets {
+                        let _ = writeln!(
+                            out,
+                            "  \"{}\" -> \"{}\" [label=\"{}\"];",
+                            quoted(&apps[i].name),
+                            quoted(&apps[j].name),
+                            linking_keys(&apps[i], &apps[j])
+                                .iter()
+                                .map(|k| quoted(k))
+                                .collect::<Vec<_>>()
+                                .join("\\n")
+                        );
+                    }
+                }
+                out.push_str("}\n");
+            }
+            CheckFormat::Mermaid => {
+                let _ = writeln!(out, "  subgraph a{n}[\"{}\"]", quoted(&account.name));
+                for (i, app) in apps.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "    a{n}_{i}[\"{}{}\"]",
+                        quoted(&app.name),
+                        if app.run_on_create {
+                            "<br/>(runOnCreate)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                for (i, targets) in feeds.iter().enumerate() {
+                    for &j in targets {
+                        let _ = writeln!(
+                            out,
+                            "    a{n}_{i} -->|\"{}\"| a{n}_{j}",
+                            linking_keys(&apps[i], &apps[j])
+                                .iter()
+                                .map(|k| quoted(k))
+                                .collect::<Vec<_>>()
+                                .join("<br/>")
+                        );
+                    }
+                }
+                out.push_str("  end\n");
+            }
+            CheckFormat::Text => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The keys `from` writes that `to` watches (`namespace.key`).
+fn linking_keys(from: &sessiond_core::AppSpec, to: &sessiond_core::AppSpec) -> Vec<String> {
+    from.output
+        .iter()
+        .flat_map(|(ns, keys)| {
+            keys.iter()
+                .filter(|k| to.watches(&Key::new(ns.as_str(), k.as_str())))
+                .map(move |k| format!("{ns}.{k}"))
+        })
+        .collect()
 }
 
 /// For each app, the apps that watch one of its outputs.
@@ -291,7 +412,7 @@ impl Command {
                     log_format: log_format.clone(),
                 },
             ),
-            Command::Check { config } | Command::AuthToken { config, .. } => {
+            Command::Check { config, .. } | Command::AuthToken { config, .. } => {
                 Settings::load(config.as_deref(), Overrides::default())
             }
         }

@@ -1,7 +1,7 @@
 //! The `sessiond` binary.
 
 use clap::Parser;
-use sessiond::cli::{auth_token, check_report, Cli, Command};
+use sessiond::cli::{auth_token, check_graph, check_report, CheckFormat, Cli, Command};
 use sessiond::config::{LogFormat, Settings};
 use sessiond::{telemetry, Application};
 
@@ -47,9 +47,13 @@ fn run() -> anyhow::Result<()> {
     );
     let settings = settings?;
     match cli.command {
-        Command::Check { .. } => {
-            print!("{}", check_report(&settings)?);
-            println!("configuration ok");
+        Command::Check { format, .. } => {
+            if format == CheckFormat::Text {
+                print!("{}", check_report(&settings)?);
+                println!("configuration ok");
+            } else {
+                print!("{}", check_graph(&settings, format)?);
+            }
             Ok(())
         }
         Command::AuthToken {

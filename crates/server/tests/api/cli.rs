@@ -194,3 +194,63 @@ fn auth_token_refuses_what_is_not_an_email() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no account named `nope`"));
 }
+
+/// `check --format dot` is a graph Graphviz draws (Debian's graphviz is installed when
+/// missing), `--format mermaid` a flowchart; both link the apps as the text report does.
+#[test]
+fn check_draws_the_app_graph_in_dot_and_mermaid() {
+    let graph = |format: &str| {
+        let out = sessiond()
+            .args(["check", "--format", format])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dot = graph("dot");
+    assert!(dot.starts_with("digraph \"demo\" {"), "{dot}");
+    assert!(dot.contains(
+        "\"vtex.authentication-session\" -> \"vtex.profile-session\" [label=\"authentication.storeUserId\"];"
+    ), "{dot}");
+    assert!(dot.contains(
+        "\"vtex.profile-session\" -> \"vtex.rnb-session\" [label=\"profile.email\\nprofile.priceTables\"];"
+    ), "{dot}");
+    assert!(dot.contains(
+        "\"vtex.store-session\" [label=\"vtex.store-session\\n(runOnCreate)\", style=bold];"
+    ));
+    sessiond_testkit::ensure_debian(&["graphviz"], &["dot"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("apps.dot");
+    std::fs::write(&file, &dot).unwrap();
+    let drawn = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        drawn.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drawn.stderr)
+    );
+    let svg = String::from_utf8_lossy(&drawn.stdout);
+    assert!(
+        svg.contains("<svg") && svg.contains("vtex.impersonate&#45;session"),
+        "{svg}"
+    );
+    // One edge per app that feeds another, as in the text report (6 in the demo).
+    assert_eq!(dot.matches(" -> ").count(), 6, "{dot}");
+    let mermaid = graph("mermaid");
+    assert!(
+        mermaid.starts_with("flowchart LR\n  subgraph a0[\"demo\"]\n"),
+        "{mermaid}"
+    );
+    assert!(
+        mermaid.contains("    a0_1 -->|\"authentication.storeUserId\"| a0_2\n"),
+        "{mermaid}"
+    );
+    assert_eq!(mermaid.matches(" -->|").count(), 6, "{mermaid}");
+}
