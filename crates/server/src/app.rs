@@ -147,6 +147,7 @@ impl Application {
             filters: Filters::default(),
             fast_paths: settings.fast_paths,
             jwks,
+            metrics_here: settings.metrics_listen.is_none(),
         });
         let listener = TcpListener::bind(settings.listen)
             .await

@@ -98,7 +98,7 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<String>,
     /// Log format: `text` (default) or `json`.
     pub log_format: Option<String>,
-    /// A second listen address serving `GET /metrics` alone (it is also on `listen`).
+    /// An address serving `GET /metrics` alone (`listen` then answers 404 for it).
     pub metrics_listen: Option<String>,
     /// Whether the measured shortcuts are used (default true): edits of plain `public` keys on
     /// the stored record, answers cut out of the stored one, cookie lines kept with a session,

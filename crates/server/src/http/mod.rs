@@ -64,6 +64,8 @@ pub struct AppState {
     pub fast_paths: bool,
     /// The public keys that verify session tokens, as a JWK set (`/.well-known/jwks.json`).
     pub jwks: axum::body::Bytes,
+    /// Whether `/metrics` is served here too (false when `metrics_listen` has it).
+    pub metrics_here: bool,
 }
 
 /// The router of the public API, health probes and JSON fallbacks.
@@ -89,7 +91,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/segments/{*token}", get(segments::decode_segment))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(public_metrics))
         .route("/openapi.json", get(openapi))
         .route("/.well-known/jwks.json", get(jwks))
         .fallback(not_found)
@@ -131,6 +133,16 @@ async fn method_not_allowed() -> ApiError {
 
 async fn health() -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// `GET /metrics` on the public address: the metrics, unless `metrics_listen` serves them
+/// (then 404, so that a public address does not show them).
+async fn public_metrics(State(state): State<Arc<AppState>>) -> Response {
+    if state.metrics_here {
+        metrics().await
+    } else {
+        ApiError::not_found("the metrics are served on the metrics_listen address").into_response()
+    }
 }
 
 /// `GET /metrics`: the Prometheus text format.

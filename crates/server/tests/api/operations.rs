@@ -836,7 +836,7 @@ fn the_systemd_unit_verifies() {
     );
 }
 
-/// `metrics_listen` puts `/metrics` on a second address, serving nothing else.
+/// `metrics_listen` moves `/metrics` to a second address, which serves nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_listen_serves_the_metrics_alone() {
     let dir = tempfile::tempdir().unwrap();
@@ -870,4 +870,9 @@ async fn metrics_listen_serves_the_metrics_alone() {
         .await
         .unwrap();
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    // Not on the public address any more.
+    let public = plain().get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    let error: Value = public.json().await.unwrap();
+    assert_eq!(error["type"], "NotFound");
 }
