@@ -198,13 +198,6 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// The address of `metrics_listen`, when configured.
-    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
-        self.metrics_listener
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-    }
-
     /// Serves until `shutdown` completes, purging expired sessions in the background; then
     /// stops accepting connections, lets the requests in flight finish (for at most
     /// `shutdown_timeout`), and closes the store.

@@ -28,15 +28,25 @@ pub fn ensure_redis() {
     INSTALL.call_once(|| ensure_debian(&["redis-server"], &["redis-server", "redis-cli"]));
 }
 
-/// Installs Debian's `packages` unless every one of `commands` is there: `apt-get install -y`,
-/// after `apt-get update` when the first try fails.
+/// Installs Debian's `packages` unless every one of `commands` is there.
 pub fn ensure_debian(packages: &[&str], commands: &[&str]) {
-    // One apt-get at a time: dpkg takes a lock.
-    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _apt = APT.lock().unwrap_or_else(|p| p.into_inner());
     if commands.iter().all(|c| has(c)) {
         return;
     }
+    apt_install(packages);
+    for command in commands {
+        assert!(
+            has(command),
+            "{command} is missing after installing {packages:?}"
+        );
+    }
+}
+
+/// `apt-get install -y packages`, after `apt-get update` when the first try fails.
+fn apt_install(packages: &[&str]) {
+    // One apt-get at a time: dpkg takes a lock.
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _apt = APT.lock().unwrap_or_else(|p| p.into_inner());
     let install = || {
         Command::new("apt-get")
             .args(["install", "-y"])
@@ -53,12 +63,6 @@ pub fn ensure_debian(packages: &[&str], commands: &[&str]) {
             .status()
             .is_ok_and(|s| s.success());
         assert!(updated && install(), "could not install {packages:?}");
-    }
-    for command in commands {
-        assert!(
-            has(command),
-            "{command} is missing after installing {packages:?}"
-        );
     }
 }
 
@@ -82,7 +86,7 @@ pub fn ensure_schemathesis(dir: &Path) -> std::path::PathBuf {
     if works() {
         return command;
     }
-    ensure_debian(&["python3", "python3-venv", "python3-pip"], &["python3"]);
+    ensure_debian(&["python3"], &["python3"]);
     let venv_ok = || {
         Command::new("python3")
             .args(["-m", "venv", "--clear"])
@@ -92,7 +96,7 @@ pub fn ensure_schemathesis(dir: &Path) -> std::path::PathBuf {
     };
     if !venv_ok() {
         // python3 without its venv module (ensurepip): Debian's python3-venv brings it.
-        ensure_debian(&["python3-venv"], &[]);
+        apt_install(&["python3-venv"]);
         assert!(venv_ok(), "python3 -m venv {} failed", venv.display());
     }
     let installed = Command::new(venv.join("bin").join("pip"))

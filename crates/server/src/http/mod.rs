@@ -29,7 +29,7 @@ pub mod request;
 mod segments;
 mod sessions;
 
-pub use observe::{route_of, Observe, REQUEST_ID};
+pub use observe::{route_of, Observe};
 
 /// Every routed path (axum's syntax), the labels of the request metrics and the paths of
 /// `/openapi.json`.

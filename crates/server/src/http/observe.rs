@@ -216,7 +216,7 @@ fn hex_into(out: &mut [u8], value: u64) {
 }
 
 /// The methods counted by name; any other is `OTHER`.
-const METHODS: [Method; 7] = [
+static METHODS: [Method; 7] = [
     Method::GET,
     Method::HEAD,
     Method::POST,
@@ -259,7 +259,7 @@ fn route_label(route: Option<usize>) -> &'static str {
 }
 
 fn method_label(method: Option<usize>) -> &'static str {
-    method.map_or("OTHER", |m| METHODS[m].as_str_static())
+    method.map_or("OTHER", |m| METHODS[m].as_str())
 }
 
 impl Handles {
@@ -289,26 +289,6 @@ impl Handles {
                 .http_duration
                 .with_label_values(&[route_label(route), method_label(method)])
         })
-    }
-}
-
-/// `Method::as_str` with the `'static` lifetime the standard methods have.
-trait StaticName {
-    fn as_str_static(&self) -> &'static str;
-}
-
-impl StaticName for Method {
-    fn as_str_static(&self) -> &'static str {
-        match *self {
-            Method::GET => "GET",
-            Method::HEAD => "HEAD",
-            Method::POST => "POST",
-            Method::PATCH => "PATCH",
-            Method::DELETE => "DELETE",
-            Method::PUT => "PUT",
-            Method::OPTIONS => "OPTIONS",
-            _ => "OTHER",
-        }
     }
 }
 

@@ -246,7 +246,12 @@ pub fn mint(account: &str, email: &str, admin: bool, config: Option<&std::path::
 
 /// GET `path` with the `Cookie` header `cookie` (none when empty); the JSON answer.
 pub async fn get_json(app: &TestApp, path: &str, cookie: impl AsRef<str>) -> Value {
-    let mut request = plain().get(app.url(path));
+    get_json_at(&app.url(""), path, cookie).await
+}
+
+/// [`get_json`] on the server at `base` (`http://host:port`).
+pub async fn get_json_at(base: &str, path: &str, cookie: impl AsRef<str>) -> Value {
+    let mut request = plain().get(format!("{base}{path}"));
     if !cookie.as_ref().is_empty() {
         request = request.header("cookie", cookie.as_ref());
     }

@@ -248,60 +248,72 @@ fn public(key: &str, value: Value) -> Value {
     json!({"public": {key: {"value": value}}})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
+/// A server on the test's apps (top-level settings `extra`) with a PATCH in flight, held by
+/// the slow app (which has been called), then sent SIGTERM and draining.
+struct Draining {
+    _dir: tempfile::TempDir,
+    apps: Apps,
+    server: Running,
+    data: std::path::PathBuf,
+    cookie: String,
+    in_flight: tokio::task::JoinHandle<(StatusCode, reqwest::header::HeaderMap, Value)>,
+}
+
+async fn draining(extra: &str) -> Draining {
     let dir = tempfile::tempdir().unwrap();
     let mut apps = Apps::spawn().await;
-    let config = apps.config(dir.path(), "");
+    let config = apps.config(dir.path(), extra);
     let data = dir.path().join("data");
     let mut server = Running::configured(&config, &data, "info", "text");
-    let base = server.base.clone();
-    let token = create_session_at(&base, json!({})).await;
+    let token = create_session_at(&server.base, json!({})).await;
     let cookie = format!("vtex_session={token}");
     let in_flight = tokio::spawn({
-        let (base, cookie) = (base.clone(), cookie.clone());
+        let (base, cookie) = (server.base.clone(), cookie.clone());
         async move {
-            send(
-                reqwest::Method::PATCH,
-                &base,
-                &cookie,
-                public("slow", json!("go")),
-            )
-            .await
+            let edit = public("slow", json!("go"));
+            send(reqwest::Method::PATCH, &base, &cookie, edit).await
         }
     });
     apps.called.recv().await.expect("the slow app is called");
     server.signal("TERM");
     server.wait_for_line("shutting down");
+    Draining {
+        _dir: dir,
+        apps,
+        server,
+        data,
+        cookie,
+        in_flight,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
+    let mut d = draining("").await;
     // While draining, a new request is refused (or, had its connection been taken just before
     // the signal, answered whole): never half-answered.
-    match plain().get(format!("{base}/health")).send().await {
+    match plain().get(d.server.url("/health")).send().await {
         Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),
         Ok(r) => assert_eq!(r.json::<Value>().await.unwrap()["status"], "ok"),
     }
-    apps.release.send(true).unwrap();
-    let (status, _, answer) = in_flight.await.unwrap();
+    d.apps.release.send(true).unwrap();
+    let (status, _, answer) = d.in_flight.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert!(
         answer["sessionToken"].is_string(),
         "the whole answer: {answer}"
     );
-    assert_eq!(server.exit_code(), Some(0));
-    let log = server.rest_of_log();
+    assert_eq!(d.server.exit_code(), Some(0));
+    let log = d.server.rest_of_log();
     assert!(log.iter().any(|l| l.contains("stopped")), "{log:#?}");
     // The edit that finished during the drain is stored.
-    let (_again, again_base) = serve(&["--data-dir", data.to_str().unwrap()]);
-    let session: Value = plain()
-        .get(format!(
-            "{again_base}/api/sessions?items=public.slow,public.slowDone"
-        ))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_again, again_base) = serve(&["--data-dir", d.data.to_str().unwrap()]);
+    let session = get_json_at(
+        &again_base,
+        "/api/sessions?items=public.slow,public.slowDone",
+        &d.cookie,
+    )
+    .await;
     assert_eq!(value_of(&session, "public", "slow"), Some(&json!("go")));
     assert_eq!(
         value_of(&session, "public", "slowDone"),
@@ -311,28 +323,10 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut apps = Apps::spawn().await;
-    let config = apps.config(dir.path(), "shutdown_timeout = \"1h\"");
-    let data = dir.path().join("data");
-    let mut server = Running::configured(&config, &data, "info", "text");
-    let base = server.base.clone();
-    let token = create_session_at(&base, json!({})).await;
-    let _in_flight = tokio::spawn(async move {
-        let cookie = format!("vtex_session={token}");
-        plain()
-            .patch(format!("{base}/api/sessions"))
-            .header("cookie", cookie)
-            .json(&public("slow", json!("held")))
-            .send()
-            .await
-    });
-    apps.called.recv().await.expect("the slow app is called");
-    server.signal("TERM");
-    server.wait_for_line("shutting down");
-    server.signal("INT");
+    let mut d = draining("shutdown_timeout = \"1h\"").await;
+    d.server.signal("INT");
     assert_eq!(
-        server.exit_code(),
+        d.server.exit_code(),
         Some(130),
         "the second signal (SIGINT) ends it"
     );
@@ -619,14 +613,7 @@ async fn request_ids_and_json_log_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jwks_verifies_the_session_tokens() {
     let app = spawn_app().await;
-    let jwks: Value = plain()
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = get_json(&app, "/.well-known/jwks.json", "").await;
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1, "{jwks}");
     let token = create_session(&app, json!({})).await;
@@ -653,14 +640,7 @@ async fn the_jwks_verifies_the_session_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_matches_the_router_and_vtex() {
     let app = spawn_app().await;
-    let doc: Value = plain()
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(&app, "/openapi.json", "").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
     let routed: Vec<String> = sessiond::http::ROUTES
