@@ -3,9 +3,9 @@
 //! its count and time in the metrics (by route, method and status), and one log line at
 //! `debug` (method, route, status, duration, account, request id; never a token or a cookie).
 //!
-//! A service around the whole router (not a layer of each route): it costs a request a few
-//! hundred instructions, where `axum::middleware::from_fn` as a route layer cost thousands
-//! (a boxed future, a cloned route service). So it names the route itself ([`route_of`]), by
+//! A service around the whole router (not a layer of each route): with the metrics and the
+//! answer's header it adds about 1,600 instructions to a GET, where `axum::middleware::from_fn`
+//! as a route layer added 4,600 (a boxed future, a cloned route service). So it names the route itself ([`route_of`]), by
 //! the same templates as the router ([`ROUTES`]; a test holds the two together).
 
 use std::future::Future;
