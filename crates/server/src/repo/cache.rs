@@ -1,11 +1,15 @@
 //! The session cache: recently used snapshots by session id, in front of a store this process
 //! owns alone (the embedded and memory stores), where every save goes through the repository,
-//! which replaces the cached snapshot once the store accepted the write.
+//! which replaces the cached snapshot once the store accepted the write; or in front of a
+//! shared store that tells what other processes change (Redis).
 //!
-//! Hand-made, not a cache crate's: it must never keep a version older than one already
-//! acknowledged, which takes two rules a general cache does not have, checked under the same
-//! lock as the insert: a save replaces a cached snapshot only with a newer version, and a read
-//! of the store is cached only if no save touched its shard while it ran ([`Stamp`]).
+//! Hand-made, not a cache crate's: it must never serve a version older than one already
+//! acknowledged, which takes rules a general cache does not have, checked under the same lock
+//! as the insert: a save replaces a cached snapshot only with a newer version, and a read of
+//! the store is cached only if no save touched its shard while it ran ([`Stamp`]). A copy a
+//! shared store said changed is kept, marked stale: never served as the session, it is still a
+//! good base for the next edit, whose compare-and-swap on `version` fails if it was indeed
+//! overtaken (see [`SessionCache::base`]).
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -21,12 +25,19 @@ use crate::snapshot::Snapshot;
 /// Shards of the cache (each a mutex over its own map).
 const SHARDS: usize = 16;
 
-/// One shard: snapshots by id (indexable for random eviction), and how many times a save or a
-/// removal changed it.
+/// One shard: snapshots by id (indexable for random eviction), and how many times a save, a
+/// removal or news of a change changed it.
 #[derive(Default)]
 struct Shard {
-    snapshots: IndexMap<SessionId, Arc<Snapshot>, RandomKeys>,
+    snapshots: IndexMap<SessionId, Entry, RandomKeys>,
     changes: u64,
+}
+
+/// A cached snapshot, and whether it may be served: false once a shared store said its session
+/// changed (the change may be this process's own save: Redis also tells those made in scripts).
+struct Entry {
+    snapshot: Arc<Snapshot>,
+    fresh: bool,
 }
 
 /// Where a shard stood when a read of the store began (see [`SessionCache::stamp`]).
@@ -90,15 +101,23 @@ impl SessionCache {
         x
     }
 
-    /// The cached snapshot of `id`, unless it has expired at `now_ms`.
+    /// The cached snapshot of `id`, unless it has expired at `now_ms` or may be stale.
     pub fn get(&self, id: &SessionId, now_ms: u64) -> Option<Arc<Snapshot>> {
+        self.base(id, now_ms)
+            .and_then(|(snapshot, fresh)| fresh.then_some(snapshot))
+    }
+
+    /// The cached snapshot of `id` unless it has expired at `now_ms`, and whether it is fresh.
+    /// A stale one may only be the base of an edit saved with compare-and-swap on its version,
+    /// and what follows from it may only be answered once that save succeeded.
+    pub fn base(&self, id: &SessionId, now_ms: u64) -> Option<(Arc<Snapshot>, bool)> {
         let mut shard = self.shard(id);
-        let snapshot = shard.snapshots.get(id)?;
-        if snapshot.record().is_expired(now_ms) {
+        let entry = shard.snapshots.get(id)?;
+        if entry.snapshot.record().is_expired(now_ms) {
             shard.snapshots.swap_remove(id);
             return None;
         }
-        Some(snapshot.clone())
+        Some((entry.snapshot.clone(), entry.fresh))
     }
 
     /// Taken before reading `id` from the store; [`SessionCache::insert_read`] caches what was
@@ -109,13 +128,22 @@ impl SessionCache {
     }
 
     /// Caches `snapshot`, read from the store after `stamp` was taken, unless the shard changed
-    /// since or the cache holds a version of the session already.
+    /// since or the cache holds a fresh version of the session already.
     pub fn insert_read(&self, snapshot: Arc<Snapshot>, stamp: Stamp) {
         let id = snapshot.id();
         let mut shard = self.shard(&id);
-        if shard.changes == stamp.0 && !shard.snapshots.contains_key(&id) {
-            self.make_room(&mut shard);
-            shard.snapshots.insert(id, snapshot);
+        if shard.changes != stamp.0 {
+            return;
+        }
+        let fresh = true;
+        match shard.snapshots.get_mut(&id) {
+            Some(entry) if entry.fresh => {}
+            // Read after the news that made it stale (the stamp says so): the read is newer.
+            Some(entry) => *entry = Entry { snapshot, fresh },
+            None => {
+                self.make_room(&mut shard);
+                shard.snapshots.insert(id, Entry { snapshot, fresh });
+            }
         }
     }
 
@@ -123,11 +151,17 @@ impl SessionCache {
         &self.told[self.hasher.hash_one(id) as usize % STRIPES]
     }
 
-    /// A shared store said session `id` changed: its copy is dropped, and a save of it that
-    /// began before is not cached ([`SessionCache::insert_saved`]).
+    /// A shared store said session `id` changed: its copy is no longer served (it stays as the
+    /// base of the next edit), a read of it that began before is not cached
+    /// ([`SessionCache::insert_read`]), and a save of it that began before is cached stale
+    /// ([`SessionCache::insert_saved`]).
     pub fn invalidate(&self, id: &SessionId) {
         self.told(id).fetch_add(1, Ordering::SeqCst);
-        self.remove(id);
+        let mut shard = self.shard(id);
+        shard.changes += 1;
+        if let Some(entry) = shard.snapshots.get_mut(id) {
+            entry.fresh = false;
+        }
     }
 
     /// Taken before saving `id` to a shared store (see [`SessionCache::insert_saved`]).
@@ -135,18 +169,16 @@ impl SessionCache {
         Witness(self.told(id).load(Ordering::SeqCst))
     }
 
-    /// Caches `snapshot`, just saved to a shared store after `witness` was taken, unless the
-    /// store said meanwhile that the session changed: another process may have saved a newer
-    /// version after this one, whose news then came before this save's answer.
+    /// Caches `snapshot`, just saved to a shared store after `witness` was taken; stale if the
+    /// store said meanwhile that the session changed (another process may have saved a newer
+    /// version after this one, whose news then came before this save's answer; or it was the
+    /// news of this very save).
     pub fn insert_saved(&self, snapshot: Arc<Snapshot>, witness: Witness) {
         let id = snapshot.id();
         let mut shard = self.shard(&id);
         shard.changes += 1;
-        if self.told(&id).load(Ordering::SeqCst) != witness.0 {
-            shard.snapshots.swap_remove(&id);
-            return;
-        }
-        self.put(&mut shard, id, snapshot);
+        let fresh = self.told(&id).load(Ordering::SeqCst) == witness.0;
+        self.put(&mut shard, id, Entry { snapshot, fresh });
     }
 
     /// Caches `snapshot`, just saved, unless a newer version of the session is cached already.
@@ -154,18 +186,25 @@ impl SessionCache {
         let id = snapshot.id();
         let mut shard = self.shard(&id);
         shard.changes += 1;
-        self.put(&mut shard, id, snapshot);
+        self.put(
+            &mut shard,
+            id,
+            Entry {
+                snapshot,
+                fresh: true,
+            },
+        );
     }
 
-    fn put(&self, shard: &mut Shard, id: SessionId, snapshot: Arc<Snapshot>) {
+    fn put(&self, shard: &mut Shard, id: SessionId, entry: Entry) {
         if let Some(cached) = shard.snapshots.get_mut(&id) {
-            if cached.record().version() <= snapshot.record().version() {
-                *cached = snapshot;
+            if cached.snapshot.record().version() <= entry.snapshot.record().version() {
+                *cached = entry;
             }
             return;
         }
         self.make_room(shard);
-        shard.snapshots.insert(id, snapshot);
+        shard.snapshots.insert(id, entry);
     }
 
     fn make_room(&self, shard: &mut Shard) {
@@ -246,11 +285,14 @@ mod tests {
     }
 
     #[test]
-    fn a_save_that_news_of_a_later_change_overtook_is_not_cached() {
+    fn a_save_that_news_of_a_later_change_overtook_is_kept_only_as_a_base() {
         let cache = SessionCache::new(100).unwrap();
         let mine = session(2);
         let id = mine.id;
         let saved = || Arc::new(Snapshot::new(mine.clone()));
+        let version = |base: Option<(Arc<Snapshot>, bool)>| {
+            base.map(|(snapshot, fresh)| (snapshot.record().version(), fresh))
+        };
         // This process saves version 2; another saves 3, and its news comes first.
         let witness = cache.witness(&id);
         cache.invalidate(&id);
@@ -259,13 +301,30 @@ mod tests {
             cache.get(&id, 2_000).is_none(),
             "version 2 may already be old"
         );
+        assert_eq!(version(cache.base(&id, 2_000)), Some((2, false)));
+        // A read of the store begun after that news is served.
+        let stamp = cache.stamp(&id);
+        let mut theirs = mine.clone();
+        theirs.version = 3;
+        cache.insert_read(Arc::new(Snapshot::new(theirs)), stamp);
+        assert_eq!(cache.get(&id, 2_000).unwrap().record().version(), 3);
+        // News of a change makes the copy stale, not gone; a read begun before is not cached.
+        let stamp = cache.stamp(&id);
+        cache.invalidate(&id);
+        cache.insert_read(saved(), stamp);
+        assert!(cache.get(&id, 2_000).is_none());
+        assert_eq!(version(cache.base(&id, 2_000)), Some((3, false)));
+        assert!(cache.base(&id, 11_000).is_none(), "expired");
         // With no news meanwhile, the save is cached.
         let witness = cache.witness(&id);
-        cache.insert_saved(saved(), witness);
-        assert_eq!(cache.get(&id, 2_000).unwrap().record().version(), 2);
-        // A clear counts as news of everything.
+        let mut next = mine.clone();
+        next.version = 4;
+        cache.insert_saved(Arc::new(Snapshot::new(next)), witness);
+        assert_eq!(cache.get(&id, 2_000).unwrap().record().version(), 4);
+        // A clear counts as news of everything, and keeps nothing.
         let witness = cache.witness(&id);
         cache.clear();
+        assert!(cache.base(&id, 2_000).is_none());
         cache.insert_saved(saved(), witness);
         assert!(cache.get(&id, 2_000).is_none());
     }

@@ -187,6 +187,30 @@ impl Repository {
             }
             self.metrics.misses.inc();
         }
+        self.read(id, now).await
+    }
+
+    /// The base of an edit of session `id`, and whether it is fresh: like [`Repository::load`],
+    /// but a cached copy that a shared store said changed is taken too (`false`). An edit of a
+    /// stale base is saved with compare-and-swap on its version, which fails if the session was
+    /// indeed changed; nothing else derived from it may be answered.
+    pub async fn load_base(
+        &self,
+        id: SessionId,
+        now: u64,
+    ) -> Result<Option<(Arc<Snapshot>, bool)>, StoreError> {
+        if let Some(cache) = self.cache() {
+            if let Some(base) = cache.base(&id, now) {
+                self.metrics.hits.inc();
+                return Ok(Some(base));
+            }
+            self.metrics.misses.inc();
+        }
+        Ok(self.read(id, now).await?.map(|snapshot| (snapshot, true)))
+    }
+
+    /// Session `id` read from the store (and cached, unless a save of it overtook this read).
+    async fn read(&self, id: SessionId, now: u64) -> Result<Option<Arc<Snapshot>>, StoreError> {
         let stamp = self.cache().map(|c| c.stamp(&id));
         let Some(record) = self
             .timed(&self.metrics.get, self.store.get_record(id, now))

@@ -96,6 +96,19 @@ pub const MAX_ATTEMPTS: usize = 16;
 struct Loaded<'t> {
     snapshot: Arc<Snapshot>,
     token: Option<(&'t str, Verified)>,
+    /// False for the base of an edit that a shared store said changed (see [`Purpose::Edit`]).
+    fresh: bool,
+}
+
+/// What a session is loaded for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// To be answered as it stands.
+    Read,
+    /// As the base of an edit saved with compare-and-swap: a cached copy that a shared store
+    /// said changed will do (the news is often of this process's own last save), since the
+    /// save fails if it was indeed overtaken; an edit that then saves nothing loads again.
+    Edit,
 }
 
 /// What a request ends with: the session, whether it was created, and its token.
@@ -113,6 +126,8 @@ pub struct Outcome {
 enum Attempt {
     /// The session as it now stands under the id the request named.
     Kept(Arc<Snapshot>),
+    /// The edit changes nothing: the session is the loaded one.
+    Unchanged(Arc<Snapshot>),
     /// The session saved under a new id (its identity changed): it needs a new token.
     Rotated(Arc<Snapshot>),
     /// Another request saved first: load again and retry.
@@ -270,12 +285,23 @@ impl SessionService {
         tokens: &[&'t str],
         edit: &Edit,
         now: u64,
+        purpose: Purpose,
     ) -> Result<Option<Loaded<'t>>, SessionError> {
         for &token in tokens {
             let Some(verified) = self.keys.verify(token, &account.name, now / 1000) else {
                 continue;
             };
-            let Some(snapshot) = self.repo.load(verified.id, now).await? else {
+            let mut loaded = match purpose {
+                Purpose::Read => self.repo.load(verified.id, now).await?.map(|s| (s, true)),
+                Purpose::Edit => self.repo.load_base(verified.id, now).await?,
+            };
+            if let Some((snapshot, false)) = &loaded {
+                if !snapshot.record().active() {
+                    // Whether it ended, and for which successor, only the store can tell.
+                    loaded = self.repo.load(verified.id, now).await?.map(|s| (s, true));
+                }
+            }
+            let Some((snapshot, fresh)) = loaded else {
                 continue;
             };
             let s = snapshot.record();
@@ -286,12 +312,14 @@ impl SessionService {
                 return Ok(Some(Loaded {
                     snapshot,
                     token: Some((token, verified)),
+                    fresh,
                 }));
             }
             if let Some(successor) = self.successor(&snapshot, edit, now).await? {
                 return Ok(Some(Loaded {
                     snapshot: successor,
                     token: None,
+                    fresh: true,
                 }));
             }
         }
@@ -479,8 +507,10 @@ impl SessionService {
         edit: &Edit,
         now: u64,
     ) -> Result<Outcome, SessionError> {
-        match self.load(account, tokens, edit, now).await? {
-            Some(Loaded { snapshot, token }) => Ok(self.kept(account, snapshot, token, now)),
+        match self.load(account, tokens, edit, now, Purpose::Read).await? {
+            Some(Loaded {
+                snapshot, token, ..
+            }) => Ok(self.kept(account, snapshot, token, now)),
             None => self.create(account, edit, now).await,
         }
     }
@@ -501,18 +531,35 @@ impl SessionService {
             if attempt > 0 {
                 self.metrics.retries.inc();
             }
-            let Some(Loaded { snapshot, token }) = self.load(account, tokens, edit, now).await?
+            let Some(Loaded {
+                snapshot,
+                mut token,
+                fresh,
+            }) = self.load(account, tokens, edit, now, Purpose::Edit).await?
             else {
                 return self.create(account, edit, now).await;
             };
-            let id = snapshot.id();
-            let attempt = match self.plan(account, &snapshot, edit, now)? {
-                Plan::Unchanged => Attempt::Kept(snapshot),
-                Plan::InPlace(record) => self.put(record, &snapshot).await?,
-                Plan::Full => self.edit_full(account, snapshot, edit, now).await?,
-            };
-            match attempt {
-                Attempt::Kept(snapshot) => return Ok(self.kept(account, snapshot, token, now)),
+            let mut id = snapshot.id();
+            let mut attempt = self.attempt(account, snapshot, edit, now).await;
+            let proven = matches!(
+                attempt,
+                Ok(Attempt::Kept(_) | Attempt::Rotated(_) | Attempt::Lost)
+                    | Err(SessionError::Unavailable(_))
+            );
+            if !fresh && !proven {
+                // Nothing was saved, so nothing proved the base current: the answer (the
+                // session unchanged, or a refusal) must come from the stored version.
+                let Some(loaded) = self.load(account, tokens, edit, now, Purpose::Read).await?
+                else {
+                    return self.create(account, edit, now).await;
+                };
+                (id, token) = (loaded.snapshot.id(), loaded.token);
+                attempt = self.attempt(account, loaded.snapshot, edit, now).await;
+            }
+            match attempt? {
+                Attempt::Kept(snapshot) | Attempt::Unchanged(snapshot) => {
+                    return Ok(self.kept(account, snapshot, token, now))
+                }
                 Attempt::Rotated(snapshot) => return Ok(self.issued(account, snapshot, false, now)),
                 Attempt::Lost => {
                     self.metrics.conflicts.inc();
@@ -523,6 +570,21 @@ impl SessionService {
             }
         }
         Err(SessionError::Conflict)
+    }
+
+    /// One attempt of `edit` on `loaded`: planned, then made in place or by the full path.
+    async fn attempt(
+        &self,
+        account: &Account,
+        loaded: Arc<Snapshot>,
+        edit: &Edit,
+        now: u64,
+    ) -> Result<Attempt, SessionError> {
+        Ok(match self.plan(account, &loaded, edit, now)? {
+            Plan::Unchanged => Attempt::Unchanged(loaded),
+            Plan::InPlace(record) => self.put(record, &loaded).await?,
+            Plan::Full => self.edit_full(account, loaded, edit, now).await?,
+        })
     }
 
     /// The full path of an edit: decode the session, apply the request's changes, run the
@@ -542,7 +604,7 @@ impl SessionService {
             .settle(account, &mut session, Some(before), delta, false)
             .await?;
         if session.namespaces == before.namespaces {
-            return Ok(Attempt::Kept(loaded));
+            return Ok(Attempt::Unchanged(loaded));
         }
         session.version = before.version + 1;
         session.updated_at = now;
@@ -579,8 +641,9 @@ impl SessionService {
             if attempt > 0 {
                 self.metrics.retries.inc();
             }
-            let Some(Loaded { snapshot, .. }) =
-                self.load(account, tokens, &Edit::default(), now).await?
+            let Some(Loaded { snapshot, .. }) = self
+                .load(account, tokens, &Edit::default(), now, Purpose::Read)
+                .await?
             else {
                 ended = true;
                 break;
@@ -612,9 +675,11 @@ impl SessionService {
         edit: &Edit,
         now: u64,
     ) -> Result<Arc<Snapshot>, SessionError> {
-        Ok(match self.load(account, tokens, edit, now).await? {
-            Some(Loaded { snapshot, .. }) => snapshot,
-            None => Arc::new(Snapshot::new(self.build(account, edit, now).await?)),
-        })
+        Ok(
+            match self.load(account, tokens, edit, now, Purpose::Read).await? {
+                Some(Loaded { snapshot, .. }) => snapshot,
+                None => Arc::new(Snapshot::new(self.build(account, edit, now).await?)),
+            },
+        )
     }
 }

@@ -51,6 +51,15 @@ async fn patch(base: &str, cookie: &str, public: Value) -> reqwest::Response {
     .await
 }
 
+/// A PATCH answered with the whole session (`?items=*`).
+async fn patch_items(base: &str, cookie: &str, public: Value) -> Value {
+    let body = json!({ "public": public });
+    let url = format!("{base}/api/sessions?items=*");
+    let r = send(reqwest::Method::PATCH, url, cookie, Some(body)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
 /// A `sessiond serve` process on the store `url`, with a data directory of its own (dropped
 /// with it): the process and its base URL.
 fn serve_on(url: &str) -> ((Process, tempfile::TempDir), String) {
@@ -233,6 +242,32 @@ async fn never_older(url: String, nodes: &[RedisServer]) {
         get(&a, &token).await;
     }
     assert_eq!(gets(), before, "read from Redis while nothing changed");
+
+    // Edits in a row through A start from A's own last save (Redis tells A of its own writes
+    // too, made in a script: the copy is stale, yet the compare-and-swap proves it current).
+    for i in 0..10 {
+        let r = patch(&a, &cookie, json!({"mine": {"value": i.to_string()}})).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        gets(),
+        before,
+        "an edit read Redis after this process's own save"
+    );
+    // B changes the session: A's edit of another key starts from its stale copy, loses the
+    // compare-and-swap, and is made again on B's version; nothing is lost.
+    let r = patch(&b, &cookie, json!({"theirs": {"value": "1"}})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let answer = patch_items(&a, &cookie, json!({"mine": {"value": "10"}})).await;
+    assert_eq!(text(&answer, "public", "theirs"), Some("1"), "{answer}");
+    assert_eq!(text(&answer, "public", "mine"), Some("10"), "{answer}");
+    // B changes it again; A's edit that changes nothing (on its stale copy) answers the
+    // stored version, B's, not its copy.
+    let r = patch(&b, &cookie, json!({"theirs": {"value": "2"}})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let answer = patch_items(&a, &cookie, json!({"mine": {"value": "10"}})).await;
+    assert_eq!(text(&answer, "public", "theirs"), Some("2"), "{answer}");
+    assert_eq!(text(&get(&b, &token).await, "public", "mine"), Some("10"));
 
     // Everything dropped in Redis: A forgets its copies too.
     get(&a, &token).await;
