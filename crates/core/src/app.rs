@@ -3,13 +3,14 @@
 //!
 //! The declaration format is VTEX's `vtex.session/configuration.json`:
 //! `{"<name>": {"input": {"<ns>": ["key", "Pattern_.*"]}, "output": {"<ns>": ["key"]}}}`,
-//! plus `runOnCreate` (also spelled `RunOnCreate`).
+//! plus `runOnCreate` (also spelled `RunOnCreate`), and sessiond's `when`: the conditions under
+//! which a conditional app runs (see [`Condition`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use regex::Regex;
 
-use crate::session::Key;
+use crate::session::{Key, Namespaces};
 
 /// Why an app declaration was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -89,6 +90,103 @@ impl KeyPattern {
     }
 }
 
+/// One condition of a conditional app (`when`): what `key` must hold for the app to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    /// The key tested.
+    pub key: Key,
+    /// What it must hold.
+    pub test: Test,
+}
+
+/// What a [`Condition`] asks of its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Test {
+    /// The key holds one of these strings (`"value"` or `["a", "b"]`).
+    OneOf(Vec<String>),
+    /// The key is set (`true`) or absent (`false`).
+    Set(bool),
+}
+
+impl Condition {
+    /// Whether the condition holds in `namespaces`. A value that is not a string is compared
+    /// by its JSON text (`true`, `3`).
+    pub fn holds(&self, namespaces: &Namespaces) -> bool {
+        let value = namespaces
+            .get(&self.key.namespace)
+            .and_then(|ns| ns.get(self.key.name.as_str()));
+        match (&self.test, value) {
+            (Test::Set(set), value) => value.is_some() == *set,
+            (Test::OneOf(_), None) => false,
+            (Test::OneOf(wanted), Some(v)) => match &v.value {
+                serde_json::Value::String(text) => wanted.iter().any(|w| w == text),
+                other => {
+                    let text = other.to_string();
+                    wanted.contains(&text)
+                }
+            },
+        }
+    }
+
+    /// The condition as written in `when` (`"namespace.key" = …`), for traces and graphs.
+    pub fn describe(&self) -> String {
+        let quoted = |s: &String| serde_json::Value::String(s.clone()).to_string();
+        match &self.test {
+            Test::OneOf(values) if values.len() == 1 => {
+                format!("{} = {}", self.key, quoted(&values[0]))
+            }
+            Test::OneOf(values) => format!(
+                "{} = [{}]",
+                self.key,
+                values.iter().map(quoted).collect::<Vec<_>>().join(", ")
+            ),
+            Test::Set(set) => format!("{} = {set}", self.key),
+        }
+    }
+
+    /// Parses `when` (`{"namespace.key": "value" | ["a", "b"] | true | false}`) of app `app`.
+    pub fn parse_all(app: &str, when: &serde_json::Value) -> Result<Vec<Self>, AppSpecError> {
+        let shape = |message: String| AppSpecError::Shape {
+            app: app.to_owned(),
+            message,
+        };
+        let table = when
+            .as_object()
+            .ok_or_else(|| shape("`when` must map `namespace.key` names to conditions".into()))?;
+        table
+            .iter()
+            .map(|(name, test)| {
+                let key = match name.split_once('.') {
+                    Some((ns, k)) if !ns.is_empty() && !k.is_empty() => Key::new(ns, k),
+                    _ => {
+                        return Err(shape(format!(
+                            "`when.{name}`: a condition's key must be `namespace.key`"
+                        )))
+                    }
+                };
+                let wrong = || {
+                    shape(format!(
+                        "`when.{name}` must be a string, a list of strings, true (set) or false (absent)"
+                    ))
+                };
+                let test = match test {
+                    serde_json::Value::String(v) => Test::OneOf(vec![v.clone()]),
+                    serde_json::Value::Bool(b) => Test::Set(*b),
+                    serde_json::Value::Array(values) if !values.is_empty() => Test::OneOf(
+                        values
+                            .iter()
+                            .map(|v| v.as_str().map(str::to_owned))
+                            .collect::<Option<Vec<_>>>()
+                            .ok_or_else(wrong)?,
+                    ),
+                    _ => return Err(wrong()),
+                };
+                Ok(Condition { key, test })
+            })
+            .collect()
+    }
+}
+
 /// One app's declaration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AppSpec {
@@ -100,6 +198,9 @@ pub struct AppSpec {
     pub output: BTreeMap<String, BTreeSet<String>>,
     /// Whether the app runs when a session is created.
     pub run_on_create: bool,
+    /// The conditions under which it runs, all of which must hold (none: always). Their keys
+    /// trigger the app like inputs do, but are not sent to it unless it declares them.
+    pub when: Vec<Condition>,
 }
 
 impl AppSpec {
@@ -158,11 +259,16 @@ impl AppSpec {
             Some(serde_json::Value::Bool(b)) => *b,
             Some(_) => return Err(shape("`runOnCreate` must be true or false".into())),
         };
+        let when = match obj.get("when") {
+            None => Vec::new(),
+            Some(when) => Condition::parse_all(name, when)?,
+        };
         Ok(AppSpec {
             name: name.to_owned(),
             input,
             output,
             run_on_create,
+            when,
         })
     }
 
@@ -187,6 +293,16 @@ impl AppSpec {
         self.input
             .get(&key.namespace)
             .is_some_and(|ps| ps.iter().any(|p| p.matches(&key.name)))
+    }
+
+    /// Whether a change of `key` calls the app: it watches it, or a condition tests it.
+    pub fn triggered_by(&self, key: &Key) -> bool {
+        self.watches(key) || self.when.iter().any(|c| c.key == *key)
+    }
+
+    /// The first of its conditions that does not hold in `namespaces`, if any.
+    pub fn failing_condition(&self, namespaces: &Namespaces) -> Option<&Condition> {
+        self.when.iter().find(|c| !c.holds(namespaces))
     }
 
     /// Whether the app may write `key`.
@@ -226,6 +342,18 @@ impl AppIndex {
                             .or_default()
                             .push((p.clone(), i)),
                     }
+                }
+            }
+            // A condition's key triggers the app like an input (a change re-evaluates it).
+            for condition in &app.when {
+                let watchers = index
+                    .exact
+                    .entry(condition.key.namespace.clone())
+                    .or_default()
+                    .entry(condition.key.name.clone())
+                    .or_default();
+                if !watchers.contains(&i) {
+                    watchers.push(i);
                 }
             }
         }
@@ -335,6 +463,72 @@ mod tests {
             BTreeSet::from([1])
         );
         assert!(index.watchers(&Key::new("public", "y")).is_empty());
+    }
+
+    #[test]
+    fn conditions_parse_hold_and_trigger() {
+        let app = AppSpec::from_declaration(
+            "b2b",
+            &json!({"input": {"profile": ["email"]}, "output": {"b2b": ["contract"]},
+                    "when": {"profile.isAuthenticated": "true", "store.channel": ["2", "3"],
+                             "public.blocked": false}}),
+        )
+        .unwrap();
+        assert_eq!(app.when.len(), 3);
+        let mut s = crate::Session::new("demo", 0, 1_000);
+        let failing =
+            |s: &crate::Session| app.failing_condition(&s.namespaces).map(|c| c.describe());
+        assert_eq!(
+            failing(&s).as_deref(),
+            Some("profile.isAuthenticated = \"true\"")
+        );
+        s.set(
+            &Key::new("profile", "isAuthenticated"),
+            crate::Value::new("true"),
+        );
+        s.set(&Key::new("store", "channel"), crate::Value::new("3"));
+        assert_eq!(failing(&s), None);
+        s.set(&Key::new("public", "blocked"), crate::Value::new("x"));
+        assert_eq!(failing(&s).as_deref(), Some("public.blocked = false"));
+        let mut unset = crate::Changes::new();
+        unset.remove(Key::new("public", "blocked"));
+        s.apply(&unset);
+        // A value that is not a string is compared by its JSON text.
+        s.set(
+            &Key::new("store", "channel"),
+            crate::Value::new(serde_json::json!(2)),
+        );
+        assert_eq!(failing(&s), None);
+        s.set(
+            &Key::new("store", "channel"),
+            crate::Value::new(serde_json::json!(4)),
+        );
+        assert_eq!(
+            failing(&s).as_deref(),
+            Some("store.channel = [\"2\", \"3\"]")
+        );
+        // A condition's key calls the app, and is not one of its inputs.
+        let index = AppIndex::new(vec![app.clone()]);
+        assert_eq!(
+            index.watchers(&Key::new("store", "channel")),
+            BTreeSet::from([0])
+        );
+        assert!(app.triggered_by(&Key::new("store", "channel")));
+        assert!(!app.watches(&Key::new("store", "channel")));
+        assert!(crate::cycle::inputs_of(&app, &s.namespaces)
+            .get("store")
+            .is_none());
+        for (when, field) in [
+            (json!({"isAuthenticated": "true"}), "when.isAuthenticated"),
+            (json!({"profile.": "true"}), "when.profile."),
+            (json!({"a.b": 3}), "when.a.b"),
+            (json!({"a.b": []}), "when.a.b"),
+            (json!({"a.b": ["x", 1]}), "when.a.b"),
+        ] {
+            let err = AppSpec::from_declaration("x", &json!({ "when": when })).unwrap_err();
+            assert!(err.to_string().contains(&format!("`{field}`")), "{err}");
+        }
+        assert!(AppSpec::from_declaration("x", &json!({"when": ["a.b"]})).is_err());
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! installed later wins a same-key write. The cycle stops when a round changes nothing, or at
 //! `max_rounds` with a loop warning; it never hangs, because every call has its own timeout.
 //!
+//! A conditional app (`when`) is called only while all its conditions hold; a change of a
+//! condition's key re-evaluates it in the next round, and in a round where it would be called
+//! but its condition does not hold, its declared outputs that are set are removed (merged in its
+//! place in the installation order), so an app's outputs exist only while its condition holds.
+//!
 //! A 401/403 rejection from an app is that app's verdict on its inputs. If a later round calls
 //! the same app again (its inputs changed, e.g. the profile arrived) its new answer replaces the
 //! verdict; a rejection still standing at the end fails the whole request.
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::app::{AppIndex, AppSpec, KeyPattern};
 use crate::items::SECRET_NAMESPACE;
 use crate::session::{Changes, Delta, Key, Namespace, Namespaces, Session};
-use crate::trace::{AppCall, Round, Trace};
+use crate::trace::{AppCall, Round, Skipped, Trace};
 
 /// A boxed, sendable future (what [`Transformer::transform`] returns).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -233,103 +238,79 @@ pub async fn run_with(
             break;
         }
         round_no += 1;
-        let calls = callees.iter().map(|&i| {
-            let spec = &apps.index.apps()[i];
-            let input = inputs_of(spec, &session.namespaces);
-            let (input, kept) = if detail {
-                (input.clone(), input)
-            } else {
-                (input, Namespaces::new())
-            };
-            let call = Call {
-                app: spec,
-                account,
-                input,
-                changed: &all_changed,
-            };
-            let timeout = apps.timeouts[i];
-            let transformer = &apps.transformers[i];
-            async move {
-                let t0 = Instant::now();
-                let result = match tokio::time::timeout(timeout, transformer.transform(call)).await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(AppError::Timeout(timeout)),
+        // Conditional apps whose condition does not hold are not called: why, by position.
+        let failing: BTreeMap<usize, String> = callees
+            .iter()
+            .filter_map(|&i| {
+                let spec = &apps.index.apps()[i];
+                spec.failing_condition(&session.namespaces)
+                    .map(|c| (i, c.describe()))
+            })
+            .collect();
+        let calls = callees
+            .iter()
+            .filter(|i| !failing.contains_key(i))
+            .map(|&i| {
+                let spec = &apps.index.apps()[i];
+                let input = inputs_of(spec, &session.namespaces);
+                let (input, kept) = if detail {
+                    (input.clone(), input)
+                } else {
+                    (input, Namespaces::new())
                 };
-                (i, kept, result, t0.elapsed())
-            }
-        });
-        let answers = futures::future::join_all(calls).await;
-        let mut merged = Changes::new();
-        let mut round = Round {
-            number: round_no,
-            ..Round::default()
+                let call = Call {
+                    app: spec,
+                    account,
+                    input,
+                    changed: &all_changed,
+                };
+                let timeout = apps.timeouts[i];
+                let transformer = &apps.transformers[i];
+                async move {
+                    let t0 = Instant::now();
+                    let result =
+                        match tokio::time::timeout(timeout, transformer.transform(call)).await {
+                            Ok(r) => r,
+                            Err(_) => Err(AppError::Timeout(timeout)),
+                        };
+                    (i, kept, result, t0.elapsed())
+                }
+            });
+        let mut answers = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .peekable();
+        let mut m = Merge {
+            merged: Changes::new(),
+            round: Round {
+                number: round_no,
+                ..Round::default()
+            },
+            trace: &mut trace,
+            rejected: &mut rejected,
+            request_cookies: &request_cookies,
+            detail,
         };
-        for (i, input, result, elapsed) in answers {
-            let spec = &apps.index.apps()[i];
-            let mut call = AppCall {
-                app: spec.name.clone(),
-                input,
-                output: Vec::new(),
-                dropped: Vec::new(),
-                error: None,
-                rejected: false,
-                rejection_status: None,
-                timed_out: false,
-                undecided: false,
-                micros: elapsed.as_micros() as u64,
-            };
-            let result = match result {
-                Err(AppError::Undecided {
-                    why,
-                    decided,
-                    pending,
-                }) => {
-                    call.undecided = true;
-                    call.error = Some(format!("cannot decide yet: {why}"));
-                    for key in request_cookies.iter().filter(|k| pending.contains(k)) {
-                        if !trace.unrecorded.contains(key) {
-                            trace.unrecorded.push(key.clone());
-                        }
-                    }
-                    Ok(decided)
-                }
-                other => other,
-            };
-            match result {
-                Ok(output) => {
-                    rejected.remove(&i);
-                    for (key, value) in output {
-                        if !spec.writes(&key) {
-                            call.dropped.push(key);
-                            continue;
-                        }
-                        if detail {
-                            call.output.push((key.clone(), value.clone()));
-                        }
-                        match value {
-                            Some(v) => merged.set(key, v),
-                            None => merged.remove(key),
-                        }
-                    }
-                }
-                Err(AppError::Rejected {
-                    status,
-                    kind,
-                    message,
-                }) => {
-                    call.error = Some(format!("rejected with {status}: {kind}: {message}"));
-                    call.rejected = true;
-                    call.rejection_status = Some(status);
-                    rejected.insert(i, (status, kind, message));
-                }
-                Err(e) => {
-                    call.timed_out = matches!(e, AppError::Timeout(_));
-                    call.error = Some(e.to_string());
-                }
+        for (&i, condition) in &failing {
+            // Its outputs that are set go, merged in its place in the installation order.
+            while let Some(answer) = answers.next_if(|a| a.0 < i) {
+                m.answer(apps, answer);
             }
-            round.calls.push(call);
+            m.rejected.remove(&i);
+            let removed = set_outputs(&apps.index.apps()[i], &session.namespaces);
+            for key in &removed {
+                m.merged.remove(key.clone());
+            }
+            m.round.skipped.push(Skipped {
+                app: apps.index.apps()[i].name.clone(),
+                condition: condition.clone(),
+                removed,
+            });
         }
+        for answer in answers {
+            m.answer(apps, answer);
+        }
+        let (merged, mut round) = (m.merged, m.round);
         delta = session.apply_owned(merged);
         if detail {
             round.changed = delta.iter().cloned().collect();
@@ -349,6 +330,103 @@ pub async fn run_with(
         });
     }
     Ok(trace)
+}
+
+/// The declared outputs of `app` that are set in `namespaces`.
+fn set_outputs(app: &AppSpec, namespaces: &Namespaces) -> Vec<Key> {
+    app.output
+        .iter()
+        .filter_map(|(ns, keys)| namespaces.get(ns).map(|values| (ns, keys, values)))
+        .flat_map(|(ns, keys, values)| {
+            keys.iter()
+                .filter(|k| values.get(k.as_str()).is_some())
+                .map(move |k| Key::new(ns.as_str(), k.as_str()))
+        })
+        .collect()
+}
+
+/// One app's answer in a round: its position, what it was sent (kept for the trace), what it
+/// answered, and how long it took.
+type Answer = (usize, Namespaces, Result<Changes, AppError>, Duration);
+
+/// Where one round's answers are merged.
+struct Merge<'a> {
+    merged: Changes,
+    round: Round,
+    trace: &'a mut Trace,
+    /// Standing rejections, by app position.
+    rejected: &'a mut BTreeMap<usize, (u16, String, String)>,
+    request_cookies: &'a [Key],
+    detail: bool,
+}
+
+impl Merge<'_> {
+    /// Merges one app's answer into the round.
+    fn answer(&mut self, apps: &Apps, (i, input, result, elapsed): Answer) {
+        let spec = &apps.index.apps()[i];
+        let mut call = AppCall {
+            app: spec.name.clone(),
+            input,
+            output: Vec::new(),
+            dropped: Vec::new(),
+            error: None,
+            rejected: false,
+            rejection_status: None,
+            timed_out: false,
+            undecided: false,
+            micros: elapsed.as_micros() as u64,
+        };
+        let result = match result {
+            Err(AppError::Undecided {
+                why,
+                decided,
+                pending,
+            }) => {
+                call.undecided = true;
+                call.error = Some(format!("cannot decide yet: {why}"));
+                for key in self.request_cookies.iter().filter(|k| pending.contains(k)) {
+                    if !self.trace.unrecorded.contains(key) {
+                        self.trace.unrecorded.push(key.clone());
+                    }
+                }
+                Ok(decided)
+            }
+            other => other,
+        };
+        match result {
+            Ok(output) => {
+                self.rejected.remove(&i);
+                for (key, value) in output {
+                    if !spec.writes(&key) {
+                        call.dropped.push(key);
+                        continue;
+                    }
+                    if self.detail {
+                        call.output.push((key.clone(), value.clone()));
+                    }
+                    match value {
+                        Some(v) => self.merged.set(key, v),
+                        None => self.merged.remove(key),
+                    }
+                }
+            }
+            Err(AppError::Rejected {
+                status,
+                kind,
+                message,
+            }) => {
+                call.error = Some(format!("rejected with {status}: {kind}: {message}"));
+                call.rejected = true;
+                call.rejection_status = Some(status);
+                self.rejected.insert(i, (status, kind, message));
+            }
+            Err(e) => {
+                call.timed_out = matches!(e, AppError::Timeout(_));
+                call.error = Some(e.to_string());
+            }
+        }
+        self.round.calls.push(call);
+    }
 }
 
 /// Keys that identify the visitor: when one changes, the session gets a new id.
@@ -479,6 +557,102 @@ mod tests {
         let seen = c.seen.lock().unwrap();
         assert_eq!(text(&seen[0], "n", "Z"), None);
         assert_eq!(text(&seen[1], "n", "Z"), Some("z".into()));
+    }
+
+    #[tokio::test]
+    async fn a_conditional_app_runs_only_while_its_condition_holds() {
+        // `auth` sets profile.isAuthenticated from public.user; `b2b` (runOnCreate, when
+        // authenticated) derives a contract from profile.email, which `auth` also writes.
+        let auth = fake(|i| {
+            let mut c = Changes::new();
+            match text(i, "public", "user") {
+                Some(user) => {
+                    c.set(Key::new("profile", "isAuthenticated"), Value::new("true"));
+                    c.set(Key::new("profile", "email"), Value::new(user));
+                }
+                None => {
+                    c.set(Key::new("profile", "isAuthenticated"), Value::new("false"));
+                    c.remove(Key::new("profile", "email"));
+                }
+            }
+            Ok(c)
+        });
+        let b2b = fake(|i| {
+            let email = text(i, "profile", "email").unwrap_or_default();
+            Ok(writes(&[(
+                "b2b",
+                "contract",
+                &format!("contract of {email}"),
+            )]))
+        });
+        let apps = install(vec![
+            (
+                spec(
+                    "auth",
+                    json!({"input": {"public": ["user"]},
+                           "output": {"profile": ["isAuthenticated", "email"]}}),
+                ),
+                auth,
+            ),
+            (
+                spec(
+                    "b2b",
+                    json!({"input": {"profile": ["email"]}, "output": {"b2b": ["contract"]},
+                           "runOnCreate": true,
+                           "when": {"profile.isAuthenticated": "true"}}),
+                ),
+                b2b.clone(),
+            ),
+        ]);
+        // Created anonymous: b2b is not called, not even on create.
+        let mut s = Session::new("demo", 0, 1000);
+        let trace = run(&apps, "demo", &mut s, Delta::default(), true, 10)
+            .await
+            .unwrap();
+        assert!(b2b.seen.lock().unwrap().is_empty());
+        assert_eq!(trace.rounds[0].skipped.len(), 1);
+        assert_eq!(
+            trace.rounds[0].skipped[0].condition,
+            "profile.isAuthenticated = \"true\""
+        );
+        assert!(trace.rounds[0].skipped[0].removed.is_empty());
+        assert_eq!(s.get_str("b2b", "contract"), None);
+        // Logged in: the condition holds once auth answered, and b2b runs in the next round,
+        // sent only its declared inputs (not the condition's key).
+        let delta = s.apply(&writes(&[("public", "user", "alice@example.com")]));
+        let trace = run(&apps, "demo", &mut s, delta, false, 10).await.unwrap();
+        assert_eq!(trace.calls_by_round(), vec![vec!["auth"], vec!["b2b"]]);
+        assert_eq!(
+            s.get_str("b2b", "contract"),
+            Some("contract of alice@example.com")
+        );
+        let seen = b2b.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0]
+            .get("profile")
+            .unwrap()
+            .get("isAuthenticated")
+            .is_none());
+        // Logged out: b2b is not called, and its output is removed in that round.
+        let delta = s.apply(&{
+            let mut c = Changes::new();
+            c.remove(Key::new("public", "user"));
+            c
+        });
+        let trace = run(&apps, "demo", &mut s, delta, false, 10).await.unwrap();
+        assert_eq!(trace.calls_by_round(), vec![vec!["auth"], vec![]]);
+        let skipped = &trace.rounds[1].skipped;
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].app, "b2b");
+        assert_eq!(skipped[0].removed, vec![Key::new("b2b", "contract")]);
+        assert_eq!(trace.rounds.len(), 2, "the removal triggers nothing more");
+        assert_eq!(s.get_str("b2b", "contract"), None);
+        assert_eq!(b2b.seen.lock().unwrap().len(), 1, "not called again");
+        let json = serde_json::to_value(&trace).unwrap();
+        assert_eq!(
+            json["rounds"][1]["skipped"][0]["removed"],
+            json!(["b2b.contract"])
+        );
     }
 
     #[tokio::test]

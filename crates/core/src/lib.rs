@@ -19,7 +19,7 @@ pub mod segment;
 pub mod session;
 pub mod trace;
 
-pub use app::{AppIndex, AppSpec, AppSpecError, KeyPattern};
+pub use app::{AppIndex, AppSpec, AppSpecError, Condition, KeyPattern, Test};
 pub use cycle::{AppError, Apps, Call, Rejection, Transformer};
 pub use items::Items;
 pub use record::Record;

@@ -31,9 +31,24 @@ pub struct Round {
     pub number: u32,
     /// The apps called, in installation order.
     pub calls: Vec<AppCall>,
+    /// The conditional apps not called because a condition did not hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
     /// Keys whose value changed when the round's answers were merged.
     #[serde(serialize_with = "keys")]
     pub changed: Vec<Key>,
+}
+
+/// A conditional app that a round did not call, because one of its conditions did not hold.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Skipped {
+    /// The app.
+    pub app: String,
+    /// The first condition that did not hold, as written in `when`.
+    pub condition: String,
+    /// Its declared outputs that were set, removed in this round.
+    #[serde(serialize_with = "keys")]
+    pub removed: Vec<Key>,
 }
 
 /// One app call within a round.

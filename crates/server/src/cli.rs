@@ -162,7 +162,7 @@ pub fn check_report(settings: &Settings) -> Result<String, crate::config::Config
             let names: Vec<&str> = feeds[i].iter().map(|&j| apps[j].name.as_str()).collect();
             let _ = writeln!(
                 out,
-                "  {}. {}{} -> {}",
+                "  {}. {}{}{} -> {}",
                 i + 1,
                 app.name,
                 if app.run_on_create {
@@ -170,6 +170,7 @@ pub fn check_report(settings: &Settings) -> Result<String, crate::config::Config
                 } else {
                     ""
                 },
+                conditions(app),
                 if names.is_empty() {
                     "-".to_owned()
                 } else {
@@ -278,19 +279,34 @@ pub fn check_graph(
     Ok(out)
 }
 
-/// The keys `from` writes that `to` watches (`namespace.key`).
-fn linking_keys(from: &sessiond_core::AppSpec, to: &sessiond_core::AppSpec) -> Vec<String> {
-    from.output
-        .iter()
-        .flat_map(|(ns, keys)| {
-            keys.iter()
-                .filter(|k| to.watches(&Key::new(ns.as_str(), k.as_str())))
-                .map(move |k| format!("{ns}.{k}"))
-        })
-        .collect()
+/// ` [when …]`: an app's conditions as written, or nothing.
+fn conditions(app: &sessiond_core::AppSpec) -> String {
+    if app.when.is_empty() {
+        return String::new();
+    }
+    let all: Vec<String> = app.when.iter().map(|c| c.describe()).collect();
+    format!(" [when {}]", all.join(", "))
 }
 
-/// For each app, the apps that watch one of its outputs.
+/// The keys `from` writes that `to` watches (`namespace.key`) or tests in a condition
+/// (`when namespace.key = …`).
+fn linking_keys(from: &sessiond_core::AppSpec, to: &sessiond_core::AppSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    for (ns, keys) in &from.output {
+        for k in keys {
+            let key = Key::new(ns.as_str(), k.as_str());
+            if to.watches(&key) {
+                out.push(format!("{ns}.{k}"));
+            }
+            for c in to.when.iter().filter(|c| c.key == key) {
+                out.push(format!("when {}", c.describe()));
+            }
+        }
+    }
+    out
+}
+
+/// For each app, the apps that watch or test one of its outputs.
 fn feeds(apps: &[sessiond_core::AppSpec]) -> Vec<Vec<usize>> {
     apps.iter()
         .map(|app| {
@@ -298,7 +314,7 @@ fn feeds(apps: &[sessiond_core::AppSpec]) -> Vec<Vec<usize>> {
                 .filter(|&j| {
                     app.output.iter().any(|(ns, keys)| {
                         keys.iter()
-                            .any(|k| apps[j].watches(&Key::new(ns.as_str(), k.as_str())))
+                            .any(|k| apps[j].triggered_by(&Key::new(ns.as_str(), k.as_str())))
                     })
                 })
                 .collect()
@@ -338,6 +354,20 @@ fn warnings(apps: &[sessiond_core::AppSpec], feeds: &[Vec<usize>]) -> Vec<String
                     "{} watches {ns}.{{{}}} but no installed app writes namespace `{ns}`",
                     app.name,
                     keys.join(",")
+                ));
+            }
+        }
+    }
+    for app in apps {
+        for c in &app.when {
+            let ns = c.key.namespace.as_str();
+            let written = REQUEST_NAMESPACES.contains(&ns)
+                || apps.iter().any(|other| other.output.contains_key(ns));
+            if !written {
+                out.push(format!(
+                    "{}'s condition `{}` tests namespace `{ns}`, which no installed app writes",
+                    app.name,
+                    c.describe()
                 ));
             }
         }

@@ -168,24 +168,34 @@ pub struct AccountConfig {
     pub campaigns: Vec<Campaign>,
 }
 
-/// One installed app as written: a built-in by name, or an HTTP app.
-#[derive(Clone, Debug, Deserialize)]
+/// One installed app as written: a built-in by name, or an HTTP app. The same entry, as JSON,
+/// is what the admin API installs.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     /// App name.
     pub name: String,
     /// Transform URL of an HTTP app.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Whether the app runs on session creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub run_on_create: Option<bool>,
     /// Per-call timeout of an HTTP app, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// HMAC secret signing the request body.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// The declaration (`{input, output}`), inline.
-    pub configuration: Option<toml::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<serde_json::Value>,
     /// The declaration as VTEX's `configuration.json` file.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub configuration_file: Option<PathBuf>,
+    /// The conditions under which the app runs (`{"namespace.key" = condition}`, SPEC §5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<serde_json::Value>,
 }
 
 /// Request limits in force.

@@ -144,9 +144,7 @@ fn app_spec(account: &str, app: &AppConfig) -> Result<AppSpec, ConfigError> {
                 "give `configuration` or `configuration_file`, not both".into(),
             ))
         }
-        (Some(inline), None) => {
-            Some(serde_json::to_value(inline).map_err(|e| invalid(format!("configuration: {e}")))?)
-        }
+        (Some(inline), None) => Some(inline.clone()),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
@@ -186,6 +184,10 @@ fn app_spec(account: &str, app: &AppConfig) -> Result<AppSpec, ConfigError> {
     };
     if let Some(run) = app.run_on_create {
         spec.run_on_create = run;
+    }
+    if let Some(when) = &app.when {
+        spec.when = sessiond_core::Condition::parse_all(&app.name, when)
+            .map_err(|e| ConfigError::Invalid(format!("account `{account}`: {e}")))?;
     }
     Ok(spec)
 }

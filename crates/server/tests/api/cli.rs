@@ -66,6 +66,14 @@ fn check_refuses_a_bad_configuration_clearly() {
             "session_ttl = \"soon\"\n[[accounts]]\nname = \"a\"\n",
             "session_ttl",
         ),
+        (
+            "[[accounts]]\nname = \"a\"\n[[accounts.apps]]\nname = \"vtex.store-session\"\nwhen = { isAuthenticated = \"true\" }\n",
+            "`when.isAuthenticated`: a condition's key must be `namespace.key`",
+        ),
+        (
+            "[[accounts]]\nname = \"a\"\n[[accounts.apps]]\nname = \"vtex.store-session\"\nwhen = { \"store.channel\" = 3 }\n",
+            "`when.store.channel` must be a string, a list of strings, true (set) or false (absent)",
+        ),
     ] {
         std::fs::write(&path, body).unwrap();
         let out = sessiond()
@@ -146,6 +154,11 @@ configuration = { input = { n = ["b"], ghost = ["x"] }, output = { public = ["a"
 name = "copycat"
 url = "http://127.0.0.1:9/"
 configuration = { input = { public = ["z"] }, output = { n = ["b"] } }
+[[accounts.apps]]
+name = "vip"
+url = "http://127.0.0.1:9/"
+when = { "n.c" = ["gold", "silver"], "crm.level" = true }
+configuration = { input = { public = ["z"] }, output = { vip = ["perks"] } }
 "#,
     )
     .unwrap();
@@ -162,7 +175,15 @@ configuration = { input = { public = ["z"] }, output = { n = ["b"] } }
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("1. ping -> pong"), "{text}");
-    assert!(text.contains("2. pong -> ping"), "{text}");
+    assert!(text.contains("2. pong -> ping, vip"), "{text}");
+    assert!(
+        text.contains("4. vip [when n.c = [\"gold\", \"silver\"], crm.level = true] -> -"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: vip's condition `crm.level = true` tests namespace `crm`, which no installed app writes"),
+        "{text}"
+    );
     assert!(
         text.contains("warning: ping and copycat both write n.b; copycat (installed later) wins"),
         "{text}"
@@ -176,6 +197,17 @@ configuration = { input = { public = ["z"] }, output = { n = ["b"] } }
     assert!(
         text.contains("warning: input/output cycle: ping -> pong -> ping"),
         "{text}"
+    );
+    // The graph labels an edge into a conditional app with its condition.
+    let out = sessiond()
+        .args(["check", "--format", "dot", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let dot = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        dot.contains("\"pong\" -> \"vip\" [label=\"when n.c = ['gold', 'silver']\"];"),
+        "{dot}"
     );
 }
 

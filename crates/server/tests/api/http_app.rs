@@ -346,3 +346,49 @@ async fn an_app_rejection_fails_the_request_and_stores_nothing() {
         json!({"type": "Forbidden", "message": "no loyalty"})
     );
 }
+
+/// SPEC section 5, conditional apps: an app with `when` (here: the visitor is logged in) is not
+/// called while its condition fails, not even on create; it is called once the condition holds;
+/// and when it stops holding (log-out) its outputs leave the session and it is not called.
+#[tokio::test]
+async fn a_conditional_app_runs_only_while_its_condition_holds() {
+    let fake = Fake::spawn(Behaviour::Answer(
+        200,
+        r#"{"loyalty":{"tier":{"value":"gold"}}}"#.into(),
+    ))
+    .await;
+    let config = config_with(
+        &fake.url(),
+        2000,
+        "run_on_create = true\nwhen = { \"profile.isAuthenticated\" = \"true\" }\n\
+         configuration = { input = { profile = [\"email\"] }, output = { loyalty = [\"tier\"] } }",
+    );
+    let app = spawn_with(Some(&config)).await;
+    let mut v = Visitor::new(&app);
+    let s = v.edit(json!({"color": {"value": "red"}})).await;
+    assert!(fake.calls().is_empty(), "runOnCreate, but not logged in");
+    assert_eq!(text(&s, "loyalty", "tier"), None);
+    let s = v.edit(json!({"color": {"value": "blue"}})).await;
+    assert!(fake.calls().is_empty());
+    assert_ne!(text(&s, "profile", "isAuthenticated"), Some("true"));
+
+    // Logged in: the condition holds, the app is called with its inputs alone.
+    v.set_cookie(STORE_COOKIE, &alice_token());
+    let s = v.edit(json!({})).await;
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 1, "called once the condition holds");
+    assert_eq!(
+        checked(&calls[0]),
+        json!({"profile": {"email": {"value": "alice@example.com"}}})
+    );
+    assert_eq!(text(&s, "loyalty", "tier"), Some("gold"));
+
+    // Logged out: the output is removed and the app is not called.
+    v.drop_cookie(STORE_COOKIE);
+    let s = v.edit(json!({})).await;
+    assert_ne!(text(&s, "profile", "isAuthenticated"), Some("true"));
+    assert_eq!(text(&s, "loyalty", "tier"), None, "{s}");
+    assert_eq!(fake.calls().len(), 1, "not called after log-out");
+    let s = v.get().await;
+    assert_eq!(ns(&s, "loyalty"), &Value::Null, "{s}");
+}
