@@ -6,9 +6,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::config::StoreSpec;
+use crate::http::admin::AdminToken;
 use crate::http::cookies::{CookieLines, CookieStyle};
 use crate::http::request::Filters;
 use crate::http::{AppState, Observe};
@@ -50,7 +52,7 @@ impl Application {
             configuration = %settings.source,
             "starting sessiond"
         );
-        let tenancy = Tenancy::new(&settings.accounts, &settings.default_account)?;
+        let tenancy = Arc::new(Tenancy::new(&settings.accounts, &settings.default_account)?);
         tenancy.start();
         for account in tenancy.accounts() {
             let apps: Vec<&str> = account
@@ -88,11 +90,11 @@ impl Application {
                 "store: Redis, shared with every process configured alike"
             ),
         }
-        let repo = Repository::new(
+        let repo = Arc::new(Repository::new(
             store.clone(),
             settings.store_timeout,
             settings.cache_sessions,
-        );
+        ));
         repo.watch().await?;
         // Processes on a shared store sign with one key: the first one's (a configured PEM
         // still wins); alone, a process keeps its key in its data directory.
@@ -125,6 +127,9 @@ impl Application {
         let jwks = serde_json::to_vec(keys.jwks())
             .context("writing the JWK set")?
             .into();
+        // Apps installed at run time (admin API), kept in the store.
+        let catalog = Arc::new(Catalog::new(repo.clone(), tenancy.clone()));
+        catalog.refresh().await?;
         let service = SessionService::new(
             repo,
             keys,
@@ -134,6 +139,8 @@ impl Application {
         );
         let state = Arc::new(AppState {
             tenancy,
+            catalog,
+            admin_token: settings.admin_token.as_deref().map(AdminToken::new),
             service,
             limits: settings.limits.clone(),
             clock,
@@ -227,6 +234,8 @@ impl Application {
             shutdown.await;
             let _ = stop.send(true);
         };
+        // On a shared store, other processes' app changes are followed until then.
+        self.state.catalog.clone().follow(stopping.clone());
         let until_stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stopping| *stopping).await;
         };

@@ -103,8 +103,7 @@ pub fn auth_token(
     let tenancy =
         Tenancy::new(&settings.accounts, &settings.default_account).map_err(|e| e.to_string())?;
     let acct = tenancy
-        .accounts()
-        .find(|a| a.name.eq_ignore_ascii_case(account))
+        .find(account)
         .ok_or_else(|| format!("no account named `{account}` is configured"))?;
     let known = if admin {
         acct.commerce
@@ -151,7 +150,7 @@ const REQUEST_NAMESPACES: [&str; 3] = ["public", "cookie", "account"];
 pub fn check_report(settings: &Settings) -> Result<String, crate::config::ConfigError> {
     use std::fmt::Write;
     let tenancy = Tenancy::new(&settings.accounts, &settings.default_account)?;
-    let mut accounts: Vec<_> = tenancy.accounts().collect();
+    let mut accounts = tenancy.accounts();
     accounts.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = String::new();
     for account in accounts {
@@ -194,7 +193,7 @@ pub fn check_graph(
 ) -> Result<String, crate::config::ConfigError> {
     use std::fmt::Write;
     let tenancy = Tenancy::new(&settings.accounts, &settings.default_account)?;
-    let mut accounts: Vec<_> = tenancy.accounts().collect();
+    let mut accounts = tenancy.accounts();
     accounts.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = String::new();
     if format == CheckFormat::Mermaid {

@@ -22,6 +22,7 @@
 //!   command line.
 
 pub mod app;
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;

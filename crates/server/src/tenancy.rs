@@ -1,8 +1,12 @@
-//! Tenancy: which account a request belongs to, and what that account has installed.
+//! Tenancy: which account a request belongs to, and what that account has installed. The apps
+//! of an account can change while the process runs (the admin API, see `catalog`): each
+//! account is swapped whole, so a request works with one set of apps from start to end.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use sessiond_apps::http::HttpApp;
 use sessiond_apps::identity::Verifier;
@@ -36,6 +40,9 @@ pub struct Account {
     pub commerce: Arc<CommerceData>,
     /// Verifies the account's identity tokens (and holds its identity table).
     pub identity: Arc<Verifier>,
+    /// The installed apps as written (in precedence order), what [`Account::apps`] was built
+    /// from.
+    pub entries: Vec<AppConfig>,
 }
 
 impl Account {
@@ -60,16 +67,49 @@ impl Account {
             Verifier::new(&cfg.identity.clone().unwrap_or_default())
                 .map_err(|e| ConfigError::Invalid(format!("account `{name}`: {e}")))?,
         );
-        let mut installed = Vec::with_capacity(cfg.apps.len());
-        for app in &cfg.apps {
-            let spec = app_spec(&name, app)?;
+        let max_rounds = cfg.max_rounds.unwrap_or(10);
+        if max_rounds == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "account `{name}`: max_rounds must be at least 1"
+            )));
+        }
+        let account = Account {
+            name,
+            id,
+            max_rounds,
+            apps: Apps::default(),
+            commerce,
+            identity,
+            entries: Vec::new(),
+        };
+        account.with_apps(&cfg.apps, client)
+    }
+
+    /// This account with `entries` installed instead of its apps (each validated as
+    /// `sessiond check` does); its commerce data and identity provider are shared.
+    pub fn with_apps(
+        &self,
+        entries: &[AppConfig],
+        client: &reqwest::Client,
+    ) -> Result<Account, ConfigError> {
+        let name = &self.name;
+        let (commerce, identity) = (&self.commerce, &self.identity);
+        let mut installed = Vec::with_capacity(entries.len());
+        for (i, app) in entries.iter().enumerate() {
+            if entries[..i].iter().any(|earlier| earlier.name == app.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "account `{name}`: app `{}` is installed twice",
+                    app.name
+                )));
+            }
+            let spec = app_spec(name, app)?;
             let transformer: Arc<dyn Transformer> = match &app.url {
                 Some(url) => Arc::new(HttpApp::new(
                     client.clone(),
-                    checked_url(&name, &app.name, &transform_url(url, &app.name))?,
+                    checked_url(name, &app.name, &transform_url(url, &app.name))?,
                     app.secret.as_deref(),
                 )),
-                None => builtin::transformer(&app.name, commerce.clone(), &identity).ok_or_else(
+                None => builtin::transformer(&app.name, commerce.clone(), identity).ok_or_else(
                     || {
                         ConfigError::Invalid(format!(
                             "account `{name}`: no built-in app is named `{}`",
@@ -91,20 +131,25 @@ impl Account {
             }
             installed.push((spec, transformer, timeout));
         }
-        let max_rounds = cfg.max_rounds.unwrap_or(10);
-        if max_rounds == 0 {
-            return Err(ConfigError::Invalid(format!(
-                "account `{name}`: max_rounds must be at least 1"
-            )));
-        }
         Ok(Account {
-            name,
-            id,
-            max_rounds,
+            name: self.name.clone(),
+            id: self.id.clone(),
+            max_rounds: self.max_rounds,
             apps: Apps::new(installed),
-            commerce,
-            identity,
+            commerce: commerce.clone(),
+            identity: identity.clone(),
+            entries: entries.to_vec(),
         })
+    }
+
+    /// Whether an app of this account reads identity tokens (its provider's keys must then be
+    /// kept up to date).
+    fn reads_tokens(&self) -> bool {
+        self.apps
+            .index()
+            .apps()
+            .iter()
+            .any(|app| app.name == builtin::AUTHENTICATION)
     }
 }
 
@@ -193,10 +238,27 @@ fn app_spec(account: &str, app: &AppConfig) -> Result<AppSpec, ConfigError> {
 }
 
 /// Every configured account, found by name.
-#[derive(Debug)]
 pub struct Tenancy {
-    accounts: HashMap<String, Arc<Account>>,
-    default: Arc<Account>,
+    accounts: HashMap<String, Slot>,
+    /// The default account's name.
+    default: String,
+    /// The client HTTP apps are called through.
+    client: reqwest::Client,
+}
+
+/// One account: as configured, and as it now stands.
+struct Slot {
+    configured: Vec<AppConfig>,
+    current: ArcSwap<Account>,
+}
+
+impl std::fmt::Debug for Tenancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenancy")
+            .field("accounts", &self.accounts.keys().collect::<Vec<_>>())
+            .field("default", &self.default)
+            .finish()
+    }
 }
 
 impl Tenancy {
@@ -214,38 +276,47 @@ impl Tenancy {
             .map_err(|e| ConfigError::Invalid(format!("cannot build the HTTP app client: {e}")))?;
         let mut accounts = HashMap::new();
         for cfg in configs {
-            let account = Arc::new(Account::from_config(cfg, &client)?);
-            if accounts.insert(account.name.clone(), account).is_some() {
+            let account = Account::from_config(cfg, &client)?;
+            let slot = Slot {
+                configured: cfg.apps.clone(),
+                current: ArcSwap::from_pointee(account),
+            };
+            let name = slot.current.load().name.clone();
+            if accounts.insert(name, slot).is_some() {
                 return Err(ConfigError::Invalid(format!(
                     "account `{}` is configured twice",
                     cfg.name
                 )));
             }
         }
-        let default = accounts
-            .get(&default_account.to_ascii_lowercase())
-            .cloned()
-            .ok_or_else(|| {
-                ConfigError::Invalid(format!(
-                    "default_account `{default_account}` is not a configured account"
-                ))
-            })?;
-        Ok(Tenancy { accounts, default })
+        let default = default_account.to_ascii_lowercase();
+        if !accounts.contains_key(&default) {
+            return Err(ConfigError::Invalid(format!(
+                "default_account `{default_account}` is not a configured account"
+            )));
+        }
+        Ok(Tenancy {
+            accounts,
+            default,
+            client,
+        })
     }
 
     /// The account of a request: the first DNS label of `host` when it names an account,
     /// else `an` when it names one, else the default account.
-    pub fn resolve(&self, host: Option<&str>, an: Option<&str>) -> &Arc<Account> {
+    pub fn resolve(&self, host: Option<&str>, an: Option<&str>) -> Arc<Account> {
         let by_host = host.and_then(|h| {
             let label = h.split(['.', ':']).next()?;
-            self.find(label)
+            self.slot(label)
         });
         by_host
-            .or_else(|| an.and_then(|a| self.find(a)))
-            .unwrap_or(&self.default)
+            .or_else(|| an.and_then(|a| self.slot(a)))
+            .unwrap_or_else(|| &self.accounts[&self.default])
+            .current
+            .load_full()
     }
 
-    fn find(&self, name: &str) -> Option<&Arc<Account>> {
+    fn slot(&self, name: &str) -> Option<&Slot> {
         if name.bytes().any(|b| b.is_ascii_uppercase()) {
             self.accounts.get(&name.to_ascii_lowercase())
         } else {
@@ -253,9 +324,41 @@ impl Tenancy {
         }
     }
 
-    /// All accounts.
-    pub fn accounts(&self) -> impl Iterator<Item = &Arc<Account>> {
-        self.accounts.values()
+    /// The account named `name` (any case), if it is configured.
+    pub fn find(&self, name: &str) -> Option<Arc<Account>> {
+        self.slot(name).map(|slot| slot.current.load_full())
+    }
+
+    /// The apps account `name` was configured with.
+    pub fn configured_apps(&self, name: &str) -> Option<&[AppConfig]> {
+        self.slot(name).map(|slot| slot.configured.as_slice())
+    }
+
+    /// Account `name` with `entries` as its apps, validated, without installing it.
+    pub fn with_apps(&self, name: &str, entries: &[AppConfig]) -> Result<Account, ConfigError> {
+        let account = self
+            .find(name)
+            .ok_or_else(|| ConfigError::Invalid(format!("no account is named `{name}`")))?;
+        account.with_apps(entries, &self.client)
+    }
+
+    /// Makes `account` (built by [`Tenancy::with_apps`]) the one requests for its name get
+    /// from now on; requests under way keep the one they started with.
+    pub fn replace(&self, account: Account) {
+        if let Some(slot) = self.accounts.get(&account.name) {
+            if account.reads_tokens() {
+                account.identity.start();
+            }
+            slot.current.store(Arc::new(account));
+        }
+    }
+
+    /// All accounts, as they now stand.
+    pub fn accounts(&self) -> Vec<Arc<Account>> {
+        self.accounts
+            .values()
+            .map(|slot| slot.current.load_full())
+            .collect()
     }
 
     /// Starts what the accounts keep up to date in the background: the keys of identity
@@ -263,13 +366,7 @@ impl Tenancy {
     /// Needs a Tokio runtime.
     pub fn start(&self) {
         for account in self.accounts() {
-            let reads_tokens = account
-                .apps
-                .index()
-                .apps()
-                .iter()
-                .any(|app| app.name == builtin::AUTHENTICATION);
-            if reads_tokens {
+            if account.reads_tokens() {
                 account.identity.start();
             }
         }

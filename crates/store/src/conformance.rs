@@ -41,6 +41,7 @@ pub async fn run_all<S: SessionStore, F: Fn() -> S>(make: F) {
     put_records_all_or_none(&make(), false).await;
     put_records_all_or_none(&make(), true).await;
     shared_values_are_agreed_once(&make()).await;
+    settings_change_by_compare_and_swap(&make()).await;
 }
 
 /// An unknown id is `None`.
@@ -225,6 +226,35 @@ pub async fn put_records_all_or_none(store: &dyn SessionStore, successor: bool) 
     assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
     assert_eq!(store.get(other.id, *NOW).await.unwrap(), None);
     assert_eq!(store.get(old.id, *NOW).await.unwrap(), Some(ended));
+}
+
+/// A setting is stored only over the value it is expected to hold (or none), and read back.
+pub async fn settings_change_by_compare_and_swap(store: &dyn SessionStore) {
+    let name = format!("conformance-{}", sessiond_core::SessionId::random());
+    assert_eq!(store.setting(&name).await.unwrap(), None);
+    store.put_setting(&name, b"one", None).await.unwrap();
+    assert_eq!(
+        store.setting(&name).await.unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
+    for (value, expected) in [
+        (&b"x"[..], None),
+        (b"x", Some(&b"two"[..])),
+        (b"x", Some(b"")),
+    ] {
+        let refused = store.put_setting(&name, value, expected).await;
+        assert!(matches!(refused, Err(StoreError::Conflict)), "{refused:?}");
+    }
+    store.put_setting(&name, b"", Some(b"one")).await.unwrap();
+    assert_eq!(
+        store.setting(&name).await.unwrap().as_deref(),
+        Some(&b""[..])
+    );
+    store.put_setting(&name, b"three", Some(b"")).await.unwrap();
+    assert_eq!(
+        store.setting(&name).await.unwrap().as_deref(),
+        Some(&b"three"[..])
+    );
 }
 
 /// A shared backend stores the first value offered under a name and gives it to every later

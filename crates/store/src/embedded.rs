@@ -42,6 +42,9 @@ use crate::{SessionStore, StoreError};
 
 const SESSIONS: &str = "sessions";
 const EXPIRY: &str = "expiry-hours";
+/// Settings by name (the apps installed at run time): rare writes, made outside the group
+/// commit, under [`EmbeddedStore::settings_lock`], each persisted before it is answered.
+const SETTINGS: &str = "settings";
 /// The granularity of the expiry index, in milliseconds.
 const EXPIRY_BUCKET_MS: u64 = 3_600_000;
 
@@ -66,6 +69,10 @@ impl Default for EmbeddedOptions {
 /// Sessions in a fjall database, durable on every acknowledged write.
 pub struct EmbeddedStore {
     sessions: Keyspace,
+    settings: Keyspace,
+    /// Serialises the compare-and-swaps of settings.
+    settings_lock: Arc<Mutex<()>>,
+    db: Database,
     /// Set by the writer once a commit failed: fjall refuses further writes after that.
     failed: Arc<AtomicBool>,
     /// `None` only while dropping, so the writer sees the channel close.
@@ -171,6 +178,10 @@ impl EmbeddedStore {
         let path = dir.join("sessions.fjall");
         let engine = Engine::open(&path)?;
         let sessions = engine.sessions.clone();
+        let db = engine.db.clone();
+        let settings = db
+            .keyspace(SETTINGS, KeyspaceCreateOptions::default)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let failed = engine.failed.clone();
         let (tx, rx) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
@@ -180,6 +191,9 @@ impl EmbeddedStore {
             .map_err(unavailable)?;
         Ok(EmbeddedStore {
             sessions,
+            settings,
+            settings_lock: Arc::new(Mutex::new(())),
+            db,
             failed,
             writer: Some(tx),
             thread: Some(thread),
@@ -497,6 +511,43 @@ impl SessionStore for EmbeddedStore {
     /// The data is this process's own (the embedded database is locked by its opener).
     fn exclusive(&self) -> bool {
         true
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .settings
+            .get(name.as_bytes())
+            .map_err(unavailable)?
+            .map(|v| v.to_vec()))
+    }
+
+    async fn put_setting(
+        &self,
+        name: &str,
+        value: &[u8],
+        expected: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let (settings, db, lock) = (
+            self.settings.clone(),
+            self.db.clone(),
+            self.settings_lock.clone(),
+        );
+        let (name, value, expected) = (
+            name.as_bytes().to_vec(),
+            value.to_vec(),
+            expected.map(<[u8]>::to_vec),
+        );
+        tokio::task::spawn_blocking(move || {
+            let _serial = lock.lock();
+            let stored = settings.get(&name).map_err(unavailable)?;
+            if stored.as_deref() != expected.as_deref() {
+                return Err(StoreError::Conflict);
+            }
+            settings.insert(name, value).map_err(unavailable)?;
+            db.persist(PersistMode::SyncAll).map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
     }
 
     async fn get_record(&self, id: SessionId, now_ms: u64) -> Result<Option<Record>, StoreError> {

@@ -193,6 +193,20 @@ pub trait SessionStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The setting `name` every process on the store shares (the apps installed at run time),
+    /// as stored; `None` when it was never set.
+    async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores `value` as the setting `name` if it still holds `expected` (`None`: it was never
+    /// set); otherwise fails with [`StoreError::Conflict`] and changes nothing. When it returns
+    /// `Ok`, the write is as durable as a session's.
+    async fn put_setting(
+        &self,
+        name: &str,
+        value: &[u8],
+        expected: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
+
     /// Starts telling `on_change` of every session written or removed, by any process, if the
     /// backend can (Redis: `CLIENT TRACKING` in broadcast mode, on a connection of its own,
     /// checked a few times a second): `true` then, and [`Change::Resumed`] is told once it is

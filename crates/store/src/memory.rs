@@ -21,6 +21,8 @@ struct Inner {
     sessions: HashMap<SessionId, Record>,
     /// (expires_at, id): the purge walks this from the front.
     expiry: BTreeSet<(u64, SessionId)>,
+    /// Settings by name.
+    settings: HashMap<String, Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -38,6 +40,24 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     fn exclusive(&self) -> bool {
         true
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().settings.get(name).cloned())
+    }
+
+    async fn put_setting(
+        &self,
+        name: &str,
+        value: &[u8],
+        expected: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.settings.get(name).map(Vec::as_slice) != expected {
+            return Err(StoreError::Conflict);
+        }
+        inner.settings.insert(name.to_owned(), value.to_vec());
+        Ok(())
     }
 
     async fn get_record(&self, id: SessionId, now_ms: u64) -> Result<Option<Record>, StoreError> {

@@ -52,6 +52,23 @@ return 1
 /// Where shared values (the session signing key) are kept.
 const SHARED_PREFIX: &str = "sessiond:shared:";
 
+/// Where settings (the apps installed at run time) are kept.
+const SETTING_PREFIX: &str = "sessiond:setting:";
+
+/// Stores a setting if it still holds the expected value: KEYS[1] the setting; ARGV[1] the new
+/// value, ARGV[2] `1` when the setting must not exist (else ARGV[3] is the value it must hold).
+/// 1 when stored, 0 on a conflict.
+const PUT_SETTING: &str = r"
+local stored = redis.call('GET', KEYS[1])
+if ARGV[2] == '1' then
+  if stored then return 0 end
+elseif stored ~= ARGV[3] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+";
+
 /// The prefix of every session key, the one the watch asks Redis to track.
 const SESSION_PREFIX: &str = "sessiond:{";
 
@@ -65,6 +82,7 @@ const WATCH_PATIENCE: Duration = Duration::from_millis(300);
 pub struct RedisStore {
     connection: Connection,
     put: Script,
+    put_setting: Script,
     /// What the data connections' pushes are told to.
     watch: Arc<Watch>,
     /// Held by every clone of the store: the watch ends when the last one is dropped.
@@ -364,6 +382,7 @@ impl RedisStore {
             alive: Arc::new(()),
             connection,
             put: Script::new(PUT),
+            put_setting: Script::new(PUT_SETTING),
         };
         store.ping().await.map_err(|e| bad(e.to_string()))?;
         Ok(store)
@@ -472,6 +491,36 @@ impl SessionStore for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(Some(earlier.unwrap_or_else(|| value.to_vec())))
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.connection
+            .query(::redis::cmd("GET").arg(format!("{SETTING_PREFIX}{name}")))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn put_setting(
+        &self,
+        name: &str,
+        value: &[u8],
+        expected: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.put_setting.key(format!("{SETTING_PREFIX}{name}"));
+        invocation
+            .arg(value)
+            .arg(if expected.is_none() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default());
+        let stored: i64 = self
+            .connection
+            .invoke(&invocation)
+            .await
+            .map_err(unavailable)?;
+        if stored == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

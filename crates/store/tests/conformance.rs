@@ -62,6 +62,19 @@ impl sessiond_store::SessionStore for OneByOne {
     async fn purge_expired(&self, now_ms: u64) -> Result<usize, sessiond_store::StoreError> {
         self.0.purge_expired(now_ms).await
     }
+
+    async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, sessiond_store::StoreError> {
+        self.0.setting(name).await
+    }
+
+    async fn put_setting(
+        &self,
+        name: &str,
+        value: &[u8],
+        expected: Option<&[u8]>,
+    ) -> Result<(), sessiond_store::StoreError> {
+        self.0.put_setting(name, value, expected).await
+    }
 }
 
 #[tokio::test]

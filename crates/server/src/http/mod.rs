@@ -22,6 +22,7 @@ use cookies::CookieLines;
 use error::ApiError;
 use request::{Filters, Query, RequestCookies, SESSION_COOKIE};
 
+pub mod admin;
 pub mod cookies;
 pub mod error;
 mod observe;
@@ -32,8 +33,8 @@ mod sessions;
 pub use observe::{route_of, Observe};
 
 /// Every routed path (axum's syntax), the labels of the request metrics and the paths of
-/// `/openapi.json`.
-pub const ROUTES: [&str; 10] = [
+/// `/openapi.json` (the admin ones routed only with an `admin_token`).
+pub const ROUTES: [&str; 14] = [
     "/api/sessions",
     "/api/sessions/{token}",
     "/api/segments",
@@ -44,12 +45,20 @@ pub const ROUTES: [&str; 10] = [
     "/metrics",
     "/openapi.json",
     "/.well-known/jwks.json",
+    admin::ROUTES[0],
+    admin::ROUTES[1],
+    admin::ROUTES[2],
+    admin::ROUTES[3],
 ];
 
 /// Everything the handlers share.
 pub struct AppState {
     /// Accounts and their apps.
-    pub tenancy: Tenancy,
+    pub tenancy: Arc<Tenancy>,
+    /// The apps installed at run time.
+    pub catalog: Arc<crate::catalog::Catalog>,
+    /// The admin API's bearer token (`None`: no admin API).
+    pub admin_token: Option<admin::AdminToken>,
     /// The session service.
     pub service: SessionService,
     /// Request limits.
@@ -70,6 +79,10 @@ pub struct AppState {
 
 /// The router of the public API, health probes and JSON fallbacks.
 pub fn router(state: Arc<AppState>) -> Router {
+    let admin = match &state.admin_token {
+        Some(token) => admin::router(token.clone()),
+        None => Router::new(),
+    };
     Router::new()
         .route(
             "/api/sessions",
@@ -94,6 +107,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(public_metrics))
         .route("/openapi.json", get(openapi))
         .route("/.well-known/jwks.json", get(jwks))
+        .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
@@ -194,15 +208,15 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// The request's account and the token it presents (path first, else cookie).
-pub(crate) struct Context<'a> {
-    pub(crate) account: &'a Arc<Account>,
+pub(crate) struct Context {
+    pub(crate) account: Arc<Account>,
     pub(crate) cookies: RequestCookies,
     pub(crate) query: Query,
     pub(crate) path_token: Option<String>,
 }
 
-impl<'a> Context<'a> {
-    pub(crate) fn new(state: &'a AppState, headers: &HeaderMap, raw_query: Option<&str>) -> Self {
+impl Context {
+    pub(crate) fn new(state: &AppState, headers: &HeaderMap, raw_query: Option<&str>) -> Self {
         let query = Query::parse(raw_query);
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let account = state.tenancy.resolve(host, query.an.as_deref());
@@ -232,7 +246,7 @@ impl<'a> Context<'a> {
     /// The request's edit: `public` writes plus the cookies the account's apps watch.
     pub(crate) fn edit(&self, state: &AppState, public: sessiond_core::Changes) -> Edit {
         Edit::new(
-            self.account,
+            &self.account,
             public,
             self.cookies.iter(),
             !self.cookies.only_session_token(),

@@ -180,7 +180,33 @@ pub fn route_of(path: &str) -> Option<usize> {
         {
             "/api/sessions/{token}"
         }
+        p if p.starts_with("/_admin/") => return admin_route(p),
         other => other,
+    };
+    ROUTES.iter().position(|r| *r == route)
+}
+
+/// The admin route of `path` (`/_admin/accounts/{account}/…`), by its segments.
+fn admin_route(path: &str) -> Option<usize> {
+    let mut segments = path.strip_prefix("/_admin/accounts/")?.split('/');
+    let _account = segments.next().filter(|s| !s.is_empty())?;
+    let route = match (
+        segments.next()?,
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
+        ("apps", None, None, None) => "/_admin/accounts/{account}/apps",
+        ("apps", Some(name), None, None) if !name.is_empty() => {
+            "/_admin/accounts/{account}/apps/{name}"
+        }
+        ("sessions", Some(id), None, None) if !id.is_empty() => {
+            "/_admin/accounts/{account}/sessions/{id}"
+        }
+        ("sessions", Some(id), Some("debug"), None) if !id.is_empty() => {
+            "/_admin/accounts/{account}/sessions/{id}/debug"
+        }
+        _ => return None,
     };
     ROUTES.iter().position(|r| *r == route)
 }

@@ -22,7 +22,7 @@ pub(super) async fn get_segment(
     let edit = ctx.edit(&state, Default::default());
     let snapshot = state
         .service
-        .preview(ctx.account, &ctx.tokens(), &edit, state.clock.now_ms())
+        .preview(&ctx.account, &ctx.tokens(), &edit, state.clock.now_ms())
         .await?;
     let mut answer = Segment::of(snapshot.session()?);
     for (k, v) in &ctx.query.rest {

@@ -51,12 +51,12 @@ pub(super) async fn get_session_by_path(
     .await
 }
 
-async fn read(state: &AppState, ctx: Context<'_>) -> Result<Response, ApiError> {
+async fn read(state: &AppState, ctx: Context) -> Result<Response, ApiError> {
     // GET never stores its query string; only watched cookies go into a new session.
     let edit = ctx.edit(state, Default::default());
     let outcome = state
         .service
-        .read(ctx.account, &ctx.tokens(), &edit, state.clock.now_ms())
+        .read(&ctx.account, &ctx.tokens(), &edit, state.clock.now_ms())
         .await?;
     let mut response = json_response(
         StatusCode::OK,
@@ -107,7 +107,7 @@ async fn read_body(limits: &Limits, headers: &HeaderMap, body: Body) -> Result<V
 
 async fn edit(
     state: &AppState,
-    ctx: Context<'_>,
+    ctx: Context,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -119,7 +119,7 @@ async fn edit(
     let edit = ctx.edit(state, public);
     let outcome = state
         .service
-        .edit(ctx.account, &ctx.tokens(), &edit, state.clock.now_ms())
+        .edit(&ctx.account, &ctx.tokens(), &edit, state.clock.now_ms())
         .await?;
     let status = if outcome.created {
         StatusCode::CREATED
@@ -187,7 +187,7 @@ pub(super) async fn reset_session(
     let ctx = Context::new(&state, request.headers(), request.uri().query());
     let outcome = state
         .service
-        .reset(ctx.account, &ctx.tokens(), state.clock.now_ms())
+        .reset(&ctx.account, &ctx.tokens(), state.clock.now_ms())
         .await?;
     let mut response = json_response(StatusCode::OK, token_pair(&outcome));
     add_token_cookies(&state, &mut response, &outcome);

@@ -110,6 +110,8 @@ struct Metrics {
     put_two: Histogram,
     ping: Histogram,
     agree: Histogram,
+    setting: Histogram,
+    put_setting: Histogram,
     watch: Histogram,
     purge: Histogram,
 }
@@ -126,6 +128,8 @@ impl Metrics {
             put_two: call("put_successor"),
             ping: call("ping"),
             agree: call("agree"),
+            setting: call("setting"),
+            put_setting: call("put_setting"),
             watch: call("watch"),
             purge: call("purge"),
         }
@@ -343,6 +347,27 @@ impl Repository {
     pub async fn agree(&self, name: &str, value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.timed(&self.metrics.agree, self.store.agree(name, value))
             .await
+    }
+
+    /// The setting `name` (see [`SessionStore::setting`]).
+    pub async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.timed(&self.metrics.setting, self.store.setting(name))
+            .await
+    }
+
+    /// Stores the setting `name` if it still holds `expected` (see
+    /// [`SessionStore::put_setting`]).
+    pub async fn put_setting(
+        &self,
+        name: &str,
+        value: &[u8],
+        expected: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        self.timed(
+            &self.metrics.put_setting,
+            self.store.put_setting(name, value, expected),
+        )
+        .await
     }
 
     /// Bounds a store call by `store_timeout`, recording its time in `histogram`.

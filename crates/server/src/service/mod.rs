@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use prometheus::{Histogram, IntCounter};
 use sessiond_core::cycle::{self, identity_changed, IDENTITY_KEYS};
+use sessiond_core::items::{REDACTED, SECRET_NAMESPACE};
 use sessiond_core::record::RecordError;
-use sessiond_core::{Changes, Delta, Key, Record, Session, Value};
+use sessiond_core::{Changes, Delta, Key, Record, Session, SessionId, Value};
 
 use crate::repo::{Repository, StoreError};
 use crate::snapshot::Snapshot;
@@ -145,9 +146,38 @@ fn record_of(session: &Session, previous: Option<(&Snapshot, &Delta)>, fast: boo
     Record::encode(session, segment)
 }
 
+/// Session `session` as an operator sees it: every namespace (the values of the secret one
+/// redacted), its state and times (milliseconds since the Unix epoch).
+fn inspected(session: &Session) -> serde_json::Value {
+    let mut namespaces = serde_json::Map::new();
+    for (name, values) in session.namespaces.iter() {
+        let mut shown = serde_json::to_value(&**values).unwrap_or_default();
+        if name.as_str() == SECRET_NAMESPACE {
+            if let Some(values) = shown.as_object_mut() {
+                for value in values.values_mut() {
+                    value["value"] = serde_json::Value::from(REDACTED);
+                }
+            }
+        }
+        namespaces.insert(name.to_string(), shown);
+    }
+    serde_json::json!({
+        "id": session.id.to_string(),
+        "account": session.account,
+        "namespaces": namespaces,
+        "version": session.version,
+        "active": session.active,
+        "debug": session.debug,
+        "createdAt": session.created_at,
+        "updatedAt": session.updated_at,
+        "expiresAt": session.expires_at,
+        "replacedBy": session.replaced_by.map(|id| id.to_string()),
+    })
+}
+
 /// Loads, edits and saves sessions.
 pub struct SessionService {
-    repo: Repository,
+    repo: Arc<Repository>,
     keys: Keyring,
     ttl: Duration,
     max_public_keys: usize,
@@ -234,7 +264,7 @@ impl Metrics {
 impl SessionService {
     /// A service over the sessions of `repo`, signing with `keys`.
     pub fn new(
-        repo: Repository,
+        repo: Arc<Repository>,
         keys: Keyring,
         ttl: Duration,
         max_public_keys: usize,
@@ -664,6 +694,59 @@ impl SessionService {
             return Err(SessionError::Conflict);
         }
         self.create(account, &carry, now).await
+    }
+
+    /// Session `id` of `account` as an operator sees it (the admin API): every namespace, the
+    /// values of the secret one (identity cookies) redacted, with its state and times; `None`
+    /// when there is no such live session. Read from the store itself.
+    pub async fn inspect(
+        &self,
+        account: &Account,
+        id: SessionId,
+        now: u64,
+    ) -> Result<Option<serde_json::Value>, SessionError> {
+        let Some(snapshot) = self.repo.load(id, now).await? else {
+            return Ok(None);
+        };
+        if snapshot.record().account() != account.name {
+            return Ok(None);
+        }
+        Ok(Some(inspected(snapshot.session()?)))
+    }
+
+    /// Switches the `debug` flag of session `id` of `account` (compare-and-swap, retried on
+    /// conflict); the session as [`SessionService::inspect`] shows it, `None` when there is no
+    /// such live session. Its lifetime and data are unchanged.
+    pub async fn set_debug(
+        &self,
+        account: &Account,
+        id: SessionId,
+        debug: bool,
+        now: u64,
+    ) -> Result<Option<serde_json::Value>, SessionError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(snapshot) = self.repo.load(id, now).await? else {
+                return Ok(None);
+            };
+            if snapshot.record().account() != account.name {
+                return Ok(None);
+            }
+            let before = snapshot.session()?;
+            if before.debug == debug {
+                return Ok(Some(inspected(before)));
+            }
+            let mut session = before.clone();
+            session.debug = debug;
+            session.version = before.version + 1;
+            session.updated_at = now;
+            let record = record_of(&session, None, self.fast_paths);
+            match self.repo.save(record, Some(before.version), None).await {
+                Ok(_) => return Ok(Some(inspected(&session))),
+                Err(StoreError::Conflict) => self.metrics.conflicts.inc(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SessionError::Conflict)
     }
 
     /// The session a segment is derived from: the token's session, or the session a create

@@ -28,7 +28,11 @@ fn rig() -> Rig {
     let account = tenancy.resolve(None, None).clone();
     let dir = tempfile::tempdir().unwrap();
     let keys = Keyring::load(None, &[], dir.path()).unwrap();
-    let repo = Repository::new(Arc::new(MemoryStore::new()), Duration::from_secs(5), 1000);
+    let repo = Arc::new(Repository::new(
+        Arc::new(MemoryStore::new()),
+        Duration::from_secs(5),
+        1000,
+    ));
     let service = SessionService::new(
         repo,
         keys,

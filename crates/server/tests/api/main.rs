@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod admin;
 mod builtin_apps;
 mod cli;
 mod durability;
