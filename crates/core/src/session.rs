@@ -220,6 +220,10 @@ pub struct Session {
     /// old session, so requests racing with a log-in can find where their changes belong).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced_by: Option<SessionId>,
+    /// The last cycle traces of a session with `debug` (oldest first), as the operator sees
+    /// them: kept with the session so that any process can show them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traces: Vec<serde_json::Value>,
 }
 
 impl Session {
@@ -236,6 +240,7 @@ impl Session {
             updated_at: now_ms,
             expires_at: now_ms.saturating_add(ttl_ms),
             replaced_by: None,
+            traces: Vec::new(),
         }
     }
 

@@ -26,10 +26,11 @@
 //! | 25..33 | `created_at`, ms |
 //! | 33..49 | id |
 //! | 49..65 | `replaced_by` (meaningful when flag 4 is set) |
-//! | 65 | flags: 1 active, 2 debug, 4 replaced |
+//! | 65 | flags: 1 active, 2 debug, 4 replaced, 8 traces |
 //! | 66..68 | length A of the account name, then A bytes |
 //! | 4 bytes | length N of the answer, then N bytes |
 //! | 4 bytes | length S of the segment token, then S bytes |
+//! | with flag 8 | 4 bytes: length T of the cycle traces (a JSON array), then T bytes |
 //! | the rest | the secret namespace's values as JSON, or nothing when it is empty |
 
 use std::ops::Range;
@@ -65,6 +66,7 @@ const ACCOUNT: usize = 68;
 const ACTIVE: u8 = 1;
 const DEBUG: u8 = 2;
 const REPLACED: u8 = 4;
+const TRACES: u8 = 8;
 
 /// Why stored bytes are not a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -96,6 +98,8 @@ pub struct Record {
     account: Range<usize>,
     answer: Range<usize>,
     segment: Range<usize>,
+    /// Empty when the record holds no traces.
+    traces: Range<usize>,
     secrets: usize,
 }
 
@@ -124,16 +128,22 @@ fn put_field(out: &mut Vec<u8>, field: &[u8], width: usize) -> Range<usize> {
     start..out.len()
 }
 
-/// A record of `out` (its fixed header), the account name, answer and segment token, and the
-/// secrets `secrets` appends.
+/// A record of `out` (its fixed header, whose traces flag says whether `traces` are
+/// written), the account name, answer and segment token, the traces, and the secrets
+/// `secrets` appends.
 fn assemble(
     mut out: Vec<u8>,
-    [account, answer, segment]: [&[u8]; 3],
+    [account, answer, segment, traces]: [&[u8]; 4],
     secrets: impl FnOnce(&mut Vec<u8>),
 ) -> Record {
     let account = put_field(&mut out, account, 2);
     let answer = put_field(&mut out, answer, 4);
     let segment = put_field(&mut out, segment, 4);
+    let traces = if out[FLAGS] & TRACES != 0 {
+        put_field(&mut out, traces, 4)
+    } else {
+        out.len()..out.len()
+    };
     let start = out.len();
     secrets(&mut out);
     Record {
@@ -141,6 +151,7 @@ fn assemble(
         account,
         answer,
         segment,
+        traces,
         secrets: start,
     }
 }
@@ -193,8 +204,19 @@ impl Record {
         if session.replaced_by.is_some() {
             flags |= REPLACED;
         }
+        let traces = if session.traces.is_empty() {
+            Vec::new()
+        } else {
+            flags |= TRACES;
+            serde_json::to_vec(&session.traces).expect("JSON values serialize")
+        };
         out.push(flags);
-        let fields = [session.account.as_bytes(), &answer, segment.as_bytes()];
+        let fields = [
+            session.account.as_bytes(),
+            &answer,
+            segment.as_bytes(),
+            &traces,
+        ];
         assemble(out, fields, |out| {
             if let Some(values) = session.namespaces.get(SECRET_NAMESPACE) {
                 serde_json::to_writer(out, values).expect("values always serialize");
@@ -211,6 +233,11 @@ impl Record {
         let account = take_field(&bytes, &mut at, 2)?;
         let answer = take_field(&bytes, &mut at, 4)?;
         let segment = take_field(&bytes, &mut at, 4)?;
+        let traces = if bytes[FLAGS] & TRACES != 0 {
+            take_field(&bytes, &mut at, 4)?
+        } else {
+            at..at
+        };
         if std::str::from_utf8(&bytes[account.clone()]).is_err()
             || std::str::from_utf8(&bytes[segment.clone()]).is_err()
         {
@@ -221,8 +248,19 @@ impl Record {
             account,
             answer,
             segment,
+            traces,
             secrets: at,
         })
+    }
+
+    /// The session's cycle traces as stored (a JSON array), if it keeps any.
+    pub fn traces(&self) -> Option<&[u8]> {
+        (!self.traces.is_empty()).then(|| &self.bytes[self.traces.clone()])
+    }
+
+    /// Whether the session keeps cycle traces (`debug`).
+    pub fn debug(&self) -> bool {
+        self.flags() & DEBUG != 0
     }
 
     /// Whether `other` has the same segment token (compared as stored).
@@ -321,6 +359,7 @@ impl Record {
             &self.bytes[self.account.clone()],
             &answer,
             segment.as_bytes(),
+            &[],
         ];
         assemble(header, fields, |_| {})
     }
@@ -341,6 +380,7 @@ impl Record {
             &self.bytes[self.account.clone()],
             answer,
             &self.bytes[self.segment.clone()],
+            &self.bytes[self.traces.clone()],
         ];
         assemble(out, fields, |out| {
             out.extend_from_slice(&self.bytes[self.secrets..])
@@ -382,6 +422,10 @@ impl Record {
             updated_at: self.updated_at(),
             expires_at: self.expires_at(),
             replaced_by: self.replaced_by(),
+            traces: match self.traces() {
+                Some(traces) => serde_json::from_slice(traces).map_err(json)?,
+                None => Vec::new(),
+            },
         })
     }
 }
@@ -403,6 +447,41 @@ mod tests {
         s.version = 7;
         s.updated_at = 2_000;
         s
+    }
+
+    #[test]
+    fn traces_are_kept_edited_around_and_dropped_at_the_end() {
+        let mut s = session();
+        s.debug = true;
+        s.traces = vec![
+            serde_json::json!({"rounds": [], "at": 1}),
+            serde_json::json!({"at": 2}),
+        ];
+        let r = Record::encode(&s, None);
+        let parsed = Record::parse(r.bytes().clone()).unwrap();
+        assert_eq!(parsed.decode().unwrap(), s);
+        assert_eq!(
+            parsed.traces(),
+            Some(&br#"[{"rounds":[],"at":1},{"at":2}]"#[..])
+        );
+        assert!(parsed.debug());
+        assert!(
+            !r.answer().windows(6).any(|w| w == b"rounds"),
+            "not in the answer"
+        );
+        // An edit in place keeps them; the end of the session drops them.
+        let mut editing = parsed.edit("public").unwrap();
+        editing.values.insert("k".into(), Value::new("v"));
+        let edited = editing.finish(8, 3_000, 12_000);
+        let decoded = edited.decode().unwrap();
+        assert_eq!(decoded.traces, s.traces);
+        assert_eq!(decoded.get_str("public", "k"), Some("v"));
+        assert_eq!(decoded.get_str("cookie", "c"), Some("secret"));
+        let ended = Record::parse(parsed.ended(8, 3_000, None).bytes().clone()).unwrap();
+        assert_eq!(ended.traces(), None);
+        assert!(ended.decode().unwrap().traces.is_empty());
+        // A record without traces has none.
+        assert_eq!(Record::encode(&session(), None).traces(), None);
     }
 
     #[test]

@@ -112,7 +112,8 @@ impl SessionService {
         now: u64,
     ) -> Result<Plan, SessionError> {
         let record = loaded.record();
-        if !self.fast_paths {
+        // A debug session keeps the trace of every edit's cycle.
+        if !self.fast_paths || record.debug() {
             return Ok(Plan::Full);
         }
         if !edit.watched_cookies.is_empty() || (edit.sync_cookies && record.has_secrets()) {

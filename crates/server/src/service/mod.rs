@@ -146,6 +146,41 @@ fn record_of(session: &Session, previous: Option<(&Snapshot, &Delta)>, fast: boo
     Record::encode(session, segment)
 }
 
+/// Most cycle traces a debug session keeps (the latest).
+pub const MAX_TRACES: usize = 20;
+
+/// Largest trace kept whole (its JSON); a larger one keeps its rounds' apps, durations and
+/// errors without their inputs and outputs.
+pub const MAX_TRACE_BYTES: usize = 16 * 1024;
+
+/// Appends the trace of a cycle run at `now` to the traces `session` keeps (it has `debug`):
+/// identity cookie values redacted, bounded in size, the last [`MAX_TRACES`] kept.
+fn keep_trace(session: &mut Session, trace: &sessiond_core::Trace, created: bool, now: u64) {
+    let mut trace = trace.redacted();
+    let mut truncated = false;
+    let size = |t: &sessiond_core::Trace| serde_json::to_vec(t).map_or(usize::MAX, |v| v.len());
+    if size(&trace) > MAX_TRACE_BYTES {
+        truncated = true;
+        for call in trace.rounds.iter_mut().flat_map(|r| r.calls.iter_mut()) {
+            call.input = Default::default();
+            call.output.clear();
+            call.dropped.truncate(16);
+        }
+    }
+    let mut entry = serde_json::to_value(&trace).unwrap_or_default();
+    if let Some(fields) = entry.as_object_mut() {
+        fields.insert("at".into(), now.into());
+        fields.insert("requestId".into(), request_id().to_string().into());
+        fields.insert("created".into(), created.into());
+        if truncated {
+            fields.insert("truncated".into(), true.into());
+        }
+    }
+    session.traces.push(entry);
+    let extra = session.traces.len().saturating_sub(MAX_TRACES);
+    session.traces.drain(..extra);
+}
+
 /// Session `session` as an operator sees it: every namespace (the values of the secret one
 /// redacted), its state and times (milliseconds since the Unix epoch).
 fn inspected(session: &Session) -> serde_json::Value {
@@ -172,6 +207,7 @@ fn inspected(session: &Session) -> serde_json::Value {
         "updatedAt": session.updated_at,
         "expiresAt": session.expires_at,
         "replacedBy": session.replaced_by.map(|id| id.to_string()),
+        "traces": session.traces,
     })
 }
 
@@ -373,7 +409,7 @@ impl SessionService {
         );
         changes.extend(edit.changes_for(&session));
         let delta = session.apply_owned(changes);
-        self.settle(account, &mut session, None, delta, true)
+        self.settle(account, &mut session, None, delta, true, now)
             .await?;
         Ok(session)
     }
@@ -409,6 +445,7 @@ impl SessionService {
         before: Option<&Session>,
         delta: Delta,
         created: bool,
+        now: u64,
     ) -> Result<Delta, SessionError> {
         let detail = session.debug || tracing::enabled!(tracing::Level::DEBUG);
         let result = cycle::run_with(
@@ -456,6 +493,9 @@ impl SessionService {
         }
         if !trace.rounds.is_empty() {
             tracing::debug!(request_id = %request_id(), session = %session.id, trace = %serde_json::to_string(&trace.redacted()).unwrap_or_default(), "transform cycle");
+        }
+        if session.debug {
+            keep_trace(session, &trace, created, now);
         }
         if !trace.unrecorded.is_empty() {
             let mut restore = Changes::new();
@@ -631,9 +671,9 @@ impl SessionService {
         let delta = session.apply_owned(edit.changes_for(&session));
         self.check_public_size(before, &session)?;
         let changed = self
-            .settle(account, &mut session, Some(before), delta, false)
+            .settle(account, &mut session, Some(before), delta, false, now)
             .await?;
-        if session.namespaces == before.namespaces {
+        if session.namespaces == before.namespaces && session.traces == before.traces {
             return Ok(Attempt::Unchanged(loaded));
         }
         session.version = before.version + 1;
@@ -737,6 +777,9 @@ impl SessionService {
             }
             let mut session = before.clone();
             session.debug = debug;
+            if !debug {
+                session.traces.clear();
+            }
             session.version = before.version + 1;
             session.updated_at = now;
             let record = record_of(&session, None, self.fast_paths);

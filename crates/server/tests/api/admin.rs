@@ -563,3 +563,126 @@ async fn an_app_installed_through_one_process_is_used_by_another_on_redis() {
     }
     assert_eq!(tier_after_card(&a).await, None);
 }
+
+/// SPEC section 5 and the debug traces: a session with `debug` keeps the trace of each edit's
+/// cycle (the last 20), which shows a conditional app called once its condition holds, and
+/// skipped with its outputs removed when it stops holding (log-out).
+#[tokio::test]
+async fn a_debug_session_keeps_its_cycle_traces() {
+    let loyalty = Loyalty::spawn().await;
+    let config = format!(
+        "{}\n[[accounts.apps]]\nname = \"loyalty\"\nurl = \"http://{}/\"\n\
+         when = {{ \"profile.isAuthenticated\" = \"true\" }}\n\
+         configuration = {{ input = {{ profile = [\"email\"] }}, output = {{ loyalty = [\"tier\"] }} }}\n",
+        config(),
+        loyalty.addr
+    );
+    let app = spawn_with(Some(&config)).await;
+    let base = base(&app);
+    let mut v = Visitor::new(&app);
+    let id = v.edit(json!({"color": {"value": "red"}})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/_admin/accounts/demo/sessions/{id}");
+    let (status, _) = admin(
+        &base,
+        Method::PUT,
+        &format!("{path}/debug"),
+        Some(TOKEN),
+        Some(json!({"debug": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Log-in: the loyalty app runs once its condition holds.
+    let identity = mint("demo", "alice@example.com", false, None);
+    v.set_cookie(STORE_COOKIE, &identity);
+    let s = v.edit(json!({})).await;
+    assert_eq!(text(&s, "loyalty", "tier"), Some("gold"));
+    let id = s["id"].as_str().unwrap().to_owned();
+    let path = format!("/_admin/accounts/demo/sessions/{id}");
+    let (_, read) = admin(&base, Method::GET, &path, Some(TOKEN), None).await;
+    assert_eq!(read["debug"], true, "the new id keeps debug");
+    let traces = read["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), 1, "{read}");
+    let login = &traces[0];
+    let called = |trace: &Value| -> Vec<String> {
+        trace["rounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["calls"].as_array().unwrap().iter())
+            .map(|c| c["app"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(called(login).contains(&"loyalty".to_owned()), "{login}");
+    assert!(login["at"].as_u64().unwrap() > 0);
+    assert!(login["requestId"].as_str().is_some_and(|r| !r.is_empty()));
+    let text_of = login.to_string();
+    assert!(!text_of.contains(&identity), "identity token redacted");
+    assert!(text_of.contains("[redacted]"), "{login}");
+    let loyalty_call = login["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["calls"].as_array().unwrap().iter())
+        .find(|c| c["app"] == "loyalty")
+        .unwrap();
+    assert_eq!(
+        loyalty_call["input"]["profile"]["email"]["value"],
+        "alice@example.com"
+    );
+    assert_eq!(loyalty_call["output"]["loyalty.tier"]["value"], "gold");
+    assert!(loyalty_call["micros"].as_u64().is_some());
+
+    // Log-out: skipped, its output removed, and the trace says so.
+    v.drop_cookie(STORE_COOKIE);
+    let s = v.edit(json!({})).await;
+    assert_eq!(text(&s, "loyalty", "tier"), None);
+    let id = s["id"].as_str().unwrap().to_owned();
+    let path = format!("/_admin/accounts/demo/sessions/{id}");
+    let (_, read) = admin(&base, Method::GET, &path, Some(TOKEN), None).await;
+    let traces = read["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), 2);
+    let logout = &traces[1];
+    assert!(!called(logout).contains(&"loyalty".to_owned()), "{logout}");
+    let skipped: Vec<&Value> = logout["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["skipped"].as_array().into_iter().flatten())
+        .collect();
+    assert_eq!(skipped.len(), 1, "{logout}");
+    assert_eq!(skipped[0]["app"], "loyalty");
+    assert_eq!(
+        skipped[0]["condition"],
+        "profile.isAuthenticated = \"true\""
+    );
+    assert_eq!(skipped[0]["removed"], json!(["loyalty.tier"]));
+    assert_eq!(loyalty.calls(), 1);
+
+    // The last 20 are kept.
+    for i in 0..25 {
+        v.edit(json!({"n": {"value": i.to_string()}})).await;
+    }
+    let (_, read) = admin(&base, Method::GET, &path, Some(TOKEN), None).await;
+    let traces = read["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), 20);
+    assert_eq!(
+        v.get().await["namespaces"]["public"]["n"]["value"],
+        "24",
+        "every edit saved"
+    );
+    assert!(traces[19]["at"].as_u64() >= traces[0]["at"].as_u64());
+    // Debug off: the traces go.
+    let (_, off) = admin(
+        &base,
+        Method::PUT,
+        &format!("{path}/debug"),
+        Some(TOKEN),
+        Some(json!({"debug": false})),
+    )
+    .await;
+    assert_eq!(off["traces"], json!([]));
+}
