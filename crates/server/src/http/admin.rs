@@ -1,7 +1,9 @@
 //! The admin API under `/_admin` (SPEC section 8), for the holder of `admin_token` (a bearer
 //! token, compared in constant time): the apps of an account listed, installed and
-//! uninstalled (`catalog`), a session read whole by id, its `debug` flag switched. Without
-//! `admin_token` in the configuration none of it is routed (404).
+//! uninstalled (`catalog`), a session read whole by id, its `debug` flag switched; and the web
+//! console at `/_admin/ui` (a page and its assets, embedded in the binary; the page asks for
+//! the token and sends it with each call). Without `admin_token` in the configuration none of
+//! it is routed (404).
 
 use std::sync::Arc;
 
@@ -54,21 +56,72 @@ impl AdminToken {
 }
 
 /// The admin routes (axum's syntax), for `ROUTES`.
-pub const ROUTES: [&str; 4] = [
+pub const ROUTES: [&str; 6] = [
     "/_admin/accounts/{account}/apps",
     "/_admin/accounts/{account}/apps/{name}",
     "/_admin/accounts/{account}/sessions/{id}",
     "/_admin/accounts/{account}/sessions/{id}/debug",
+    "/_admin/ui",
+    "/_admin/ui/{asset}",
 ];
 
-/// The admin routes, each behind the bearer `token`.
+/// The console's assets: path, content type, bytes.
+const ASSETS: [(&str, &str, &str); 3] = [
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../console/console.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../console/style.css"),
+    ),
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../../console/index.html"),
+    ),
+];
+
+/// The admin routes, the API's behind the bearer `token`.
 pub fn router(token: AdminToken) -> Router<Arc<AppState>> {
-    Router::new()
+    let api = Router::new()
         .route(ROUTES[0], get(list_apps))
         .route(ROUTES[1], put(install_app).delete(uninstall_app))
         .route(ROUTES[2], get(read_session))
         .route(ROUTES[3], put(set_debug))
-        .route_layer(axum::middleware::from_fn_with_state(token, guard))
+        .route_layer(axum::middleware::from_fn_with_state(token, guard));
+    api.route(ROUTES[4], get(|| async { asset("index.html") }))
+        .route(
+            ROUTES[5],
+            get(|path: Result<Path<String>, PathRejection>| async move {
+                match path {
+                    Ok(Path(name)) => asset(&name),
+                    Err(e) => ApiError::bad_request(format!("path: {e}")).into_response(),
+                }
+            }),
+        )
+}
+
+/// A console asset, or 404. Its page may load only what this server serves.
+fn asset(name: &str) -> Response {
+    let Some((_, kind, body)) = ASSETS.iter().find(|(n, ..)| *n == name) else {
+        return ApiError::not_found(format!("the console has no `{name}`")).into_response();
+    };
+    let mut response = (StatusCode::OK, *body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// Lets through only requests that carry the admin token.

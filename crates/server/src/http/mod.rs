@@ -34,7 +34,7 @@ pub use observe::{route_of, Observe};
 
 /// Every routed path (axum's syntax), the labels of the request metrics and the paths of
 /// `/openapi.json` (the admin ones routed only with an `admin_token`).
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 16] = [
     "/api/sessions",
     "/api/sessions/{token}",
     "/api/segments",
@@ -49,6 +49,8 @@ pub const ROUTES: [&str; 14] = [
     admin::ROUTES[1],
     admin::ROUTES[2],
     admin::ROUTES[3],
+    admin::ROUTES[4],
+    admin::ROUTES[5],
 ];
 
 /// Everything the handlers share.

@@ -188,6 +188,17 @@ pub fn route_of(path: &str) -> Option<usize> {
 
 /// The admin route of `path` (`/_admin/accounts/{account}/…`), by its segments.
 fn admin_route(path: &str) -> Option<usize> {
+    let console = match path.strip_prefix("/_admin/ui") {
+        Some("") => Some("/_admin/ui"),
+        Some(asset) => asset
+            .strip_prefix('/')
+            .filter(|a| !a.is_empty() && !a.contains('/'))
+            .map(|_| "/_admin/ui/{asset}"),
+        None => None,
+    };
+    if let Some(route) = console {
+        return ROUTES.iter().position(|r| *r == route);
+    }
     let mut segments = path.strip_prefix("/_admin/accounts/")?.split('/');
     let _account = segments.next().filter(|s| !s.is_empty())?;
     let route = match (

@@ -14,10 +14,10 @@ use sessiond_testkit::RedisServer;
 
 use crate::harness::*;
 
-const TOKEN: &str = "admin-secret-0123456789";
+pub(crate) const TOKEN: &str = "admin-secret-0123456789";
 
 /// The demo configuration with the admin API on.
-fn config() -> String {
+pub(crate) fn config() -> String {
     format!(
         "admin_token = \"{TOKEN}\"\n{}",
         sessiond::config::DEMO_CONFIG
@@ -25,13 +25,13 @@ fn config() -> String {
 }
 
 /// A session app answering `{"loyalty": {"tier": "gold"}}`, counting its calls.
-struct Loyalty {
-    addr: SocketAddr,
+pub(crate) struct Loyalty {
+    pub(crate) addr: SocketAddr,
     calls: Arc<AtomicUsize>,
 }
 
 impl Loyalty {
-    async fn spawn() -> Loyalty {
+    pub(crate) async fn spawn() -> Loyalty {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
@@ -49,7 +49,7 @@ impl Loyalty {
     }
 
     /// The app's install body: VTEX's `configuration.json` plus `url`.
-    fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         json!({
             "loyalty": {"input": {"public": ["loyaltyCard"]}, "output": {"loyalty": ["tier"]}},
             "url": format!("http://{}/", self.addr),
@@ -58,7 +58,7 @@ impl Loyalty {
 }
 
 /// An admin request: the answer's status and JSON body (`null` when there is none).
-async fn admin(
+pub(crate) async fn admin(
     base: &str,
     method: Method,
     path: &str,

@@ -7,6 +7,7 @@ mod harness;
 mod admin;
 mod builtin_apps;
 mod cli;
+mod console;
 mod durability;
 mod fast_paths;
 mod http_app;
