@@ -394,3 +394,54 @@ impl<'a> Visitor<'a> {
         a.json
     }
 }
+
+/// One sample: its name, labels and value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// Prometheus text, parsed: `name{labels} value` lines.
+pub struct Metrics(Vec<Sample>);
+
+impl Metrics {
+    /// The metrics `base` serves at `/metrics`.
+    pub async fn fetch(base: &str) -> Metrics {
+        let answer = plain().get(format!("{base}/metrics")).send().await.unwrap();
+        Metrics::parse(&answer.text().await.unwrap())
+    }
+
+    pub fn parse(text: &str) -> Metrics {
+        let line = regex::Regex::new(r#"^([a-z_]+)(?:\{(.*)\})? (\S+)$"#).unwrap();
+        let label = regex::Regex::new(r#"([a-z_]+)="((?:[^"\\]|\\.)*)""#).unwrap();
+        Metrics(
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .map(|l| {
+                    let c = line
+                        .captures(l)
+                        .unwrap_or_else(|| panic!("not a sample: {l}"));
+                    let labels = c.get(2).map_or(Vec::new(), |ls| {
+                        label
+                            .captures_iter(ls.as_str())
+                            .map(|lc| (lc[1].to_owned(), lc[2].to_owned()))
+                            .collect()
+                    });
+                    (c[1].to_owned(), labels, c[3].parse().unwrap())
+                })
+                .collect(),
+        )
+    }
+
+    /// The sample of `name` with exactly `labels`; 0 when there is none (a counter not yet
+    /// incremented with those labels).
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .iter()
+            .find(|(n, ls, _)| {
+                n == name
+                    && ls.len() == labels.len()
+                    && labels
+                        .iter()
+                        .all(|(k, v)| ls.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map_or(0.0, |(_, _, v)| *v)
+    }
+}

@@ -502,51 +502,6 @@ async fn metrics_count_a_known_load() {
     drop(server);
 }
 
-/// One sample: its name, labels and value.
-type Sample = (String, Vec<(String, String)>, f64);
-
-/// Prometheus text, parsed: `name{labels} value` lines.
-struct Metrics(Vec<Sample>);
-
-impl Metrics {
-    fn parse(text: &str) -> Metrics {
-        let line = regex::Regex::new(r#"^([a-z_]+)(?:\{(.*)\})? (\S+)$"#).unwrap();
-        let label = regex::Regex::new(r#"([a-z_]+)="((?:[^"\\]|\\.)*)""#).unwrap();
-        Metrics(
-            text.lines()
-                .filter(|l| !l.starts_with('#') && !l.is_empty())
-                .map(|l| {
-                    let c = line
-                        .captures(l)
-                        .unwrap_or_else(|| panic!("not a sample: {l}"));
-                    let labels = c.get(2).map_or(Vec::new(), |ls| {
-                        label
-                            .captures_iter(ls.as_str())
-                            .map(|lc| (lc[1].to_owned(), lc[2].to_owned()))
-                            .collect()
-                    });
-                    (c[1].to_owned(), labels, c[3].parse().unwrap())
-                })
-                .collect(),
-        )
-    }
-
-    /// The sample of `name` with exactly `labels`; 0 when there is none (a counter not yet
-    /// incremented with those labels).
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.0
-            .iter()
-            .find(|(n, ls, _)| {
-                n == name
-                    && ls.len() == labels.len()
-                    && labels
-                        .iter()
-                        .all(|(k, v)| ls.iter().any(|(lk, lv)| lk == k && lv == v))
-            })
-            .map_or(0.0, |(_, _, v)| *v)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_and_json_log_lines() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use sessiond_testkit::{RedisCluster, RedisServer};
 
 use crate::harness::{
-    cookie_value, mint, plain, serve, spawn_on, text, token_id, Process, ALICE, STORE_COOKIE,
+    cookie_value, mint, plain, serve, spawn_on, text, token_id, Metrics, Process, ALICE,
+    STORE_COOKIE,
 };
 
 /// `store_timeout`'s default.
@@ -227,20 +228,10 @@ async fn never_older(url: String, nodes: &[RedisServer]) {
     // Sessions A read from Redis (its store metrics: other reads, such as the installed
     // apps a process follows, are not counted here).
     let gets = || async {
-        let metrics = plain()
-            .get(format!("{a}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("sessiond_store_call_duration_seconds_count{operation=\"get\"} ")
-            })
-            .map_or(0, |n| n.parse::<u32>().unwrap())
+        Metrics::fetch(&a).await.get(
+            "sessiond_store_call_duration_seconds_count",
+            &[("operation", "get")],
+        )
     };
     // Reads with no write between them come from A's copy, not from Redis.
     get(&a, &token).await;
