@@ -69,7 +69,7 @@ impl Application {
                 default = account.name == settings.default_account,
                 "account"
             );
-            for warning in crate::cli::app_warnings(account.apps.index().apps()) {
+            for warning in crate::check::app_warnings(account.apps.index().apps()) {
                 tracing::warn!(account = %account.name, "{warning}");
             }
         }

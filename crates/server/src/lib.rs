@@ -23,6 +23,7 @@
 
 pub mod app;
 pub mod catalog;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -234,7 +234,7 @@ async fn list_apps(
         &json!({
             "account": account.name,
             "apps": apps,
-            "warnings": crate::cli::app_warnings(account.apps.index().apps()),
+            "warnings": crate::check::app_warnings(account.apps.index().apps()),
         }),
     ))
 }
@@ -331,7 +331,7 @@ async fn install_app(
         status,
         &json!({
             "app": listed(&account, &state, position),
-            "warnings": crate::cli::app_warnings(account.apps.index().apps()),
+            "warnings": crate::check::app_warnings(account.apps.index().apps()),
         }),
     ))
 }
