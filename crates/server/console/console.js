@@ -113,6 +113,12 @@ function renderApps(list) {
 function editApp(app) {
   const entry = { ...app };
   for (const derived of ["name", "source", "builtin", "signed", "declaration"]) delete entry[derived];
+  // A declaration read from a file on the server is edited inline.
+  if (entry.configuration_file !== undefined) {
+    delete entry.configuration_file;
+    const { input, output, runOnCreate } = app.declaration;
+    entry.configuration = { input, output, runOnCreate };
+  }
   state.editing = app.name;
   $("#app-name").value = app.name;
   $("#app-body").value = JSON.stringify(entry, null, 2);

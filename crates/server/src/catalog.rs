@@ -9,7 +9,7 @@
 //! two administrators changing apps at once through two processes lose neither change.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -51,18 +51,23 @@ pub struct AccountChanges {
 }
 
 impl AccountChanges {
-    /// The apps of an account configured with `configured`, after these changes.
+    /// The apps of an account configured with `configured`, after these changes. An app that
+    /// takes the place of a configured one keeps that one's `secret`: secrets stay in the
+    /// configuration file (never in the store, never shown by the admin API), and replacing a
+    /// signed app through the admin API must not leave its calls unsigned.
     pub fn apply(&self, configured: &[AppConfig]) -> Vec<AppConfig> {
         let mut apps: Vec<AppConfig> = configured
             .iter()
             .filter(|app| !self.removed.contains(&app.name))
-            .map(|app| {
-                self.installed
-                    .iter()
-                    .find(|i| i.name == app.name)
-                    .unwrap_or(app)
-                    .clone()
-            })
+            .map(
+                |app| match self.installed.iter().find(|i| i.name == app.name) {
+                    Some(installed) => AppConfig {
+                        secret: app.secret.clone(),
+                        ..installed.clone()
+                    },
+                    None => app.clone(),
+                },
+            )
             .collect();
         for app in &self.installed {
             if !configured.iter().any(|c| c.name == app.name) {
@@ -102,8 +107,10 @@ pub enum CatalogError {
 pub struct Catalog {
     repo: Arc<Repository>,
     tenancy: Arc<Tenancy>,
-    /// The setting's bytes as last applied (`None`: never set).
-    applied: Mutex<Option<Vec<u8>>>,
+    /// The setting's bytes as last applied (`None`: never set). Held from reading the setting
+    /// to installing what it says, so that a refresh and a change in this process (or two
+    /// changes) install their apps in the order they read and wrote the setting.
+    applied: tokio::sync::Mutex<Option<Vec<u8>>>,
 }
 
 /// What an install did.
@@ -120,7 +127,7 @@ impl Catalog {
         Catalog {
             repo,
             tenancy,
-            applied: Mutex::new(None),
+            applied: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -128,11 +135,15 @@ impl Catalog {
     /// whose changed apps do not validate here (this process's configuration differs) keeps its
     /// apps, with a warning.
     pub async fn refresh(&self) -> Result<(), StoreError> {
+        let mut applied = self.applied.lock().await;
         let stored = self.repo.setting(SETTING).await?;
-        if *self.applied.lock().unwrap_or_else(|p| p.into_inner()) == stored {
+        if *applied == stored {
             return Ok(());
         }
-        let changes = parse(stored.as_deref());
+        let changes = parse(stored.as_deref()).unwrap_or_else(|e| {
+            tracing::warn!("the stored `{SETTING}` setting is unreadable, ignored: {e}");
+            Changes::default()
+        });
         for account in self.tenancy.accounts() {
             let configured = self.tenancy.configured_apps(&account.name).unwrap_or(&[]);
             let apps = changes
@@ -146,7 +157,7 @@ impl Catalog {
                 Ok(next) => {
                     let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
                     tracing::info!(account = %account.name, apps = %names.join(", "), "apps changed");
-                    self.tenancy.replace(next);
+                    self.tenancy.replace(Arc::new(next));
                 }
                 Err(e) => tracing::warn!(
                     account = %account.name,
@@ -154,7 +165,7 @@ impl Catalog {
                 ),
             }
         }
-        *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = stored;
+        *applied = stored;
         Ok(())
     }
 
@@ -180,8 +191,15 @@ impl Catalog {
 
     /// Installs `app` in `account` (replacing the app of the same name), validated as
     /// `sessiond check` validates, stored, and in force in this process at once.
-    pub async fn install(&self, account: &str, app: AppConfig) -> Result<Installed, CatalogError> {
+    /// An app that takes the place of a configured one keeps that one's `secret` (see
+    /// [`AccountChanges::apply`]).
+    pub async fn install(
+        &self,
+        account: &str,
+        mut app: AppConfig,
+    ) -> Result<Installed, CatalogError> {
         let name = app.name.clone();
+        app.secret = None;
         self.change(account, |changes, configured, current| {
             let created = !current.iter().any(|a| a.name == name);
             changes.removed.retain(|r| *r != name);
@@ -190,7 +208,11 @@ impl Catalog {
                 None => changes.installed.push(app.clone()),
             }
             // A configured app that is installed unchanged needs no entry.
-            if configured.contains(&app) {
+            let unsigned = |a: &AppConfig| AppConfig {
+                secret: None,
+                ..a.clone()
+            };
+            if configured.iter().any(|c| unsigned(c) == app) {
                 changes.installed.retain(|a| a.name != name);
             }
             Ok(created)
@@ -233,9 +255,15 @@ impl Catalog {
             .find(account)
             .ok_or_else(|| CatalogError::NoAccount(account.to_owned()))?;
         let configured = self.tenancy.configured_apps(&current.name).unwrap_or(&[]);
+        let mut applied = self.applied.lock().await;
         for _ in 0..ATTEMPTS {
             let stored = self.repo.setting(SETTING).await?;
-            let mut changes = parse(stored.as_deref());
+            // Unreadable (written by another version, say): never overwritten from here.
+            let mut changes = parse(stored.as_deref()).map_err(|e| {
+                CatalogError::Invalid(format!(
+                    "the stored apps cannot be read by this version ({e}); change them where they can"
+                ))
+            })?;
             let entry = changes.accounts.entry(current.name.clone()).or_default();
             let before = entry.apply(configured);
             let result = edit(entry, configured, &before)?;
@@ -257,10 +285,10 @@ impl Catalog {
                 .await
             {
                 Ok(()) => {
-                    self.tenancy.replace(next);
-                    *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
-                    let account = self.tenancy.find(&current.name).expect("it was found");
-                    return Ok((account, result));
+                    let next = Arc::new(next);
+                    self.tenancy.replace(next.clone());
+                    *applied = Some(bytes);
+                    return Ok((next, result));
                 }
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
@@ -270,15 +298,12 @@ impl Catalog {
     }
 }
 
-/// The stored changes; none when the setting is missing or unreadable (with a warning).
-fn parse(stored: Option<&[u8]>) -> Changes {
-    let Some(bytes) = stored else {
-        return Changes::default();
-    };
-    serde_json::from_slice(bytes).unwrap_or_else(|e| {
-        tracing::warn!("the stored `{SETTING}` setting is unreadable, ignored: {e}");
-        Changes::default()
-    })
+/// The stored changes (none when the setting is missing), or why they cannot be read.
+fn parse(stored: Option<&[u8]>) -> Result<Changes, serde_json::Error> {
+    match stored {
+        None => Ok(Changes::default()),
+        Some(bytes) => serde_json::from_slice(bytes),
+    }
 }
 
 #[cfg(test)]

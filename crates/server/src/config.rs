@@ -398,6 +398,13 @@ impl Settings {
         let default_account = file
             .default_account
             .unwrap_or_else(|| file.accounts[0].name.clone());
+        if let Some(token) = &file.admin_token {
+            if token.len() < 16 || token.trim() != token || token.chars().any(char::is_control) {
+                return Err(ConfigError::Invalid(
+                    "admin_token must be at least 16 characters, with no space at either end and no control character; leave it out to keep the admin API off".into(),
+                ));
+            }
+        }
         let mut accounts = file.accounts;
         for a in &mut accounts {
             for app in &mut a.apps {

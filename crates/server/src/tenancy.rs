@@ -344,12 +344,12 @@ impl Tenancy {
 
     /// Makes `account` (built by [`Tenancy::with_apps`]) the one requests for its name get
     /// from now on; requests under way keep the one they started with.
-    pub fn replace(&self, account: Account) {
+    pub fn replace(&self, account: Arc<Account>) {
         if let Some(slot) = self.accounts.get(&account.name) {
             if account.reads_tokens() {
                 account.identity.start();
             }
-            slot.current.store(Arc::new(account));
+            slot.current.store(account);
         }
     }
 

@@ -259,7 +259,8 @@ fn entry(name: &str, body: &Bytes) -> Result<AppConfig, ApiError> {
         Err(e) => return Err(ApiError::bad_request(format!("the body is not JSON: {e}"))),
     };
     // VTEX's configuration.json: the declaration keyed by the app's name.
-    if let Some(Value::Object(declaration)) = fields.remove(name) {
+    let keyed = fields.get(name).is_some_and(Value::is_object);
+    if let Some(Value::Object(declaration)) = keyed.then(|| fields.remove(name)).flatten() {
         if fields.contains_key("configuration") {
             return Err(ApiError::bad_request(format!(
                 "`configuration`: give the declaration once (`configuration` or `{name}`)"
@@ -302,7 +303,15 @@ fn entry(name: &str, body: &Bytes) -> Result<AppConfig, ApiError> {
             "`configuration_file`: give the declaration in the body (`configuration`)",
         ));
     }
-    serde_json::from_value(Value::Object(fields)).map_err(|e| ApiError::bad_request(format!("{e}")))
+    serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        if path == "." || message.contains(&format!("`{path}`")) {
+            ApiError::bad_request(message)
+        } else {
+            ApiError::bad_request(format!("`{path}`: {message}"))
+        }
+    })
 }
 
 /// `PUT /_admin/accounts/{account}/apps/{name}`: installs (or replaces) an app, validated as
@@ -321,7 +330,7 @@ async fn install_app(
         .entries
         .iter()
         .position(|a| a.name == name)
-        .expect("the installed app is there");
+        .ok_or_else(|| ApiError::internal("installing an app", "the app is not in the result"))?;
     let status = if installed.created {
         StatusCode::CREATED
     } else {

@@ -748,7 +748,8 @@ impl SessionService {
         let Some(snapshot) = self.repo.load(id, now).await? else {
             return Ok(None);
         };
-        if snapshot.record().account() != account.name {
+        let record = snapshot.record();
+        if record.account() != account.name || !record.active() {
             return Ok(None);
         }
         Ok(Some(inspected(snapshot.session()?)))
@@ -768,7 +769,8 @@ impl SessionService {
             let Some(snapshot) = self.repo.load(id, now).await? else {
                 return Ok(None);
             };
-            if snapshot.record().account() != account.name {
+            let record = snapshot.record();
+            if record.account() != account.name || !record.active() {
                 return Ok(None);
             }
             let before = snapshot.session()?;

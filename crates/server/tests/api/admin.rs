@@ -262,6 +262,14 @@ async fn apps_are_listed_installed_validated_and_uninstalled() {
             "timeout_ms",
         ),
         (
+            json!({"url": url, "configuration": {}, "timeout_ms": "2000"}),
+            "timeout_ms",
+        ),
+        (
+            json!({"url": url, "configuration": {}, "when": {"a.b": 1}}),
+            "when.a.b",
+        ),
+        (
             json!({"name": "other", "url": url, "configuration": {}}),
             "name",
         ),
@@ -341,6 +349,7 @@ async fn sessions_are_read_by_id_and_their_debug_switched() {
     let app = spawn_with(Some(&config())).await;
     let base = base(&app);
     let mut v = Visitor::new(&app);
+    let first = v.edit(json!({})).await["id"].as_str().unwrap().to_owned();
     v.set_cookie(
         STORE_COOKIE,
         &mint("demo", "alice@example.com", false, None),
@@ -405,6 +414,11 @@ async fn sessions_are_read_by_id_and_their_debug_switched() {
             "{error}"
         );
     }
+    // The session this one replaced at the log-in is no longer a live session.
+    let gone = format!("/_admin/accounts/demo/sessions/{first}");
+    let (status, _) = admin(&base, Method::GET, &gone, Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_ne!(first, id);
     let unknown = "/_admin/accounts/demo/sessions/00000000-0000-4000-8000-000000000000";
     let (status, error) = admin(&base, Method::GET, unknown, Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
@@ -685,4 +699,34 @@ async fn a_debug_session_keeps_its_cycle_traces() {
     )
     .await;
     assert_eq!(off["traces"], json!([]));
+}
+
+/// Replacing a configured app that signs its calls keeps its secret (secrets stay in the
+/// configuration file: never in the store, never shown).
+#[tokio::test]
+async fn a_replaced_signed_app_keeps_its_secret_out_of_the_store() {
+    let loyalty = Loyalty::spawn().await;
+    let config = format!(
+        "{}\n[[accounts.apps]]\nname = \"loyalty\"\nurl = \"http://{}/\"\nsecret = \"very-secret-hmac-key\"\n\
+         configuration = {{ input = {{ public = [\"loyaltyCard\"] }}, output = {{ loyalty = [\"tier\"] }} }}\n",
+        config(),
+        loyalty.addr
+    );
+    let app = spawn_with(Some(&config)).await;
+    let base = base(&app);
+    let path = "/_admin/accounts/demo/apps/loyalty";
+    let mut body = loyalty.body();
+    body["timeout_ms"] = json!(700);
+    let (status, replaced) = admin(&base, Method::PUT, path, Some(TOKEN), Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{replaced}");
+    assert_eq!(replaced["app"]["signed"], true);
+    assert_eq!(replaced["app"]["timeout_ms"], 700);
+    assert!(!replaced.to_string().contains("very-secret-hmac-key"));
+    let stored = app.store.setting("apps").await.unwrap().unwrap();
+    let stored = String::from_utf8(stored).unwrap();
+    assert!(
+        stored.contains("700") && !stored.contains("very-secret"),
+        "{stored}"
+    );
+    assert_eq!(tier_after_card(&base).await.as_deref(), Some("gold"));
 }

@@ -67,6 +67,10 @@ fn check_refuses_a_bad_configuration_clearly() {
             "session_ttl",
         ),
         (
+            "admin_token = \"\"\n[[accounts]]\nname = \"a\"\n",
+            "admin_token must be at least 16 characters",
+        ),
+        (
             "[[accounts]]\nname = \"a\"\n[[accounts.apps]]\nname = \"vtex.store-session\"\nwhen = { isAuthenticated = \"true\" }\n",
             "`when.isAuthenticated`: a condition's key must be `namespace.key`",
         ),

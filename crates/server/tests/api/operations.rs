@@ -595,7 +595,10 @@ async fn the_jwks_verifies_the_session_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_matches_the_router_and_vtex() {
     // With the admin API on, so that its routes are routed too.
-    let config = format!("admin_token = \"t0ken\"\n{}", sessiond::config::DEMO_CONFIG);
+    let config = format!(
+        "admin_token = \"t0ken-t0ken-t0ken\"\n{}",
+        sessiond::config::DEMO_CONFIG
+    );
     let app = spawn_with(Some(&config)).await;
     let doc = get_json(&app, "/openapi.json", "").await;
     assert_eq!(doc["openapi"], "3.1.0");
