@@ -126,7 +126,7 @@ fn rejection(status: u16, answer: &[u8]) -> AppError {
 
 /// Reads `{"<ns>": {"<key>": {"value": v}}}`; `null` values delete. Anything else fails the
 /// whole answer (a partial answer is never applied).
-fn parse_answer(answer: &[u8]) -> Result<Changes, AppError> {
+pub fn parse_answer(answer: &[u8]) -> Result<Changes, AppError> {
     let malformed = |why: String| AppError::Failed(format!("malformed answer: {why}"));
     if answer.iter().all(u8::is_ascii_whitespace) {
         return Ok(Changes::new());

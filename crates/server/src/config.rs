@@ -307,13 +307,19 @@ impl Settings {
             })?,
             None => DEMO_CONFIG.to_owned(),
         };
-        let file: FileConfig = toml::from_str(&text)?;
         let base = config.and_then(Path::parent).unwrap_or(Path::new("."));
-        let mut settings = Settings::resolve(file, overrides, base)?;
+        let mut settings = Settings::from_text(&text, overrides, base)?;
         if let Some(path) = config {
             settings.source = ConfigSource::File(path.to_owned());
         }
         Ok(settings)
+    }
+
+    /// The settings a configuration file's `text` gives, with `overrides`; the files it names
+    /// are read relative to `base`.
+    pub fn from_text(text: &str, overrides: Overrides, base: &Path) -> Result<Self, ConfigError> {
+        let file: FileConfig = toml::from_str(text)?;
+        Settings::resolve(file, overrides, base)
     }
 
     fn resolve(file: FileConfig, o: Overrides, base: &Path) -> Result<Self, ConfigError> {

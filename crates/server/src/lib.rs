@@ -27,6 +27,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod fuzz;
 pub mod http;
 pub mod prehashed;
 pub mod repo;

@@ -242,7 +242,7 @@ async fn list_apps(
 /// The app entry of an install request: an entry as in the configuration (`url`,
 /// `configuration`, `run_on_create`, `timeout_ms`, `when`), or VTEX's `configuration.json`
 /// (`{"<name>": {"input", "output"}}`, or the declaration alone) plus `url`.
-fn entry(name: &str, body: &Bytes) -> Result<AppConfig, ApiError> {
+pub(crate) fn entry(name: &str, body: &Bytes) -> Result<AppConfig, ApiError> {
     if name.is_empty()
         || name.len() > MAX_APP_NAME
         || !name
