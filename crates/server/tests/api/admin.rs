@@ -78,6 +78,21 @@ pub(crate) async fn admin(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// GET `path` with the admin token.
+async fn get(base: &str, path: &str) -> (StatusCode, Value) {
+    admin(base, Method::GET, path, Some(TOKEN), None).await
+}
+
+/// PUT `body` to `path` with the admin token.
+async fn put(base: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    admin(base, Method::PUT, path, Some(TOKEN), Some(body)).await
+}
+
+/// DELETE `path` with the admin token.
+async fn delete(base: &str, path: &str) -> (StatusCode, Value) {
+    admin(base, Method::DELETE, path, Some(TOKEN), None).await
+}
+
 fn base(app: &TestApp) -> String {
     app.url("")
 }
@@ -111,7 +126,7 @@ async fn without_admin_token_there_is_no_admin_api() {
         "/_admin/accounts/demo/apps",
         "/_admin/accounts/demo/sessions/6c1f7c3e-8a5b-4d1e-9f20-3b7a2c9d4e51",
     ] {
-        let (status, body) = admin(&base(&app), Method::GET, path, Some(TOKEN), None).await;
+        let (status, body) = get(&base(&app), path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(body["type"], "NotFound");
     }
@@ -177,14 +192,7 @@ async fn every_admin_route_wants_the_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let (status, _) = admin(
-        &base(&app),
-        Method::GET,
-        "/_admin/accounts/demo/apps",
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let (status, _) = get(&base(&app), "/_admin/accounts/demo/apps").await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -194,7 +202,7 @@ async fn apps_are_listed_installed_validated_and_uninstalled() {
     let base = base(&app);
     let loyalty = Loyalty::spawn().await;
     let apps = "/_admin/accounts/demo/apps";
-    let (status, list) = admin(&base, Method::GET, apps, Some(TOKEN), None).await;
+    let (status, list) = get(&base, apps).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["account"], "demo");
     let builtins = app_names(&list);
@@ -207,8 +215,7 @@ async fn apps_are_listed_installed_validated_and_uninstalled() {
 
     // Installed (VTEX's configuration.json plus url): 201, listed last, used at once.
     let path = format!("{apps}/loyalty");
-    let (status, installed) =
-        admin(&base, Method::PUT, &path, Some(TOKEN), Some(loyalty.body())).await;
+    let (status, installed) = put(&base, &path, loyalty.body()).await;
     assert_eq!(status, StatusCode::CREATED, "{installed}");
     assert_eq!(installed["app"]["name"], "loyalty");
     assert_eq!(installed["app"]["source"], "admin");
@@ -216,7 +223,7 @@ async fn apps_are_listed_installed_validated_and_uninstalled() {
         installed["app"]["declaration"]["input"],
         json!({"public": ["loyaltyCard"]})
     );
-    let (_, list) = admin(&base, Method::GET, apps, Some(TOKEN), None).await;
+    let (_, list) = get(&base, apps).await;
     assert_eq!(app_names(&list).last(), Some(&"loyalty"));
     assert_eq!(tier_after_card(&base).await.as_deref(), Some("gold"));
     assert_eq!(loyalty.calls(), 1);
@@ -228,7 +235,7 @@ async fn apps_are_listed_installed_validated_and_uninstalled() {
         "when": {"public.member": true},
         "timeout_ms": 500,
     });
-    let (status, replaced) = admin(&base, Method::PUT, &path, Some(TOKEN), Some(entry)).await;
+    let (status, replaced) = put(&base, &path, entry).await;
     assert_eq!(status, StatusCode::OK, "{replaced}");
     assert_eq!(
         replaced["app"]["declaration"]["when"],
@@ -276,24 +283,16 @@ async fn apps_are_listed_installed_validated_and_uninstalled() {
         (json!({"configuration": {}}), "url"),
         (json!([1]), "JSON object"),
     ] {
-        let (status, error) =
-            admin(&base, Method::PUT, &path, Some(TOKEN), Some(body.clone())).await;
+        let (status, error) = put(&base, &path, body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {error}");
         assert_eq!(error["type"], "BadRequest");
         let message = error["message"].as_str().unwrap();
         assert!(message.contains(field), "{field} in {message}");
     }
-    let (status, error) = admin(
-        &base,
-        Method::PUT,
-        &format!("{apps}/bad%20name"),
-        Some(TOKEN),
-        Some(loyalty.body()),
-    )
-    .await;
+    let (status, error) = put(&base, &format!("{apps}/bad%20name"), loyalty.body()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
     assert!(error["message"].as_str().unwrap().contains("name"));
-    let (_, after) = admin(&base, Method::GET, apps, Some(TOKEN), None).await;
+    let (_, after) = get(&base, apps).await;
     assert_eq!(
         after["apps"],
         list["apps"]
@@ -316,29 +315,15 @@ async fn apps_are_listed_installed_validated_and_uninstalled() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {error}");
         assert_eq!(error["type"], "NotFound");
     }
-    let (status, _) = admin(
-        &base,
-        Method::PUT,
-        "/_admin/accounts/nope/apps/loyalty",
-        Some(TOKEN),
-        Some(loyalty.body()),
-    )
-    .await;
+    let (status, _) = put(&base, "/_admin/accounts/nope/apps/loyalty", loyalty.body()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Uninstalled: 204, gone from the list; a configured app too.
-    let (status, _) = admin(&base, Method::DELETE, &path, Some(TOKEN), None).await;
+    let (status, _) = delete(&base, &path).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = admin(
-        &base,
-        Method::DELETE,
-        &format!("{apps}/vtex.rnb-session"),
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let (status, _) = delete(&base, &format!("{apps}/vtex.rnb-session")).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, list) = admin(&base, Method::GET, apps, Some(TOKEN), None).await;
+    let (_, list) = get(&base, apps).await;
     let names = app_names(&list);
     assert_eq!(names.len(), 5);
     assert!(!names.contains(&"loyalty") && !names.contains(&"vtex.rnb-session"));
@@ -357,7 +342,7 @@ async fn sessions_are_read_by_id_and_their_debug_switched() {
     let s = v.edit(json!({"color": {"value": "red"}})).await;
     let id = s["id"].as_str().unwrap().to_owned();
     let path = format!("/_admin/accounts/demo/sessions/{id}");
-    let (status, read) = admin(&base, Method::GET, &path, Some(TOKEN), None).await;
+    let (status, read) = get(&base, &path).await;
     assert_eq!(status, StatusCode::OK, "{read}");
     assert_eq!(read["id"], id.as_str());
     assert_eq!(read["account"], "demo");
@@ -374,28 +359,14 @@ async fn sessions_are_read_by_id_and_their_debug_switched() {
     assert!(!read.to_string().contains(v.session.as_deref().unwrap()));
 
     let debug = format!("{path}/debug");
-    let (status, on) = admin(
-        &base,
-        Method::PUT,
-        &debug,
-        Some(TOKEN),
-        Some(json!({"debug": true})),
-    )
-    .await;
+    let (status, on) = put(&base, &debug, json!({"debug": true})).await;
     assert_eq!(status, StatusCode::OK, "{on}");
     assert_eq!(on["debug"], true);
     assert_eq!(v.get().await["debug"], true, "the session says so too");
-    let (_, read) = admin(&base, Method::GET, &path, Some(TOKEN), None).await;
+    let (_, read) = get(&base, &path).await;
     assert_eq!(read["debug"], true);
     assert_eq!(read["namespaces"]["public"]["color"]["value"], "red");
-    let (status, off) = admin(
-        &base,
-        Method::PUT,
-        &debug,
-        Some(TOKEN),
-        Some(json!({"debug": false})),
-    )
-    .await;
+    let (status, off) = put(&base, &debug, json!({"debug": false})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(off["debug"], false);
 
@@ -405,8 +376,7 @@ async fn sessions_are_read_by_id_and_their_debug_switched() {
         json!({"debug": true, "x": 1}),
         json!([true]),
     ] {
-        let (status, error) =
-            admin(&base, Method::PUT, &debug, Some(TOKEN), Some(body.clone())).await;
+        let (status, error) = put(&base, &debug, body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert!(
             error["message"].as_str().unwrap().contains("debug")
@@ -416,42 +386,21 @@ async fn sessions_are_read_by_id_and_their_debug_switched() {
     }
     // The session this one replaced at the log-in is no longer a live session.
     let gone = format!("/_admin/accounts/demo/sessions/{first}");
-    let (status, _) = admin(&base, Method::GET, &gone, Some(TOKEN), None).await;
+    let (status, _) = get(&base, &gone).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_ne!(first, id);
     let unknown = "/_admin/accounts/demo/sessions/00000000-0000-4000-8000-000000000000";
-    let (status, error) = admin(&base, Method::GET, unknown, Some(TOKEN), None).await;
+    let (status, error) = get(&base, unknown).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
-    let (status, _) = admin(
-        &base,
-        Method::PUT,
-        &format!("{unknown}/debug"),
-        Some(TOKEN),
-        Some(json!({"debug": true})),
-    )
-    .await;
+    let (status, _) = put(&base, &format!("{unknown}/debug"), json!({"debug": true})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, error) = admin(
-        &base,
-        Method::GET,
-        "/_admin/accounts/demo/sessions/not-an-id",
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let (status, error) = get(&base, "/_admin/accounts/demo/sessions/not-an-id").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         error["message"].as_str().unwrap().contains("`id`"),
         "{error}"
     );
-    let (status, _) = admin(
-        &base,
-        Method::GET,
-        &format!("/_admin/accounts/nope/sessions/{id}"),
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let (status, _) = get(&base, &format!("/_admin/accounts/nope/sessions/{id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -475,35 +424,14 @@ async fn an_installed_app_survives_a_restart_on_the_embedded_store() {
     let loyalty = Loyalty::spawn().await;
     {
         let (_process, base) = serve_admin(dir.path(), "embedded");
-        let (status, _) = admin(
-            &base,
-            Method::PUT,
-            "/_admin/accounts/demo/apps/loyalty",
-            Some(TOKEN),
-            Some(loyalty.body()),
-        )
-        .await;
+        let (status, _) = put(&base, "/_admin/accounts/demo/apps/loyalty", loyalty.body()).await;
         assert_eq!(status, StatusCode::CREATED);
-        let (status, _) = admin(
-            &base,
-            Method::DELETE,
-            "/_admin/accounts/demo/apps/vtex.rnb-session",
-            Some(TOKEN),
-            None,
-        )
-        .await;
+        let (status, _) = delete(&base, "/_admin/accounts/demo/apps/vtex.rnb-session").await;
         assert_eq!(status, StatusCode::NO_CONTENT);
     }
     let (_process, base) = serve_admin(dir.path(), "embedded");
     assert_eq!(tier_after_card(&base).await.as_deref(), Some("gold"));
-    let (_, list) = admin(
-        &base,
-        Method::GET,
-        "/_admin/accounts/demo/apps",
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let (_, list) = get(&base, "/_admin/accounts/demo/apps").await;
     let names = app_names(&list);
     assert_eq!(names.last(), Some(&"loyalty"));
     assert!(!names.contains(&"vtex.rnb-session"));
@@ -517,26 +445,12 @@ async fn an_app_installed_through_one_process_is_used_by_another_on_redis() {
     let (_a, a) = serve_admin(dir_a.path(), &redis.url());
     let (_b, b) = serve_admin(dir_b.path(), &redis.url());
     assert_eq!(tier_after_card(&b).await, None);
-    let (status, _) = admin(
-        &a,
-        Method::PUT,
-        "/_admin/accounts/demo/apps/loyalty",
-        Some(TOKEN),
-        Some(loyalty.body()),
-    )
-    .await;
+    let (status, _) = put(&a, "/_admin/accounts/demo/apps/loyalty", loyalty.body()).await;
     assert_eq!(status, StatusCode::CREATED);
     // B reads the stored apps four times a second: its requests use the app from then on.
     let installed = Instant::now();
     loop {
-        let (_, list) = admin(
-            &b,
-            Method::GET,
-            "/_admin/accounts/demo/apps",
-            Some(TOKEN),
-            None,
-        )
-        .await;
+        let (_, list) = get(&b, "/_admin/accounts/demo/apps").await;
         if app_names(&list).contains(&"loyalty") {
             break;
         }
@@ -548,24 +462,10 @@ async fn an_app_installed_through_one_process_is_used_by_another_on_redis() {
     }
     assert_eq!(tier_after_card(&b).await.as_deref(), Some("gold"));
     // Uninstalled through B: A stops using it.
-    let (status, _) = admin(
-        &b,
-        Method::DELETE,
-        "/_admin/accounts/demo/apps/loyalty",
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let (status, _) = delete(&b, "/_admin/accounts/demo/apps/loyalty").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     loop {
-        let (_, list) = admin(
-            &a,
-            Method::GET,
-            "/_admin/accounts/demo/apps",
-            Some(TOKEN),
-            None,
-        )
-        .await;
+        let (_, list) = get(&a, "/_admin/accounts/demo/apps").await;
         if !app_names(&list).contains(&"loyalty") {
             break;
         }
@@ -599,14 +499,7 @@ async fn a_debug_session_keeps_its_cycle_traces() {
         .unwrap()
         .to_owned();
     let path = format!("/_admin/accounts/demo/sessions/{id}");
-    let (status, _) = admin(
-        &base,
-        Method::PUT,
-        &format!("{path}/debug"),
-        Some(TOKEN),
-        Some(json!({"debug": true})),
-    )
-    .await;
+    let (status, _) = put(&base, &format!("{path}/debug"), json!({"debug": true})).await;
     assert_eq!(status, StatusCode::OK);
 
     // Log-in: the loyalty app runs once its condition holds.
@@ -616,7 +509,7 @@ async fn a_debug_session_keeps_its_cycle_traces() {
     assert_eq!(text(&s, "loyalty", "tier"), Some("gold"));
     let id = s["id"].as_str().unwrap().to_owned();
     let path = format!("/_admin/accounts/demo/sessions/{id}");
-    let (_, read) = admin(&base, Method::GET, &path, Some(TOKEN), None).await;
+    let (_, read) = get(&base, &path).await;
     assert_eq!(read["debug"], true, "the new id keeps debug");
     let traces = read["traces"].as_array().unwrap();
     assert_eq!(traces.len(), 1, "{read}");
@@ -656,7 +549,7 @@ async fn a_debug_session_keeps_its_cycle_traces() {
     assert_eq!(text(&s, "loyalty", "tier"), None);
     let id = s["id"].as_str().unwrap().to_owned();
     let path = format!("/_admin/accounts/demo/sessions/{id}");
-    let (_, read) = admin(&base, Method::GET, &path, Some(TOKEN), None).await;
+    let (_, read) = get(&base, &path).await;
     let traces = read["traces"].as_array().unwrap();
     assert_eq!(traces.len(), 2);
     let logout = &traces[1];
@@ -680,7 +573,7 @@ async fn a_debug_session_keeps_its_cycle_traces() {
     for i in 0..25 {
         v.edit(json!({"n": {"value": i.to_string()}})).await;
     }
-    let (_, read) = admin(&base, Method::GET, &path, Some(TOKEN), None).await;
+    let (_, read) = get(&base, &path).await;
     let traces = read["traces"].as_array().unwrap();
     assert_eq!(traces.len(), 20);
     assert_eq!(
@@ -690,14 +583,7 @@ async fn a_debug_session_keeps_its_cycle_traces() {
     );
     assert!(traces[19]["at"].as_u64() >= traces[0]["at"].as_u64());
     // Debug off: the traces go.
-    let (_, off) = admin(
-        &base,
-        Method::PUT,
-        &format!("{path}/debug"),
-        Some(TOKEN),
-        Some(json!({"debug": false})),
-    )
-    .await;
+    let (_, off) = put(&base, &format!("{path}/debug"), json!({"debug": false})).await;
     assert_eq!(off["traces"], json!([]));
 }
 
@@ -717,7 +603,7 @@ async fn a_replaced_signed_app_keeps_its_secret_out_of_the_store() {
     let path = "/_admin/accounts/demo/apps/loyalty";
     let mut body = loyalty.body();
     body["timeout_ms"] = json!(700);
-    let (status, replaced) = admin(&base, Method::PUT, path, Some(TOKEN), Some(body)).await;
+    let (status, replaced) = put(&base, path, body).await;
     assert_eq!(status, StatusCode::OK, "{replaced}");
     assert_eq!(replaced["app"]["signed"], true);
     assert_eq!(replaced["app"]["timeout_ms"], 700);
