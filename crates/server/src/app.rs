@@ -11,6 +11,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::config::StoreSpec;
 use crate::http::admin::AdminToken;
+use crate::http::connections::ConnectionLimits;
 use crate::http::cookies::{CookieLines, CookieStyle};
 use crate::http::request::Filters;
 use crate::http::{AppState, Observe};
@@ -34,6 +35,7 @@ pub struct Application {
     state: Arc<AppState>,
     store: Arc<dyn SessionStore>,
     shutdown_timeout: Duration,
+    connections: ConnectionLimits,
 }
 
 impl Application {
@@ -187,6 +189,7 @@ impl Application {
             state,
             store,
             shutdown_timeout: settings.shutdown_timeout,
+            connections: ConnectionLimits::new(&settings.limits),
         })
     }
 
@@ -248,20 +251,16 @@ impl Application {
             })
         });
         let drained = until_stopping(stopping);
-        let server = axum::serve(
-            self.listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service(self.service),
-        )
-        .with_graceful_shutdown(signal);
+        let server =
+            crate::http::connections::serve(self.listener, self.service, self.connections, signal);
         let timeout = self.shutdown_timeout;
-        let result = tokio::select! {
-            result = server => result,
+        tokio::select! {
+            () = server => {},
             () = async move {
                 drained.await;
                 tokio::time::sleep(timeout).await;
             } => {
                 tracing::warn!(?timeout, "requests still in flight after shutdown_timeout; stopping without them");
-                Ok(())
             }
         };
         purge.abort();
@@ -272,6 +271,6 @@ impl Application {
         drop(self.state);
         drop(self.store);
         tracing::info!("stopped");
-        result
+        Ok(())
     }
 }

@@ -96,6 +96,13 @@ pub struct FileConfig {
     pub cache_sessions: Option<usize>,
     /// How long a stopping server lets requests in flight finish, humantime (`30s`).
     pub shutdown_timeout: Option<String>,
+    /// How long a client may take to send a request's head (request line and headers), also
+    /// the longest a kept-alive connection may wait idle for its next request, humantime
+    /// (`10s`).
+    pub header_read_timeout: Option<String>,
+    /// How long a client may take to send a request's body once its head is in, humantime
+    /// (`30s`).
+    pub request_timeout: Option<String>,
     /// Log format: `text` (default) or `json`.
     pub log_format: Option<String>,
     /// An address serving `GET /metrics` alone (`listen` then answers 404 for it).
@@ -134,6 +141,10 @@ pub struct LimitsConfig {
     pub max_value_bytes: Option<usize>,
     /// Deepest JSON nesting of a value.
     pub max_json_depth: Option<usize>,
+    /// Largest request head (request line and headers), bytes.
+    pub max_header_bytes: Option<usize>,
+    /// Most client connections open at once.
+    pub max_connections: Option<usize>,
 }
 
 /// One account as written.
@@ -211,6 +222,15 @@ pub struct Limits {
     pub max_value_bytes: usize,
     /// Deepest JSON nesting of a value.
     pub max_json_depth: usize,
+    /// Largest request head (request line and headers), bytes.
+    pub max_header_bytes: usize,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Longest time to send a request's head; also the longest idle wait of a kept-alive
+    /// connection.
+    pub header_read_timeout: Duration,
+    /// Longest time to send a request's body.
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -221,6 +241,10 @@ impl Default for Limits {
             max_key_bytes: 256,
             max_value_bytes: 16 * 1024,
             max_json_depth: 16,
+            max_header_bytes: 32 * 1024,
+            max_connections: 25_000,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -379,7 +403,22 @@ impl Settings {
             max_key_bytes: l.max_key_bytes.unwrap_or(defaults.max_key_bytes),
             max_value_bytes: l.max_value_bytes.unwrap_or(defaults.max_value_bytes),
             max_json_depth: l.max_json_depth.unwrap_or(defaults.max_json_depth),
+            max_header_bytes: l.max_header_bytes.unwrap_or(defaults.max_header_bytes),
+            max_connections: l.max_connections.unwrap_or(defaults.max_connections),
+            header_read_timeout: duration("header_read_timeout", file.header_read_timeout, "10s")?,
+            request_timeout: duration("request_timeout", file.request_timeout, "30s")?,
         };
+        // hyper keeps a request head in a buffer of at least 8 KiB.
+        if limits.max_header_bytes < 8 * 1024 {
+            return Err(ConfigError::Invalid(
+                "limits.max_header_bytes must be at least 8192".into(),
+            ));
+        }
+        if limits.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections must be more than zero".into(),
+            ));
+        }
         let signing_key_pem = match (file.signing_key_pem, file.signing_key_file) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid(

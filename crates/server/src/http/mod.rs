@@ -23,6 +23,7 @@ use error::ApiError;
 use request::{Filters, Query, RequestCookies, SESSION_COOKIE};
 
 pub mod admin;
+pub mod connections;
 pub mod cookies;
 pub mod error;
 mod observe;

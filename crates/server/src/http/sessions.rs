@@ -99,10 +99,20 @@ async fn read_body(limits: &Limits, headers: &HeaderMap, body: Body) -> Result<V
     if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limits.max_body_bytes)
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|_| too_large())
+    // A body trickled in (or promised by `Content-Length` and never sent) holds the request
+    // for `request_timeout` at most.
+    match tokio::time::timeout(
+        limits.request_timeout,
+        axum::body::to_bytes(body, limits.max_body_bytes),
+    )
+    .await
+    {
+        Ok(read) => read.map(|b| b.to_vec()).map_err(|_| too_large()),
+        Err(_) => Err(ApiError::request_timeout(format!(
+            "the body did not arrive within {} (request_timeout)",
+            humantime::format_duration(limits.request_timeout)
+        ))),
+    }
 }
 
 async fn edit(

@@ -187,6 +187,13 @@ pub fn sessiond() -> std::process::Command {
 /// A `sessiond serve` process, SIGKILLed when dropped (also when a test fails).
 pub struct Process(std::process::Child);
 
+impl Process {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -10,6 +10,7 @@ mod cli;
 mod console;
 mod durability;
 mod fast_paths;
+mod hostile;
 mod http_app;
 mod identity;
 mod operations;
