@@ -16,4 +16,5 @@ mod identity;
 mod operations;
 mod redis;
 mod sessions;
+mod soak;
 mod tokens_and_tenancy;
