@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::app::{AppIndex, AppSpec, KeyPattern};
 use crate::items::SECRET_NAMESPACE;
-use crate::session::{Changes, Delta, Key, Namespace, Namespaces, Session};
+use crate::session::{Changes, Delta, Key, Namespace, Namespaces, Session, SessionId};
 use crate::trace::{AppCall, Round, Skipped, Trace};
 
 /// A boxed, sendable future (what [`Transformer::transform`] returns).
@@ -38,6 +38,9 @@ pub struct Call<'a> {
     pub app: &'a AppSpec,
     /// The account the session belongs to.
     pub account: &'a str,
+    /// The session's id: what an app derives from it is the same every time the session is
+    /// derived (a session is derived again until it is first saved).
+    pub session: SessionId,
     /// The app's declared inputs that are set, and nothing else.
     pub input: Namespaces,
     /// Every key changed so far in this cycle (the request's changes and earlier rounds).
@@ -261,6 +264,7 @@ pub async fn run_with(
                 let call = Call {
                     app: spec,
                     account,
+                    session: session.id,
                     input,
                     changed: &all_changed,
                 };

@@ -58,26 +58,40 @@ pub struct Snapshot {
     filtered: OnceLock<(Arc<Filter>, Bytes)>,
     /// What a layer above derived from this version (see [`Derived`]).
     derived: OnceLock<Box<dyn Derived>>,
+    /// Whether the record is stored (else it was derived here and not saved yet).
+    stored: bool,
 }
 
 impl Snapshot {
-    fn of(record: Record, session: Option<Session>) -> Self {
+    fn of(record: Record, session: Option<Session>, stored: bool) -> Self {
         Snapshot {
             record,
             session: session.map(OnceLock::from).unwrap_or_default(),
             filtered: OnceLock::new(),
             derived: OnceLock::new(),
+            stored,
         }
     }
 
     /// A snapshot of a record read from the store: nothing is decoded until needed.
     pub fn read(record: Record) -> Self {
-        Snapshot::of(record, None)
+        Snapshot::of(record, None, true)
     }
 
-    /// A snapshot of `session`, encoded here (a session that is not stored).
+    /// A snapshot of `session`, encoded here: a session that is not stored.
     pub fn new(session: Session) -> Self {
-        Snapshot::of(Record::encode(&session, None), Some(session))
+        Snapshot::of(Record::encode(&session, None), Some(session), false)
+    }
+
+    /// Whether this version is stored (a session derived and not saved yet is not).
+    pub fn stored(&self) -> bool {
+        self.stored
+    }
+
+    /// The version a save of the next one expects to find stored: this one's, or none when
+    /// this one is not stored.
+    pub fn expected(&self) -> Option<u64> {
+        self.stored.then(|| self.record.version())
     }
 
     /// A snapshot of `record`, saved as the next stored version of `previous`'s session: what

@@ -75,6 +75,10 @@ pub mod names {
     pub const HTTP_DURATION: &str = "sessiond_http_request_duration_seconds";
     /// Sessions created.
     pub const SESSIONS_CREATED: &str = "sessiond_sessions_created_total";
+    /// Sessions created without a write: they hold only what the create cycle derives.
+    pub const SESSIONS_UNSAVED: &str = "sessiond_sessions_unsaved_total";
+    /// Sessions not saved yet derived again for a request presenting their token.
+    pub const SESSIONS_DERIVED: &str = "sessiond_sessions_derived_total";
     /// Log-ins: a session moved to a new id because a visitor became authenticated.
     pub const LOGINS: &str = "sessiond_logins_total";
     /// Log-outs: a session moved to a new id because its visitor stopped being authenticated.
@@ -131,6 +135,10 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// [`names::SESSIONS_CREATED`].
     pub sessions_created: IntCounter,
+    /// [`names::SESSIONS_UNSAVED`].
+    pub sessions_unsaved: IntCounter,
+    /// [`names::SESSIONS_DERIVED`].
+    pub sessions_derived: IntCounter,
     /// [`names::LOGINS`].
     pub logins: IntCounter,
     /// [`names::LOGOUTS`].
@@ -201,6 +209,14 @@ pub fn metrics() -> &'static Metrics {
                 SECONDS,
             ),
             sessions_created: counter(SESSIONS_CREATED, "Sessions created."),
+            sessions_unsaved: counter(
+                SESSIONS_UNSAVED,
+                "Sessions created without a write (holding only what the create cycle derives).",
+            ),
+            sessions_derived: counter(
+                SESSIONS_DERIVED,
+                "Sessions not saved yet, derived again for a request presenting their token.",
+            ),
             logins: counter(
                 LOGINS,
                 "Log-ins (identity rotations to an authenticated visitor).",

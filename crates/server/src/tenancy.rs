@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use sessiond_apps::http::HttpApp;
 use sessiond_apps::identity::Verifier;
 use sessiond_apps::{builtin, CommerceData};
-use sessiond_core::{AppSpec, Apps, Transformer};
+use sessiond_core::{AppSpec, Apps, Key, Transformer};
 
 use crate::config::{AccountConfig, AppConfig, ConfigError};
 
@@ -43,6 +43,11 @@ pub struct Account {
     /// The installed apps as written (in precedence order), what [`Account::apps`] was built
     /// from.
     pub entries: Vec<AppConfig>,
+    /// Whether a new session that holds only what the create cycle derives can go unsaved
+    /// until it first changes: no HTTP app can take part in the create cycle (none runs on
+    /// create, nor watches anything an app of the create cycle writes), so the cycle gives
+    /// the same session every time it derives it again, without a call out.
+    pub lazy_creates: bool,
 }
 
 impl Account {
@@ -81,6 +86,7 @@ impl Account {
             commerce,
             identity,
             entries: Vec::new(),
+            lazy_creates: true,
         };
         account.with_apps(&cfg.apps, client)
     }
@@ -131,14 +137,19 @@ impl Account {
             }
             installed.push((spec, transformer, timeout));
         }
+        let apps = Apps::new(installed);
+        let lazy_creates = !create_cycle(apps.index().apps())
+            .into_iter()
+            .any(|i| entries[i].url.is_some());
         Ok(Account {
             name: self.name.clone(),
             id: self.id.clone(),
             max_rounds: self.max_rounds,
-            apps: Apps::new(installed),
+            apps,
             commerce: commerce.clone(),
             identity: identity.clone(),
             entries: entries.to_vec(),
+            lazy_creates,
         })
     }
 
@@ -151,6 +162,30 @@ impl Account {
             .iter()
             .any(|app| app.name == builtin::AUTHENTICATION)
     }
+}
+
+/// The apps (positions) a create cycle may call when the request changes nothing: those run on
+/// create or triggered by the account keys every new session gets, and those triggered by
+/// what any of these writes.
+fn create_cycle(apps: &[AppSpec]) -> Vec<usize> {
+    let account_keys = [
+        Key::new("account", "id"),
+        Key::new("account", "accountName"),
+    ];
+    let feeds = crate::check::feeds(apps);
+    let mut called: Vec<usize> = (0..apps.len())
+        .filter(|&i| apps[i].run_on_create || account_keys.iter().any(|k| apps[i].triggered_by(k)))
+        .collect();
+    let mut next = 0;
+    while next < called.len() {
+        for &j in &feeds[called[next]] {
+            if !called.contains(&j) {
+                called.push(j);
+            }
+        }
+        next += 1;
+    }
+    called
 }
 
 /// The transform URL of an HTTP app: `url` as given, or `<url>/_v/<name>/session/transform` when
@@ -397,6 +432,41 @@ mod tests {
             "demo"
         );
         assert_eq!(t.resolve(None, None).name, "demo");
+    }
+
+    #[test]
+    fn creates_are_lazy_unless_an_http_app_takes_part_in_the_create_cycle() {
+        let demo = tenancy().resolve(None, None);
+        assert!(demo.lazy_creates, "built-in apps only");
+        let client = reqwest::Client::new();
+        let with = |declaration: &str| {
+            let app: AppConfig = toml::from_str(&format!(
+                "name = \"x\"\nurl = \"http://127.0.0.1:1\"\nconfiguration = {declaration}"
+            ))
+            .unwrap();
+            let mut entries = demo.entries.clone();
+            entries.push(app);
+            demo.with_apps(&entries, &client).unwrap().lazy_creates
+        };
+        let loyalty =
+            r#"{ input = { public = ["loyaltyCard"] }, output = { loyalty = ["tier"] } }"#;
+        assert!(
+            with(loyalty),
+            "an app called only for a value the request sets"
+        );
+        let on_create =
+            r#"{ runOnCreate = true, input = { public = ["a"] }, output = { x = ["y"] } }"#;
+        assert!(!with(on_create), "an app run on create");
+        let channel = r#"{ input = { store = ["channel"] }, output = { x = ["y"] } }"#;
+        assert!(
+            !with(channel),
+            "an app watching what the create cycle writes"
+        );
+        let account = r#"{ input = { account = ["id"] }, output = { x = ["y"] } }"#;
+        assert!(
+            !with(account),
+            "an app watching the account keys every session gets"
+        );
     }
 
     #[test]

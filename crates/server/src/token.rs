@@ -80,6 +80,15 @@ pub struct Claims {
     pub exp: u64,
     /// Unique token id.
     pub jti: String,
+    /// Set when the session was not saved when the token was issued: a session that holds
+    /// only what its create cycle derives is written when something first changes it, and
+    /// until then it is derived again whenever its token is presented.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unsaved: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A token verified for one request: the session it names and when it should be renewed.
@@ -91,6 +100,8 @@ pub struct Verified {
     pub exp: u64,
     /// Issue time, seconds since the epoch.
     pub iat: u64,
+    /// Whether it names a session that was not saved when it was issued ([`Claims::unsaved`]).
+    pub unsaved: bool,
 }
 
 impl Verified {
@@ -262,6 +273,18 @@ impl Keyring {
         now: u64,
         ttl_secs: u64,
     ) -> String {
+        self.issue_for(id, (account, account_id), now, ttl_secs, false)
+    }
+
+    /// [`Keyring::issue`] for a session that is stored or, with `unsaved`, not yet.
+    pub fn issue_for(
+        &self,
+        id: SessionId,
+        (account, account_id): (&str, &str),
+        now: u64,
+        ttl_secs: u64,
+        unsaved: bool,
+    ) -> String {
         let claims = Claims {
             id: id.to_string(),
             account: account.to_owned(),
@@ -272,6 +295,7 @@ impl Keyring {
             iat: now,
             exp: now.saturating_add(ttl_secs),
             jti: uuid::Uuid::new_v4().to_string(),
+            unsaved,
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.signing)
             .expect("signing with a valid P-256 key and the system RNG does not fail");
@@ -279,6 +303,7 @@ impl Keyring {
             id,
             exp: claims.exp,
             iat: claims.iat,
+            unsaved,
         };
         self.remember(&token, verified, claims.account.into());
         token
@@ -323,6 +348,7 @@ impl Keyring {
                 id,
                 exp: claims.exp,
                 iat: claims.iat,
+                unsaved: claims.unsaved,
             },
             claims.account,
         ))
@@ -502,6 +528,7 @@ mod tests {
             id: SessionId::random(),
             iat: 0,
             exp: 100,
+            unsaved: false,
         };
         assert!(!v.needs_renewal(49));
         assert!(v.needs_renewal(51));

@@ -3,13 +3,15 @@
 //! `public.regionId` is used as given. Otherwise a location is `public.country` plus a postal
 //! code and/or `"long,lat"` coordinates: the sellers whose delivery area (same country) has a
 //! postal range holding the code, or a circle holding the point, in configuration order, give
-//! `regionId = base64("SW#" + ids joined by ";")`. The cart id is drawn once and then kept (the
-//! app reads its own `checkout.cartId` to know).
+//! `regionId = base64("SW#" + ids joined by ";")`. The cart id is derived from the session id once
+//! and then kept (the app reads its own `checkout.cartId` to know), so a new session derived
+//! again before it is first saved has the same cart.
 
 use std::sync::Arc;
 
 use base64::Engine;
-use sessiond_core::{AppError, Call, Changes};
+use sessiond_core::{AppError, Call, Changes, SessionId};
+use sha2::{Digest, Sha256};
 
 use super::{in_postal_ranges, same_ci, text, App, Outputs};
 use crate::commerce::{CommerceData, DeliveryArea};
@@ -83,6 +85,19 @@ fn in_circle(area: &DeliveryArea, point: [f64; 2]) -> bool {
     }
 }
 
+/// The cart of a new session: 32 hex digits derived from the session's id, so a session
+/// derived again (it is, until it is first saved) gets the same cart. As unguessable as the
+/// id it comes from, which only the session's token carries.
+fn cart_id(session: SessionId) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"vtex.checkout-session cartId ")
+        .chain_update(session.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Uuid::from_bytes(bytes).simple().to_string()
+}
+
 impl App for Checkout {
     fn answer(&self, call: &Call<'_>) -> Result<Changes, AppError> {
         let region = match text(call, "public", "regionId") {
@@ -101,8 +116,7 @@ impl App for Checkout {
         let mut out = Outputs::new("checkout");
         out.put("regionId", region.as_deref());
         if text(call, "checkout", "cartId").is_none() {
-            let cart = uuid::Uuid::new_v4().simple().to_string();
-            out.put("cartId", Some(&cart));
+            out.put("cartId", Some(&cart_id(call.session)));
         }
         Ok(out.into_changes())
     }
@@ -200,8 +214,16 @@ mod tests {
         assert_eq!(region(&no_digits).await, None);
     }
 
+    #[test]
+    fn a_cart_id_is_derived_from_its_session_id() {
+        let a = SessionId::random();
+        assert_eq!(cart_id(a), cart_id(a));
+        assert_ne!(cart_id(a), cart_id(SessionId::random()));
+        assert_ne!(cart_id(a), a.to_string().replace('-', ""));
+    }
+
     #[tokio::test]
-    async fn the_cart_id_is_drawn_once_then_kept() {
+    async fn the_cart_id_is_set_once_then_kept() {
         let a = run(APP, &[("public.country", "BRA")], &[]).await.unwrap();
         let cart = written(&a, "checkout.cartId").unwrap();
         assert_eq!(cart.len(), 32);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sessiond_core::cycle::inputs_of;
-use sessiond_core::{AppError, Call, Delta, Key, Namespaces, Transformer, Value};
+use sessiond_core::{AppError, Call, Delta, Key, Namespaces, SessionId, Transformer, Value};
 
 use super::{spec, transformer};
 use crate::commerce::{Admin, Campaign, CommerceData, Customer, DeliveryArea, SalesChannel};
@@ -228,6 +228,7 @@ pub async fn call(
         .transform(Call {
             app: &declaration,
             account: ACCOUNT,
+            session: SessionId::min(),
             input: inputs_of(&declaration, &session),
             changed: &delta,
         })

@@ -252,13 +252,13 @@ impl Repository {
     }
 
     /// Saves a session under a new id (`record`, derived from `previous`) and the end of its
-    /// old id (`ended`, if the old one is still at version `expected`) in one store write: both
-    /// or neither. Caches both.
+    /// old id (`ended`, if the old one is still at version `expected`, or not stored with
+    /// `None`) in one store write: both or neither. Caches both.
     pub async fn save_successor(
         &self,
         record: Record,
         ended: Record,
-        expected: u64,
+        expected: Option<u64>,
         previous: &Snapshot,
     ) -> Result<Arc<Snapshot>, StoreError> {
         let witnesses = (self.witness(&record), self.witness(&ended));
@@ -266,7 +266,7 @@ impl Repository {
             .timed(
                 &self.metrics.put_two,
                 self.store
-                    .put_records(&[(&record, None), (&ended, Some(expected))]),
+                    .put_records(&[(&record, None), (&ended, expected)]),
             )
             .await;
         match saved {
@@ -280,6 +280,17 @@ impl Repository {
                 Err(e)
             }
         }
+    }
+
+    /// Keeps `snapshot`, a session derived and not saved, as its session's current version
+    /// where only this process writes the store (elsewhere another process may save it
+    /// first, and only the store can tell).
+    pub fn keep_unsaved(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        let snapshot = Arc::new(snapshot);
+        if let (Some(cache), true) = (self.cache(), self.store.exclusive()) {
+            cache.insert(snapshot.clone());
+        }
+        snapshot
     }
 
     /// With a shared store, where the news of `record`'s session stood before saving it.

@@ -54,6 +54,11 @@ impl Edit {
         }
     }
 
+    /// Whether the request changes nothing: no `public` write, no watched cookie.
+    pub(super) fn is_empty(&self) -> bool {
+        self.public.is_empty() && self.watched_cookies.is_empty()
+    }
+
     /// Whether this request sends exactly the cookies `session` has recorded (and at least one).
     pub(super) fn same_browser(&self, session: &Session) -> bool {
         let Some(recorded) = session.namespaces.get("cookie") else {

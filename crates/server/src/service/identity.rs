@@ -32,7 +32,7 @@ impl SessionService {
         let record = record_of(&session, Some((loaded, changed)), self.fast_paths);
         let saved = self
             .repo
-            .save_successor(record, ended, old.version(), loaded)
+            .save_successor(record, ended, loaded.expected(), loaded)
             .await;
         match saved {
             Ok(snapshot) => {

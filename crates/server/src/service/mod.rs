@@ -228,6 +228,8 @@ pub struct SessionService {
 /// The service's metrics (the per-app ones are labelled by app, so looked up per call).
 struct Metrics {
     created: IntCounter,
+    unsaved: IntCounter,
+    derived: IntCounter,
     logins: IntCounter,
     logouts: IntCounter,
     conflicts: IntCounter,
@@ -242,6 +244,8 @@ impl Metrics {
         let m = crate::telemetry::metrics();
         Metrics {
             created: m.sessions_created.clone(),
+            unsaved: m.sessions_unsaved.clone(),
+            derived: m.sessions_derived.clone(),
             logins: m.logins.clone(),
             logouts: m.logouts.clone(),
             conflicts: m.cas_conflicts.clone(),
@@ -368,6 +372,19 @@ impl SessionService {
                 }
             }
             let Some((snapshot, fresh)) = loaded else {
+                if verified.unsaved {
+                    // Created without a write and unchanged since: derived again, the same
+                    // (not counted or logged as a cycle: it was, at creation).
+                    self.metrics.derived.inc();
+                    let session = self
+                        .build(account, verified.id, &Edit::default(), now, false)
+                        .await?;
+                    return Ok(Some(Loaded {
+                        snapshot: self.repo.keep_unsaved(Snapshot::new(session)),
+                        token: Some((token, verified)),
+                        fresh: true,
+                    }));
+                }
                 continue;
             };
             let s = snapshot.record();
@@ -392,15 +409,18 @@ impl SessionService {
         Ok(None)
     }
 
-    /// A new session of `account` with the manager's own values and `edit` applied, after the
-    /// create cycle.
+    /// New session `id` of `account` with the manager's own values and `edit` applied, after
+    /// the create cycle (counted and logged when `observed`).
     async fn build(
         &self,
         account: &Account,
+        id: SessionId,
         edit: &Edit,
         now: u64,
+        observed: bool,
     ) -> Result<Session, SessionError> {
         let mut session = Session::new(account.name.as_str(), now, self.ttl_ms());
+        session.id = id;
         let mut changes = Changes::new();
         changes.set(Key::new("account", "id"), Value::kept(account.id.as_str()));
         changes.set(
@@ -409,7 +429,7 @@ impl SessionService {
         );
         changes.extend(edit.changes_for(&session));
         let delta = session.apply_owned(changes);
-        self.settle(account, &mut session, None, delta, true, now)
+        self.settle(account, &mut session, None, delta, (true, observed), now)
             .await?;
         Ok(session)
     }
@@ -433,7 +453,8 @@ impl SessionService {
 
     /// Runs the transform cycle (the create cycle when `created`) on `session`, which the
     /// request changed in the keys of `delta` (from `before`, or from nothing for a new
-    /// session). Returns every key changed by the request or the cycle.
+    /// session), counted in the metrics and logged at debug level when `observed`. Returns
+    /// every key changed by the request or the cycle.
     ///
     /// The request's cookies that an app could not decide on yet (its identity provider's keys
     /// are out of reach, say) are put back as they were before the request, so the next request
@@ -444,10 +465,10 @@ impl SessionService {
         session: &mut Session,
         before: Option<&Session>,
         delta: Delta,
-        created: bool,
+        (created, observed): (bool, bool),
         now: u64,
     ) -> Result<Delta, SessionError> {
-        let detail = session.debug || tracing::enabled!(tracing::Level::DEBUG);
+        let detail = session.debug || (observed && tracing::enabled!(tracing::Level::DEBUG));
         let result = cycle::run_with(
             &account.apps,
             &account.name,
@@ -471,7 +492,9 @@ impl SessionService {
                 });
             }
         };
-        self.metrics.cycle(account, &trace);
+        if observed {
+            self.metrics.cycle(account, &trace);
+        }
         for call in trace.rounds.iter().flat_map(|r| &r.calls) {
             if let Some(error) = call.error.as_ref().filter(|_| !call.rejected) {
                 // An app that cannot decide yet says why itself, once per streak.
@@ -491,7 +514,7 @@ impl SessionService {
                 "transform cycle stopped at max_rounds with keys still changing"
             );
         }
-        if !trace.rounds.is_empty() {
+        if observed && !trace.rounds.is_empty() {
             tracing::debug!(request_id = %request_id(), session = %session.id, trace = %serde_json::to_string(&trace.redacted()).unwrap_or_default(), "transform cycle");
         }
         if session.debug {
@@ -522,12 +545,12 @@ impl SessionService {
         created: bool,
         now: u64,
     ) -> Outcome {
-        let token = self.keys.issue(
+        let token = self.keys.issue_for(
             snapshot.id(),
-            &account.name,
-            &account.id,
+            (&account.name, &account.id),
             now / 1000,
             self.ttl.as_secs(),
+            !snapshot.stored(),
         );
         Outcome {
             snapshot,
@@ -537,7 +560,9 @@ impl SessionService {
     }
 
     /// The answer for a loaded session: with the request's own token, unless it has less than
-    /// half of its lifetime left or named the session's predecessor.
+    /// half of its lifetime left, named the session's predecessor, or was issued before the
+    /// session was first saved (a token says whether its session was saved: see
+    /// [`SessionService::create`]).
     fn kept(
         &self,
         account: &Account,
@@ -546,22 +571,41 @@ impl SessionService {
         now: u64,
     ) -> Outcome {
         match token {
-            Some((token, verified)) if !verified.needs_renewal(now / 1000) => Outcome {
-                snapshot,
-                created: false,
-                token: token.to_owned(),
-            },
+            Some((token, verified))
+                if !verified.needs_renewal(now / 1000) && verified.unsaved != snapshot.stored() =>
+            {
+                Outcome {
+                    snapshot,
+                    created: false,
+                    token: token.to_owned(),
+                }
+            }
             _ => self.issued(account, snapshot, false, now),
         }
     }
 
+    /// A new session with `edit` applied, after the create cycle.
+    ///
+    /// A session that holds only what the create cycle derives (a token-less request that
+    /// changes nothing: a crawler's page view, a visitor's first) is not written when the
+    /// account's create cycle calls built-in apps only ([`Account::lazy_creates`]): its token
+    /// says so, and until a request changes it, every request presenting the token gets it
+    /// derived again, identically (the same id, so the same cart). Its first change saves it
+    /// and answers with a token of a saved session.
     async fn create(
         &self,
         account: &Account,
         edit: &Edit,
         now: u64,
     ) -> Result<Outcome, SessionError> {
-        let session = self.build(account, edit, now).await?;
+        let session = self
+            .build(account, SessionId::random(), edit, now, true)
+            .await?;
+        if account.lazy_creates && edit.is_empty() {
+            self.metrics.created.inc();
+            self.metrics.unsaved.inc();
+            return Ok(self.issued(account, Arc::new(Snapshot::new(session)), true, now));
+        }
         let record = record_of(&session, None, self.fast_paths);
         let snapshot = self.repo.save(record, None, None).await?;
         self.metrics.created.inc();
@@ -671,7 +715,14 @@ impl SessionService {
         let delta = session.apply_owned(edit.changes_for(&session));
         self.check_public_size(before, &session)?;
         let changed = self
-            .settle(account, &mut session, Some(before), delta, false, now)
+            .settle(
+                account,
+                &mut session,
+                Some(before),
+                delta,
+                (false, true),
+                now,
+            )
             .await?;
         if session.namespaces == before.namespaces && session.traces == before.traces {
             return Ok(Attempt::Unchanged(loaded));
@@ -688,8 +739,11 @@ impl SessionService {
 
     /// Saves `record`, the next version of `loaded`, if `loaded` is still the stored version.
     async fn put(&self, record: Record, loaded: &Arc<Snapshot>) -> Result<Attempt, SessionError> {
-        let expected = loaded.record().version();
-        match self.repo.save(record, Some(expected), Some(loaded)).await {
+        match self
+            .repo
+            .save(record, loaded.expected(), Some(loaded))
+            .await
+        {
             Ok(snapshot) => Ok(Attempt::Kept(snapshot)),
             Err(StoreError::Conflict) => Ok(Attempt::Lost),
             Err(e) => Err(e.into()),
@@ -721,7 +775,7 @@ impl SessionService {
             carry.public = snapshot.session()?.kept_alive();
             let old = snapshot.record();
             let record = old.ended(old.version() + 1, now, None);
-            match self.repo.save(record, Some(old.version()), None).await {
+            match self.repo.save(record, snapshot.expected(), None).await {
                 Ok(_) => {
                     ended = true;
                     break;
@@ -785,7 +839,7 @@ impl SessionService {
             session.version = before.version + 1;
             session.updated_at = now;
             let record = record_of(&session, None, self.fast_paths);
-            match self.repo.save(record, Some(before.version), None).await {
+            match self.repo.save(record, snapshot.expected(), None).await {
                 Ok(_) => return Ok(Some(inspected(&session))),
                 Err(StoreError::Conflict) => self.metrics.conflicts.inc(),
                 Err(e) => return Err(e.into()),
@@ -806,7 +860,10 @@ impl SessionService {
         Ok(
             match self.load(account, tokens, edit, now, Purpose::Read).await? {
                 Some(Loaded { snapshot, .. }) => snapshot,
-                None => Arc::new(Snapshot::new(self.build(account, edit, now).await?)),
+                None => Arc::new(Snapshot::new(
+                    self.build(account, SessionId::random(), edit, now, true)
+                        .await?,
+                )),
             },
         )
     }

@@ -84,7 +84,14 @@ async fn full_path(rig: &Rig, loaded: &Snapshot, edit: &Edit, now: u64) -> (Delt
     let mut session = before.clone();
     let delta = session.apply_owned(edit.changes_for(&session));
     let changed = service
-        .settle(&rig.account, &mut session, Some(before), delta, false, 0)
+        .settle(
+            &rig.account,
+            &mut session,
+            Some(before),
+            delta,
+            (false, true),
+            0,
+        )
         .await
         .unwrap();
     session.version = before.version + 1;

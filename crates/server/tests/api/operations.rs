@@ -341,10 +341,11 @@ async fn metrics_count_a_known_load() {
     let server = Running::configured(&config, &data, "warn", "text");
     let base = server.base.clone();
     use reqwest::Method;
-    // Three creates.
+    // Three creates, each saved (with a value: see `sessions::a_session_without_values_is_saved_at_its_first_change`).
     let mut cookies = Vec::new();
     for _ in 0..3 {
-        let (status, _, pair) = send(Method::POST, &base, "", json!({})).await;
+        let body = json!({"public": {"visit": {"value": "1"}}});
+        let (status, _, pair) = send(Method::POST, &base, "", body).await;
         assert_eq!(status, StatusCode::CREATED);
         cookies.push(format!(
             "vtex_session={}",

@@ -209,7 +209,10 @@ async fn never_older(url: String, nodes: &[RedisServer]) {
     let (_a, a) = serve_on(&url);
     let (_b, b) = serve_on(&url);
     ready_becomes(&a, StatusCode::OK).await;
-    let token = crate::harness::create_session_at(&a, json!({})).await;
+    // Created with a value, so saved at once (a session that holds only what its create
+    // cycle derives is saved at its first change).
+    let token =
+        crate::harness::create_session_at(&a, json!({"public": {"k": {"value": "v"}}})).await;
     let cookie = format!("vtex_session={token}");
     // A reads (and keeps) each version; B writes the next; A must answer B's at once.
     for i in 0..100 {

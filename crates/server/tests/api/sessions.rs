@@ -842,3 +842,137 @@ async fn decoding_a_segment_token_applies_overrides_and_sets_the_cookie() {
     let r = plain().get(app.url("/api/segments/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+/// A `GET ?items=*` through `base` with `cookie`: the answer's session and its token cookie.
+async fn read_at(base: &str, cookie: &str) -> (Value, String) {
+    let mut request = plain().get(format!("{base}/api/sessions?items=*"));
+    if !cookie.is_empty() {
+        request = request.header("cookie", cookie);
+    }
+    let r = request.send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let token = cookie_value(r.headers(), "vtex_session").unwrap();
+    (r.json().await.unwrap(), token)
+}
+
+/// Writes to the store the process at `base` made so far.
+async fn puts(base: &str) -> f64 {
+    let m = Metrics::fetch(base).await;
+    ["put", "put_two"]
+        .iter()
+        .map(|op| {
+            m.get(
+                "sessiond_store_call_duration_seconds_count",
+                &[("operation", op)],
+            )
+        })
+        .sum()
+}
+
+/// A session that holds only what the create cycle derives (a crawler's page view) is not
+/// written: its token says so and the session is derived again, the same, wherever and
+/// whenever the token comes back, until its first change saves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_values_is_saved_at_its_first_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || serve(&["--data-dir".as_ref(), dir.path().as_os_str()]);
+    let (server, base) = start();
+    // A flood of token-less page views writes nothing.
+    let (first, token) = read_at(&base, "").await;
+    for _ in 0..99 {
+        read_at(&base, "").await;
+    }
+    assert_eq!(puts(&base).await, 0.0);
+    let m = Metrics::fetch(&base).await;
+    assert_eq!(m.get("sessiond_sessions_created_total", &[]), 100.0);
+    assert_eq!(m.get("sessiond_sessions_unsaved_total", &[]), 100.0);
+    assert_eq!(jwt_part(&token, 1)["unsaved"], true);
+    // What the create cycle derives: the sales channel and its currency.
+    assert_eq!(text(&first, "store", "channel"), Some("1"));
+    // The token gives the same session, with the same token, again and after a restart.
+    let cookie = format!("vtex_session={token}");
+    assert_eq!(
+        read_at(&base, &cookie).await,
+        (first.clone(), token.clone())
+    );
+    drop(server);
+    let (server, base) = start();
+    assert_eq!(
+        read_at(&base, &cookie).await,
+        (first.clone(), token.clone())
+    );
+    assert_eq!(
+        Metrics::fetch(&base)
+            .await
+            .get("sessiond_sessions_derived_total", &[]),
+        1.0
+    );
+    assert_eq!(puts(&base).await, 0.0);
+
+    // Its first change saves it, under the same id, with a token of a saved session.
+    let r = plain()
+        .patch(format!("{base}/api/sessions?items=*"))
+        .header("cookie", &cookie)
+        .json(&json!({"public": {"k": {"value": "v"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let saved_token = cookie_value(r.headers(), "vtex_session").unwrap();
+    assert_ne!(saved_token, token);
+    assert_eq!(jwt_part(&saved_token, 1).get("unsaved"), None);
+    let saved: Value = r.json().await.unwrap();
+    assert_eq!(saved["id"], first["id"]);
+    assert_eq!(saved["version"], 2);
+    assert_eq!(saved["namespaces"]["store"], first["namespaces"]["store"]);
+    assert_eq!(text(&saved, "public", "k"), Some("v"));
+    assert_eq!(puts(&base).await, 1.0);
+    // The first token now finds the saved session (and is answered with a saved one's token).
+    let (again, renewed) = read_at(&base, &cookie).await;
+    assert_eq!(again, saved);
+    assert_eq!(jwt_part(&renewed, 1).get("unsaved"), None);
+    drop(server);
+    let (server, base) = start();
+    for c in [&cookie, &format!("vtex_session={saved_token}")] {
+        assert_eq!(read_at(&base, c).await.0, saved);
+    }
+
+    // A log-in from a session never saved moves it to a new id and ends the old one: its
+    // token, sent by another browser, leads to a new session, never the logged-in one.
+    let (_, unsaved) = read_at(&base, "").await;
+    let identity = mint("demo", "alice@example.com", false, None);
+    let r = plain()
+        .patch(format!("{base}/api/sessions?items=*"))
+        .header(
+            "cookie",
+            format!("vtex_session={unsaved}; {STORE_COOKIE}={identity}"),
+        )
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let logged_in: Value = r.json().await.unwrap();
+    assert_eq!(
+        text(&logged_in, "profile", "email"),
+        Some("alice@example.com")
+    );
+    assert_ne!(logged_in["id"], jwt_part(&unsaved, 1)["id"]);
+    let (other, _) = read_at(&base, &format!("vtex_session={unsaved}")).await;
+    assert_ne!(other["id"], jwt_part(&unsaved, 1)["id"]);
+    assert_ne!(other["id"], logged_in["id"]);
+    assert_eq!(text(&other, "profile", "email"), None);
+
+    // A reset of a session never saved ends it: its token is dead.
+    let (_, unsaved) = read_at(&base, "").await;
+    let r = plain()
+        .delete(format!("{base}/api/sessions"))
+        .header("cookie", format!("vtex_session={unsaved}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (after, _) = read_at(&base, &format!("vtex_session={unsaved}")).await;
+    assert_ne!(after["id"], jwt_part(&unsaved, 1)["id"]);
+    drop(server);
+}
