@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, StatusCode as AxumStatus, Uri};
@@ -33,6 +33,8 @@ enum Behaviour {
     Answer(u16, String),
     /// Sleeps, then answers 200 with the body.
     Slow(Duration, String),
+    /// 401 with a reason when the request body holds the text, else 200 with the body.
+    RejectIf(String, String),
 }
 
 /// The fake app server.
@@ -67,6 +69,17 @@ impl Fake {
                         Behaviour::Slow(delay, body) => {
                             tokio::time::sleep(delay).await;
                             (200, body)
+                        }
+                        Behaviour::RejectIf(text, body) => {
+                            let log = state.log.lock().unwrap();
+                            let sent = &log.last().unwrap().body;
+                            if String::from_utf8_lossy(sent).contains(&text) {
+                                let reason =
+                                    json!({"type": "Unauthorized", "message": "card refused"});
+                                (401, reason.to_string())
+                            } else {
+                                (200, body)
+                            }
                         }
                     };
                     (
@@ -276,15 +289,9 @@ async fn a_failing_app_leaves_its_outputs_and_the_request_succeeds() {
         fake.set(behaviour);
         let before = fake.calls().len();
         let card = format!("card-{}", i + 1);
-        let started = Instant::now();
         let a = v.patch("", json!({"loyaltyCard": {"value": card}})).await;
         assert_eq!(a.status, StatusCode::OK, "{what}: {}", a.text);
         let s = &a.json;
-        assert!(
-            started.elapsed() < Duration::from_millis(1500),
-            "{what}: the app's timeout bounds the request ({:?})",
-            started.elapsed()
-        );
         assert_eq!(fake.calls().len(), before + 1, "{what}: the app was called");
         assert_eq!(text(s, "loyalty", "tier"), Some("gold"), "{what}");
         assert_eq!(
@@ -391,4 +398,183 @@ async fn a_conditional_app_runs_only_while_its_condition_holds() {
     assert_eq!(fake.calls().len(), 1, "not called after log-out");
     let s = v.get().await;
     assert_eq!(ns(&s, "loyalty"), &Value::Null, "{s}");
+}
+
+/// Every way an HTTP app can fail (down, past its timeout, 500, garbage, an answer over the size
+/// limit, keys it did not declare, a 401 for some inputs only): the request is answered, the
+/// session served with the app's outputs as they were, and the session's trace and the metrics
+/// say what happened. (Two apps feeding each other forever: `operations::metrics_count_a_known_load`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_app_fault_is_bounded_served_traced_and_counted() {
+    use crate::admin::{admin, TOKEN};
+    use reqwest::Method;
+    let fake = Fake::spawn(Behaviour::Answer(200, GOLD.into())).await;
+    let entry = |url: String| {
+        json!({
+            "url": url,
+            "timeout_ms": 300,
+            "input": {"public": ["loyaltyCard"]},
+            "output": {"loyalty": ["tier"]},
+        })
+    };
+    let app = spawn_with(Some(&crate::admin::config())).await;
+    let base = app.url("");
+    let base = base.trim_end_matches('/');
+    let install = |url: String| {
+        let body = entry(url);
+        async move {
+            let path = "/_admin/accounts/demo/apps/faulty";
+            let (status, answer) = admin(base, Method::PUT, path, Some(TOKEN), Some(body)).await;
+            assert!(status.is_success(), "{answer}");
+        }
+    };
+    install(format!("http://{}/", fake.addr)).await;
+    let mut v = Visitor::new(&app);
+    let s = v.edit(json!({"loyaltyCard": {"value": "card-0"}})).await;
+    assert_eq!(text(&s, "loyalty", "tier"), Some("gold"));
+    let session = format!(
+        "/_admin/accounts/demo/sessions/{}",
+        s["id"].as_str().unwrap()
+    );
+    let (status, _) = admin(
+        base,
+        Method::PUT,
+        &format!("{session}/debug"),
+        Some(TOKEN),
+        Some(json!({"debug": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let counted = |series: &'static str| async move {
+        Metrics::fetch(base)
+            .await
+            .get(series, &[("account", "demo"), ("app", "faulty")])
+    };
+    // The last call of `faulty` in the session's last trace.
+    let last_call = || async {
+        let (_, read) = admin(base, Method::GET, &session, Some(TOKEN), None).await;
+        let trace = read["traces"].as_array().unwrap().last().unwrap().clone();
+        trace["rounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["calls"].as_array().unwrap().clone())
+            .rfind(|c| c["app"] == "faulty")
+            .unwrap()
+    };
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}/", dead.local_addr().unwrap());
+    drop(dead);
+    let huge = format!(
+        r#"{{"loyalty":{{"tier":{{"value":"{}"}}}}}}"#,
+        "x".repeat(300 * 1024)
+    );
+    let platinum = r#"{"loyalty":{"tier":{"value":"platinum"}}}"#;
+    let faults: [(&str, Option<Behaviour>, &str); 5] = [
+        ("down", None, "error"),
+        (
+            "500",
+            Some(Behaviour::Answer(500, platinum.into())),
+            "answered HTTP 500",
+        ),
+        (
+            "garbage",
+            Some(Behaviour::Answer(200, "{not json".into())),
+            "malformed answer",
+        ),
+        (
+            "too large",
+            Some(Behaviour::Answer(200, huge)),
+            "larger than 262144 bytes",
+        ),
+        (
+            "past its timeout",
+            Some(Behaviour::Slow(Duration::from_secs(5), platinum.into())),
+            "timed out after 300ms",
+        ),
+    ];
+    for (i, (what, behaviour, error)) in faults.into_iter().enumerate() {
+        match behaviour {
+            Some(b) => fake.set(b),
+            None => install(dead_url.clone()).await,
+        }
+        let failures = counted("sessiond_app_failures_total").await;
+        let card = format!("card-{}", i + 1);
+        let a = v.patch("", json!({"loyaltyCard": {"value": card}})).await;
+        assert_eq!(a.status, StatusCode::OK, "{what}: {}", a.text);
+        assert_eq!(text(&a.json, "loyalty", "tier"), Some("gold"), "{what}");
+        assert_eq!(
+            text(&a.json, "public", "loyaltyCard"),
+            Some(card.as_str()),
+            "{what}"
+        );
+        let stored = v.get().await;
+        assert_eq!(
+            text(&stored, "public", "loyaltyCard"),
+            Some(card.as_str()),
+            "{what}"
+        );
+        let call = last_call().await;
+        let message = call["error"].as_str().unwrap_or_default();
+        assert!(message.contains(error), "{what}: {call}");
+        assert_eq!(
+            call["timed_out"] == true,
+            what == "past its timeout",
+            "{what}: {call}"
+        );
+        assert_eq!(
+            counted("sessiond_app_failures_total").await,
+            failures + 1.0,
+            "{what}"
+        );
+        if what == "down" {
+            install(format!("http://{}/", fake.addr)).await;
+        }
+    }
+    assert_eq!(counted("sessiond_app_timeouts_total").await, 1.0);
+
+    // Keys it did not declare are dropped, and the trace names them.
+    fake.set(Behaviour::Answer(200, GOLD.into()));
+    let a = v
+        .patch("", json!({"loyaltyCard": {"value": "card-9"}}))
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(text(&a.json, "other", "x"), None);
+    assert_eq!(text(&a.json, "public", "utm_source"), None);
+    let call = last_call().await;
+    assert_eq!(call["error"], Value::Null, "{call}");
+    let mut dropped: Vec<&str> = call["dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    dropped.sort();
+    assert_eq!(dropped, ["other.x", "public.utm_source"], "{call}");
+
+    // A 401 for some inputs only: those requests are refused and change nothing; the others
+    // are served.
+    fake.set(Behaviour::RejectIf("stolen".into(), GOLD.into()));
+    let before = v.get().await;
+    let a = v
+        .patch("", json!({"loyaltyCard": {"value": "stolen-card"}}))
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+    assert_eq!(
+        a.json,
+        json!({"type": "Unauthorized", "message": "card refused"})
+    );
+    let after = v.get().await;
+    assert_eq!(after["version"], before["version"], "nothing stored");
+    assert_eq!(text(&after, "public", "loyaltyCard"), Some("card-9"));
+    let a = v
+        .patch("", json!({"loyaltyCard": {"value": "good-card"}}))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(text(&a.json, "public", "loyaltyCard"), Some("good-card"));
+    let rejections = Metrics::fetch(base).await.get(
+        "sessiond_app_rejections_total",
+        &[("account", "demo"), ("app", "faulty"), ("status", "401")],
+    );
+    assert_eq!(rejections, 1.0);
 }
