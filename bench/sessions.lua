@@ -35,6 +35,9 @@ request = function()
     return wrk.format("PATCH", "/api/sessions", headers, "{}")
   elseif mode == "create" then
     return wrk.format("POST", "/api/sessions", json, '{"public":{"k":{"value":"v"}}}')
+  elseif mode == "visit" then
+    -- A crawler's page view: no token, nothing to write.
+    return wrk.format("GET", "/api/sessions?items=*")
   end
 end
 

@@ -282,15 +282,26 @@ impl Repository {
         }
     }
 
-    /// Keeps `snapshot`, a session derived and not saved, as its session's current version
-    /// where only this process writes the store (elsewhere another process may save it
-    /// first, and only the store can tell).
-    pub fn keep_unsaved(&self, snapshot: Snapshot) -> Arc<Snapshot> {
-        let snapshot = Arc::new(snapshot);
-        if let (Some(cache), true) = (self.cache(), self.store.exclusive()) {
-            cache.insert(snapshot.clone());
+    /// Session `id` as stored, else the one `derive` makes, which is not saved: kept in the
+    /// cache as the session's current version where only this process writes the store,
+    /// unless a save of it came meanwhile (elsewhere another process may save it at any
+    /// time, and only the store can tell).
+    pub async fn load_or_derive<E: From<StoreError>>(
+        &self,
+        id: SessionId,
+        now: u64,
+        derive: impl std::future::Future<Output = Result<Snapshot, E>>,
+    ) -> Result<Arc<Snapshot>, E> {
+        // Taken before the store is read: a save after it keeps the derived copy out.
+        let stamp = self.cache().map(|c| c.stamp(&id));
+        if let Some(stored) = self.load(id, now).await? {
+            return Ok(stored);
         }
-        snapshot
+        let snapshot = Arc::new(derive.await?);
+        if let (Some(cache), Some(stamp), true) = (self.cache(), stamp, self.store.exclusive()) {
+            cache.insert_read(snapshot.clone(), stamp);
+        }
+        Ok(snapshot)
     }
 
     /// With a shared store, where the news of `record`'s session stood before saving it.

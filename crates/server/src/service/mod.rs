@@ -374,16 +374,23 @@ impl SessionService {
             let Some((snapshot, fresh)) = loaded else {
                 if verified.unsaved {
                     // Created without a write and unchanged since: derived again, the same
-                    // (not counted or logged as a cycle: it was, at creation).
-                    self.metrics.derived.inc();
-                    let session = self
-                        .build(account, verified.id, &Edit::default(), now, false)
-                        .await?;
-                    return Ok(Some(Loaded {
-                        snapshot: self.repo.keep_unsaved(Snapshot::new(session)),
-                        token: Some((token, verified)),
-                        fresh: true,
-                    }));
+                    // (not counted or logged as a cycle: it was, at creation), unless a save
+                    // of it came meanwhile.
+                    let derive = async {
+                        self.metrics.derived.inc();
+                        let session = self
+                            .build(account, verified.id, &Edit::default(), now, false)
+                            .await?;
+                        Ok::<_, SessionError>(Snapshot::new(session))
+                    };
+                    let snapshot = self.repo.load_or_derive(verified.id, now, derive).await?;
+                    if snapshot.record().active() {
+                        return Ok(Some(Loaded {
+                            snapshot,
+                            token: Some((token, verified)),
+                            fresh: true,
+                        }));
+                    }
                 }
                 continue;
             };
