@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{plain, serve, Process};
+use crate::harness::{create_session_at, get_json_at, plain, serve, Process};
 
 /// Longest a test waits for something the server must do within a second or two: a guard
 /// against hanging, not a measure.
@@ -67,31 +67,12 @@ impl Server {
 
     /// Another client meanwhile: a session is created and read back.
     async fn serves_others(&self) {
-        let client = plain();
-        let created = tokio::time::timeout(
-            GUARD,
-            client
-                .post(format!("{}/api/sessions", self.base))
-                .json(&serde_json::json!({"public": {"k": {"value": "v"}}}))
-                .send(),
-        )
-        .await
-        .expect("another client is answered")
-        .unwrap();
-        assert_eq!(created.status(), StatusCode::CREATED);
-        let token = created.json::<Value>().await.unwrap()["sessionToken"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let read: Value = client
-            .get(format!("{}/api/sessions?items=public.k", self.base))
-            .header("cookie", format!("vtex_session={token}"))
-            .send()
+        let created = create_session_at(&self.base, json!({"public": {"k": {"value": "v"}}}));
+        let token = tokio::time::timeout(GUARD, created)
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .expect("another client is answered");
+        let cookie = format!("vtex_session={token}");
+        let read = get_json_at(&self.base, "/api/sessions?items=public.k", cookie).await;
         assert_eq!(read["namespaces"]["public"]["k"]["value"], "v");
     }
 }
