@@ -98,7 +98,8 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<String>,
     /// How long a client may take to send a request's head (request line and headers), also
     /// the longest a kept-alive connection may wait idle for its next request, humantime
-    /// (`10s`).
+    /// (`75s`: longer than the idle timeout of the usual proxies in front, so that they close
+    /// an idle connection first).
     pub header_read_timeout: Option<String>,
     /// How long a client may take to send a request's body once its head is in, humantime
     /// (`30s`).
@@ -243,7 +244,7 @@ impl Default for Limits {
             max_json_depth: 16,
             max_header_bytes: 32 * 1024,
             max_connections: 25_000,
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(75),
             request_timeout: Duration::from_secs(30),
         }
     }
@@ -405,7 +406,7 @@ impl Settings {
             max_json_depth: l.max_json_depth.unwrap_or(defaults.max_json_depth),
             max_header_bytes: l.max_header_bytes.unwrap_or(defaults.max_header_bytes),
             max_connections: l.max_connections.unwrap_or(defaults.max_connections),
-            header_read_timeout: duration("header_read_timeout", file.header_read_timeout, "10s")?,
+            header_read_timeout: duration("header_read_timeout", file.header_read_timeout, "75s")?,
             request_timeout: duration("request_timeout", file.request_timeout, "30s")?,
         };
         // hyper keeps a request head in a buffer of at least 8 KiB.

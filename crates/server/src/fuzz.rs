@@ -73,7 +73,7 @@ pub fn record(data: &[u8]) {
         let edited = editing.finish(version, 1, 2);
         Record::parse(edited.bytes().clone()).expect("an edited record parses");
     }
-    let ended = record.ended(version, 1, None);
+    let ended = record.ended(version, 1, None, 0);
     Record::parse(ended.bytes().clone()).expect("an ended record parses");
     if let Ok(session) = record.decode() {
         let again = Record::encode(&session, None);

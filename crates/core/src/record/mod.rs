@@ -333,16 +333,25 @@ impl Record {
         self.bytes.slice(self.answer.clone())
     }
 
-    /// The record that ends this one's session: the same id, account, deadline, creation time
-    /// and debug flag, `version` and `updated_at` set, inactive, taken over by `replaced_by`
-    /// when given, and nothing else. An ended session is never answered, edited or
-    /// carried over (its values went to its successor, or were dropped by a reset): what is
+    /// The record that ends this one's session: the same id, account, creation time and debug
+    /// flag, its deadline kept but not before `kept_until` (ms: the record must outlive every
+    /// token of the session), `version` and `updated_at` set, inactive, taken over by
+    /// `replaced_by` when given, and nothing else. An ended session is never answered, edited
+    /// or carried over (its values went to its successor, or were dropped by a reset): what is
     /// read of it is whether it is active, by whom it was replaced and when. So it holds no
     /// values, and none of the identity tokens the session had recorded.
-    pub fn ended(&self, version: u64, updated_at: u64, replaced_by: Option<SessionId>) -> Record {
+    pub fn ended(
+        &self,
+        version: u64,
+        updated_at: u64,
+        replaced_by: Option<SessionId>,
+        kept_until: u64,
+    ) -> Record {
         static EMPTY_SEGMENT: OnceLock<String> = OnceLock::new();
         let segment = EMPTY_SEGMENT.get_or_init(|| Segment::of(&Session::new("", 0, 0)).encode());
         let mut header = self.header_at(version, updated_at);
+        let deadline = self.expires_at().max(kept_until);
+        header[EXPIRES..EXPIRES + 8].copy_from_slice(&deadline.to_be_bytes());
         let next = replaced_by.unwrap_or(SessionId::min());
         header[REPLACED_BY..REPLACED_BY + 16].copy_from_slice(next.as_bytes());
         let debug = self.flags() & DEBUG;
@@ -477,7 +486,7 @@ mod tests {
         assert_eq!(decoded.traces, s.traces);
         assert_eq!(decoded.get_str("public", "k"), Some("v"));
         assert_eq!(decoded.get_str("cookie", "c"), Some("secret"));
-        let ended = Record::parse(parsed.ended(8, 3_000, None).bytes().clone()).unwrap();
+        let ended = Record::parse(parsed.ended(8, 3_000, None, 0).bytes().clone()).unwrap();
         assert_eq!(ended.traces(), None);
         assert!(ended.decode().unwrap().traces.is_empty());
         // A record without traces has none.
@@ -655,7 +664,7 @@ mod tests {
             );
             let r = Record::encode(&s, None);
             for next in [None, Some(SessionId::random())] {
-                let ended = r.ended(8, 3_000, next);
+                let ended = r.ended(8, 3_000, next, 0);
                 let e = Session {
                     namespaces: Namespaces::new(),
                     version: 8,

@@ -28,7 +28,12 @@ impl SessionService {
     ) -> Result<Attempt, SessionError> {
         session.id = loaded.id().successor();
         let old = loaded.record();
-        let ended = old.ended(old.version() + 1, session.updated_at, Some(session.id));
+        let ended = old.ended(
+            old.version() + 1,
+            session.updated_at,
+            Some(session.id),
+            self.ended_kept_until(session.updated_at),
+        );
         let record = record_of(&session, Some((loaded, changed)), self.fast_paths);
         let saved = self
             .repo

@@ -146,6 +146,10 @@ fn record_of(session: &Session, previous: Option<(&Snapshot, &Delta)>, fast: boo
     Record::encode(session, segment)
 }
 
+/// How far the clocks of processes sharing a store may differ: the record that ends a session
+/// is kept that much longer than its tokens could live.
+const CLOCK_MARGIN: Duration = Duration::from_secs(60);
+
 /// Most cycle traces a debug session keeps (the latest).
 pub const MAX_TRACES: usize = 20;
 
@@ -383,7 +387,22 @@ impl SessionService {
                             .await?;
                         Ok::<_, SessionError>(Snapshot::new(session))
                     };
-                    let snapshot = self.repo.load_or_derive(verified.id, now, derive).await?;
+                    let mut snapshot = self.repo.load_or_derive(verified.id, now, derive).await?;
+                    if !snapshot.stored() && !account.lazy_creates {
+                        // An HTTP app now takes part in the create cycle: its answer may differ
+                        // the next time, so the session is saved as it was just derived.
+                        let record = record_of(snapshot.session()?, None, self.fast_paths);
+                        snapshot = match self.repo.save(record, None, None).await {
+                            Ok(saved) => saved,
+                            Err(StoreError::Conflict) => {
+                                let Some(stored) = self.repo.load(verified.id, now).await? else {
+                                    continue;
+                                };
+                                stored
+                            }
+                            Err(e) => return Err(e.into()),
+                        };
+                    }
                     if snapshot.record().active() {
                         return Ok(Some(Loaded {
                             snapshot,
@@ -542,6 +561,15 @@ impl SessionService {
 
     fn ttl_ms(&self) -> u64 {
         self.ttl.as_millis() as u64
+    }
+
+    /// How long the record that ends a session at `now` is kept at least: past the expiry of
+    /// every token of the session (a token is valid for the session lifetime from its issue,
+    /// and a token of a session never saved would otherwise derive it again once the record
+    /// is purged), with a margin for the clocks of other processes.
+    fn ended_kept_until(&self, now: u64) -> u64 {
+        now.saturating_add(self.ttl_ms())
+            .saturating_add(CLOCK_MARGIN.as_millis() as u64)
     }
 
     /// The answer with a new token for `snapshot`: the one place session tokens are issued.
@@ -781,7 +809,7 @@ impl SessionService {
             };
             carry.public = snapshot.session()?.kept_alive();
             let old = snapshot.record();
-            let record = old.ended(old.version() + 1, now, None);
+            let record = old.ended(old.version() + 1, now, None, self.ended_kept_until(now));
             match self.repo.save(record, snapshot.expected(), None).await {
                 Ok(_) => {
                     ended = true;
@@ -810,7 +838,8 @@ impl SessionService {
             return Ok(None);
         };
         let record = snapshot.record();
-        if record.account() != account.name || !record.active() {
+        // A session never saved is not there for an operator, cached copy or not.
+        if record.account() != account.name || !record.active() || !snapshot.stored() {
             return Ok(None);
         }
         Ok(Some(inspected(snapshot.session()?)))
@@ -831,7 +860,7 @@ impl SessionService {
                 return Ok(None);
             };
             let record = snapshot.record();
-            if record.account() != account.name || !record.active() {
+            if record.account() != account.name || !record.active() || !snapshot.stored() {
                 return Ok(None);
             }
             let before = snapshot.session()?;
@@ -846,7 +875,7 @@ impl SessionService {
             session.version = before.version + 1;
             session.updated_at = now;
             let record = record_of(&session, None, self.fast_paths);
-            match self.repo.save(record, snapshot.expected(), None).await {
+            match self.repo.save(record, Some(before.version), None).await {
                 Ok(_) => return Ok(Some(inspected(&session))),
                 Err(StoreError::Conflict) => self.metrics.conflicts.inc(),
                 Err(e) => return Err(e.into()),

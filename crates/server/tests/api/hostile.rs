@@ -137,6 +137,16 @@ async fn a_head_trickled_a_byte_at_a_time_is_cut_at_header_read_timeout() {
         answer.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
     );
+    // A kept-alive connection that made a request and then idles is closed too.
+    let mut kept = server.connect().await;
+    let request = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+    kept.write_all(request.as_bytes()).await.unwrap();
+    let answer = String::from_utf8(until_closed(&mut kept).await).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        answer.ends_with(r#"{"status":"ok"}"#),
+        "one answer, then closed: {answer}"
+    );
     server.serves_others().await;
 }
 

@@ -976,3 +976,34 @@ async fn a_session_without_values_is_saved_at_its_first_change() {
     assert_ne!(after["id"], jwt_part(&unsaved, 1)["id"]);
     drop(server);
 }
+
+/// The end of a session never saved (here a reset) is kept as long as any of its tokens may
+/// live, renewed ones included: its token never derives it again.
+#[tokio::test]
+async fn a_session_never_saved_that_ended_stays_ended_while_its_tokens_live() {
+    let t0 = 1_800_000_000_000;
+    let clock = sessiond::clock::Clock::manual(t0);
+    let config =
+        sessiond::config::DEMO_CONFIG.replace("session_ttl = \"5d\"", "session_ttl = \"8s\"");
+    let app = spawn_at(Some(&config), clock.clone()).await;
+    let base = app.url("");
+    let (first, token) = read_at(&base, "").await;
+    clock.set(t0 + 1_000);
+    read_at(&base, &format!("vtex_session={token}")).await;
+    // Past half its lifetime the token is renewed, still for a session never saved.
+    clock.set(t0 + 5_000);
+    let (_, renewed) = read_at(&base, &format!("vtex_session={token}")).await;
+    assert_ne!(renewed, token);
+    assert_eq!(jwt_part(&renewed, 1)["unsaved"], true);
+    let r = plain()
+        .delete(app.url("/api/sessions"))
+        .header("cookie", format!("vtex_session={renewed}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The first session's deadline has passed; the renewed token's has not.
+    clock.set(t0 + 10_000);
+    let (after, _) = read_at(&base, &format!("vtex_session={renewed}")).await;
+    assert_ne!(after["id"], first["id"], "an ended session came back");
+}
