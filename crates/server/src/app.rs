@@ -244,11 +244,13 @@ impl Application {
         };
         let metrics = self.metrics_listener.map(|listener| {
             let stopped = until_stopping(stopping.clone());
-            tokio::spawn(async move {
-                axum::serve(listener, crate::http::metrics_router())
-                    .with_graceful_shutdown(stopped)
-                    .await
-            })
+            let limits = self.connections.clone();
+            tokio::spawn(crate::http::connections::serve(
+                listener,
+                crate::http::metrics_router(),
+                limits,
+                stopped,
+            ))
         });
         let drained = until_stopping(stopping);
         let server =
