@@ -104,6 +104,8 @@ pub struct FileConfig {
     /// How long a client may take to send a request's body once its head is in, humantime
     /// (`30s`).
     pub request_timeout: Option<String>,
+    /// How long a client may go without taking any of what it is sent, humantime (`30s`).
+    pub write_timeout: Option<String>,
     /// Log format: `text` (default) or `json`.
     pub log_format: Option<String>,
     /// An address serving `GET /metrics` alone (`listen` then answers 404 for it).
@@ -232,6 +234,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Longest time to send a request's body.
     pub request_timeout: Duration,
+    /// Longest time a client may take nothing of what it is sent.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -246,6 +250,7 @@ impl Default for Limits {
             max_connections: 25_000,
             header_read_timeout: Duration::from_secs(75),
             request_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -408,6 +413,7 @@ impl Settings {
             max_connections: l.max_connections.unwrap_or(defaults.max_connections),
             header_read_timeout: duration("header_read_timeout", file.header_read_timeout, "75s")?,
             request_timeout: duration("request_timeout", file.request_timeout, "30s")?,
+            write_timeout: duration("write_timeout", file.write_timeout, "30s")?,
         };
         // hyper keeps a request head in a buffer of at least 8 KiB.
         if limits.max_header_bytes < 8 * 1024 {

@@ -6,7 +6,9 @@ use std::io::IsTerminal as _;
 use std::sync::LazyLock;
 
 use axum::http::HeaderValue;
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,6 +73,8 @@ impl std::fmt::Display for RequestId {
 pub mod names {
     /// Requests answered, by `route`, `method` and `status`.
     pub const HTTP_REQUESTS: &str = "sessiond_http_requests_total";
+    /// Client connections open now.
+    pub const HTTP_CONNECTIONS: &str = "sessiond_http_connections";
     /// Time to answer a request, by `route` and `method`.
     pub const HTTP_DURATION: &str = "sessiond_http_request_duration_seconds";
     /// Sessions created.
@@ -131,6 +135,8 @@ const COUNTS: &[f64] = &[
 pub struct Metrics {
     /// [`names::HTTP_REQUESTS`].
     pub http_requests: IntCounterVec,
+    /// [`names::HTTP_CONNECTIONS`].
+    pub http_connections: IntGauge,
     /// [`names::HTTP_DURATION`].
     pub http_duration: HistogramVec,
     /// [`names::SESSIONS_CREATED`].
@@ -197,6 +203,10 @@ pub fn metrics() -> &'static Metrics {
             )
         };
         Metrics {
+            http_connections: register(
+                IntGauge::new(HTTP_CONNECTIONS, "Client connections open now.")
+                    .expect("a valid gauge"),
+            ),
             http_requests: counters(
                 HTTP_REQUESTS,
                 "Requests answered, by route, method and status.",

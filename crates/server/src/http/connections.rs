@@ -12,14 +12,17 @@
 //!   read (`sessions::read_body`).
 //! - Pipelined requests are answered one at a time, in order, each answer written before the
 //!   next request is read: a client that sends without reading is held by TCP's flow control,
-//!   not by memory here.
+//!   not by memory here, and cut when it has read nothing for `write_timeout` (hyper has no
+//!   such bound: [`Deadlined`]).
 //!
 //! On stop, no connection is accepted any more; each open one finishes the request it serves
 //! and closes (the caller bounds that with `shutdown_timeout`).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -46,6 +49,8 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Largest request head, bytes.
     pub max_header_bytes: usize,
+    /// Longest a client may go without taking any of what it is sent.
+    pub write_timeout: Duration,
 }
 
 impl ConnectionLimits {
@@ -65,6 +70,7 @@ impl ConnectionLimits {
             max_connections: limits.max_connections.min(room),
             header_read_timeout: limits.header_read_timeout,
             max_header_bytes: limits.max_header_bytes,
+            write_timeout: limits.write_timeout,
         }
     }
 }
@@ -114,8 +120,10 @@ pub async fn serve<S>(
             },
         };
         let service = service.clone();
+        let open = crate::telemetry::metrics().http_connections.clone();
+        open.inc();
         let connection = http.serve_connection(
-            TokioIo::new(stream),
+            Deadlined::new(TokioIo::new(stream), limits.write_timeout),
             hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 tower::ServiceExt::oneshot(service.clone(), request.map(Body::new))
             }),
@@ -127,6 +135,7 @@ pub async fn serve<S>(
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended");
             }
+            open.dec();
             drop(permit);
         });
     }
@@ -147,4 +156,97 @@ async fn accept_failed(e: std::io::Error) {
     }
     tracing::error!(error = %e, "accepting a connection failed");
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// A connection whose writes must make progress: a write (or flush) that cannot go on for
+/// `timeout`, because the client takes nothing of what it is sent, fails with `TimedOut`,
+/// which ends the connection. The timer exists only while a write waits.
+struct Deadlined<T> {
+    io: T,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> Deadlined<T> {
+    fn new(io: T, timeout: Duration) -> Self {
+        Deadlined {
+            io,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// What a write that could not go on answers: wait, unless it has waited `timeout`.
+    fn stall<R>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
+        let timeout = self.timeout;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took nothing of its answers for write_timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// A write's outcome, the timer dropped when it went on.
+    fn written<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        match poll {
+            Poll::Ready(result) => {
+                self.stalled = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.stall(cx),
+        }
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Deadlined<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Deadlined<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.written(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.written(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.written(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.written(cx, poll)
+    }
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{create_session_at, get_json_at, plain, serve, Process};
+use crate::harness::{create_session_at, get_json_at, plain, serve, Metrics, Process};
 
 /// Longest a test waits for something the server must do within a second or two: a guard
 /// against hanging, not a measure.
@@ -351,5 +351,44 @@ async fn pipelined_requests_are_answered_in_order_and_an_unread_flood_holds_no_m
         during - before
     );
     drop(flood);
+    server.serves_others().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_takes_none_of_its_answers_is_cut_at_write_timeout() {
+    let server = Server::start("write_timeout = \"1s\"");
+    // One kept-alive client reads the open-connection gauge: it counts itself and the flood.
+    let client = plain();
+    let open = || async {
+        let text = client
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        Metrics::parse(&text).get("sessiond_http_connections", &[])
+    };
+    let before = open().await;
+    let mut flood = server.connect().await;
+    let one = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+    while let Ok(written) =
+        tokio::time::timeout(Duration::from_secs(1), flood.write_all(&one)).await
+    {
+        written.unwrap();
+    }
+    assert_eq!(open().await, before + 1.0, "the flood's connection is open");
+    // The server gives up on it: the gauge drops back, and the socket ends after the answers
+    // it did send.
+    tokio::time::timeout(GUARD, async {
+        while open().await > before {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the connection that takes nothing is cut");
+    let answers = until_closed(&mut flood).await;
+    assert!(answers.starts_with(b"HTTP/1.1 200 "));
     server.serves_others().await;
 }
