@@ -403,7 +403,8 @@ impl SessionService {
                             Err(e) => return Err(e.into()),
                         };
                     }
-                    if snapshot.record().active() {
+                    let record = snapshot.record();
+                    if record.active() && record.account() == account.name {
                         return Ok(Some(Loaded {
                             snapshot,
                             token: Some((token, verified)),
