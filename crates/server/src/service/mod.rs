@@ -375,44 +375,13 @@ impl SessionService {
                     loaded = self.repo.load(verified.id, now).await?.map(|s| (s, true));
                 }
             }
-            let Some((snapshot, fresh)) = loaded else {
-                if verified.unsaved {
-                    // Created without a write and unchanged since: derived again, the same
-                    // (not counted or logged as a cycle: it was, at creation), unless a save
-                    // of it came meanwhile.
-                    let derive = async {
-                        self.metrics.derived.inc();
-                        let session = self
-                            .build(account, verified.id, &Edit::default(), now, false)
-                            .await?;
-                        Ok::<_, SessionError>(Snapshot::new(session))
-                    };
-                    let mut snapshot = self.repo.load_or_derive(verified.id, now, derive).await?;
-                    if !snapshot.stored() && !account.lazy_creates {
-                        // An HTTP app now takes part in the create cycle: its answer may differ
-                        // the next time, so the session is saved as it was just derived.
-                        let record = record_of(snapshot.session()?, None, self.fast_paths);
-                        snapshot = match self.repo.save(record, None, None).await {
-                            Ok(saved) => saved,
-                            Err(StoreError::Conflict) => {
-                                let Some(stored) = self.repo.load(verified.id, now).await? else {
-                                    continue;
-                                };
-                                stored
-                            }
-                            Err(e) => return Err(e.into()),
-                        };
-                    }
-                    let record = snapshot.record();
-                    if record.active() && record.account() == account.name {
-                        return Ok(Some(Loaded {
-                            snapshot,
-                            token: Some((token, verified)),
-                            fresh: true,
-                        }));
-                    }
-                }
-                continue;
+            let (snapshot, fresh) = match loaded {
+                Some(loaded) => loaded,
+                None if verified.unsaved => match self.derived(account, verified.id, now).await? {
+                    Some(snapshot) => (snapshot, true),
+                    None => continue,
+                },
+                None => continue,
             };
             let s = snapshot.record();
             if s.account() != account.name {
@@ -434,6 +403,35 @@ impl SessionService {
             }
         }
         Ok(None)
+    }
+
+    /// Session `id` of `account`, created without a write, derived again the same (not counted
+    /// or logged as a cycle: it was, at creation); as stored if a save of it came meanwhile.
+    /// When an HTTP app has joined the account's create cycle since, whose answer may differ
+    /// the next time, it is saved as just derived.
+    async fn derived(
+        &self,
+        account: &Account,
+        id: SessionId,
+        now: u64,
+    ) -> Result<Option<Arc<Snapshot>>, SessionError> {
+        let derive = async {
+            self.metrics.derived.inc();
+            let session = self
+                .build(account, id, &Edit::default(), now, false)
+                .await?;
+            Ok::<_, SessionError>(Snapshot::new(session))
+        };
+        let snapshot = self.repo.load_or_derive(id, now, derive).await?;
+        if snapshot.stored() || account.lazy_creates {
+            return Ok(Some(snapshot));
+        }
+        let record = record_of(snapshot.session()?, None, self.fast_paths);
+        match self.repo.save(record, None, None).await {
+            Ok(saved) => Ok(Some(saved)),
+            Err(StoreError::Conflict) => Ok(self.repo.load(id, now).await?),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// New session `id` of `account` with the manager's own values and `edit` applied, after

@@ -411,7 +411,12 @@ pub struct Metrics(Vec<Sample>);
 impl Metrics {
     /// The metrics `base` serves at `/metrics`.
     pub async fn fetch(base: &str) -> Metrics {
-        let answer = plain().get(format!("{base}/metrics")).send().await.unwrap();
+        Metrics::fetch_with(&plain(), base).await
+    }
+
+    /// [`Metrics::fetch`] through `client` (one kept-alive connection across fetches).
+    pub async fn fetch_with(client: &reqwest::Client, base: &str) -> Metrics {
+        let answer = client.get(format!("{base}/metrics")).send().await.unwrap();
         Metrics::parse(&answer.text().await.unwrap())
     }
 
