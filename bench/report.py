@@ -126,6 +126,9 @@ def main(raw_path, out_dir):
             rounds_line.append(f"{m} Redis {', '.join(f'{x:.0f}' for x in redis_rounds)} / embedded "
                                f"{', '.join(f'{x:.0f}' for x in embedded_rounds)}")
         extra.append("- Rounds, requests/s sorted: " + "; ".join(rounds_line))
+    peers = peer_table(results, base, verdicts)
+    if peers:
+        extra += [""] + peers
     if redis_memory:
         per = redis_memory["used"] / max(redis_memory["keys"], 1)
         extra.append(f"- Redis memory: {redis_memory['keys']:,} keys, used_memory {redis_memory['used'] / 2**20:.0f} MiB "
@@ -136,6 +139,71 @@ def main(raw_path, out_dir):
     print("all targets met" if verdicts and all(verdicts) else "some targets NOT met")
     open(f"{out_dir}/table.md", "w").write(table)
     chart(results, base, f"{out_dir}/chart.svg")
+
+
+PEERS = [  # name in the raw lines, label, durable (acknowledged means on disk)
+    ("tower_memory", "axum + tower-sessions, memory store", "no"),
+    ("tower_redis_always", "axum + tower-sessions, Redis `appendfsync always`", "fsync before ack"),
+    ("tower_redis_everysec", "axum + tower-sessions, Redis `everysec`", "no"),
+    ("express_memory", "express-session, memory store", "no"),
+    ("express_redis_always", "express-session + connect-redis, `appendfsync always`", "fsync before ack"),
+    ("express_redis_everysec", "express-session + connect-redis, `everysec`", "no"),
+]
+PEER_MODES = ("get_all", "patch", "create")
+
+
+def peer_table(results, base, verdicts):
+    """sessiond beside the peers of bench/peers: ratios to the baseline, p99 in brackets."""
+    if not any(f"peer_{name}_get_all" in results for name, _, _ in PEERS):
+        return []
+
+    def median(prefix):
+        rounds = sorted((r for k, r in results.items() if k.rsplit("_", 1)[0] == prefix
+                         and k.rsplit("_", 1)[1].isdigit()), key=lambda r: r["rps"])
+        return rounds[len(rounds) // 2] if rounds else None
+
+    def cell(r):
+        if not r:
+            return "", None
+        return f"{r['rps'] / base['rps']:.2f} ({r['p99']:.1f} ms)", r["rps"]
+
+    rows = ["Beside the peers (`--peers`, bench/peers): requests/s as a ratio of the baseline, p99 in "
+            "brackets; each peer on a fresh server with its own sessions:", "",
+            "| system (server and store on one core) | durable | GET | PATCH one key | create | "
+            "idle % (generator / server core), lowest |",
+            "|---|---|---:|---:|---:|---:|"]
+    systems = [("sessiond, embedded store", "fsync before ack", {m: results.get(m) for m in PEER_MODES})]
+    if "redis_get_all_1" in results:
+        systems.append(("sessiond, Redis `appendfsync always`", "fsync before ack",
+                        {m: median(f"redis_{m}") for m in PEER_MODES}))
+    for name, label, durable in PEERS:
+        systems.append((label, durable, {m: results.get(f"peer_{name}_{m}") for m in PEER_MODES}))
+    rates = {}
+    for label, durable, runs in systems:
+        cells = [cell(runs[m]) for m in PEER_MODES]
+        rates[label] = [rps for _, rps in cells]
+        present = [r for r in runs.values() if r and r.get("idle") is not None]
+        lowest = (f"{min(r['idle'] for r in present):.0f} / {min(r['server_idle'] or 0 for r in present):.0f}"
+                  if present else "")
+        rows.append(f"| {label} | {durable} | " + " | ".join(text for text, _ in cells) + f" | {lowest} |")
+    embedded = rates["sessiond, embedded store"]
+    behind = [f"{m} behind {label}" for label, _, _ in systems[1:] for i, m in enumerate(PEER_MODES)
+              if label.startswith(("axum", "express")) and embedded[i] and rates[label][i]
+              and embedded[i] <= rates[label][i]]
+    ok = not behind and all(embedded)
+    verdicts.append(ok)
+    rows.append("")
+    rows.append("- sessiond on the embedded store ahead of every peer in every scenario: "
+                + ("yes" if ok else "NO (" + "; ".join(behind) + ")"))
+    redis = rates.get("sessiond, Redis `appendfsync always`")
+    if redis:
+        behind = [f"{m} behind {label}" for name, label, _ in PEERS if name.endswith("always")
+                  for i, m in enumerate(PEER_MODES) if redis[i] and rates[label][i] and redis[i] <= rates[label][i]]
+        ok = not behind and all(redis)
+        verdicts.append(ok)
+        rows.append("- sessiond on Redis `appendfsync always` ahead of the peers on the same Redis: "
+                    + ("yes" if ok else "NO (" + "; ".join(behind) + ")"))
+    return rows
 
 
 def chart(results, base, path):

@@ -1,4 +1,5 @@
-//! Creates N sessions on a running sessiond and writes their session tokens, one per line, for
+//! Creates N sessions on a running sessiond (or a peer of the benchmark) and writes their session
+//! tokens (or session cookies), one per line, for
 //! the load scripts. Sessions are created over 64 keep-alive connections.
 //!
 //! Usage: `prepare BASE_URL COUNT OUT_FILE`
@@ -42,12 +43,21 @@ async fn main() -> anyhow::Result<()> {
                 if response.status() != 201 {
                     bail!("creating a session answered {}", response.status());
                 }
+                // A peer of the benchmark (bench/peers) sends its session only as a cookie.
+                let cookie = response
+                    .headers()
+                    .get_all(hyper::header::SET_COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .find_map(|v| v.strip_prefix("vtex_session="))
+                    .map(|v| v.split(';').next().unwrap_or_default().to_owned());
                 let body = response.into_body().collect().await?.to_bytes();
                 let pair: serde_json::Value = serde_json::from_slice(&body)?;
-                let token = pair["sessionToken"]
-                    .as_str()
-                    .context("no sessionToken in the answer")?;
-                tokens.push(token.to_owned());
+                let token = match pair["sessionToken"].as_str() {
+                    Some(token) => token.to_owned(),
+                    None => cookie.context("no sessionToken in the answer, nor a cookie")?,
+                };
+                tokens.push(token);
             }
             Ok::<_, anyhow::Error>(tokens)
         })
