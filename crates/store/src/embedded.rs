@@ -32,7 +32,8 @@ use std::thread;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::config::CompressionPolicy;
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use parking_lot::{Mutex, MutexGuard};
 use sessiond_core::record::{self, Record};
 use sessiond_core::SessionId;
@@ -240,7 +241,7 @@ impl Engine {
             .open()
             .map_err(cannot_open)?;
         let sessions = db
-            .keyspace(SESSIONS, KeyspaceCreateOptions::default)
+            .keyspace(SESSIONS, sessions_options)
             .map_err(cannot_open)?;
         let expiry = db
             .keyspace(EXPIRY, KeyspaceCreateOptions::default)
@@ -253,6 +254,16 @@ impl Engine {
             known: Mutex::new(HashMap::new()),
         })
     }
+}
+
+/// The sessions keyspace: data blocks compressed with LZ4 on every level (fjall's default leaves
+/// the first two uncompressed). Records of one account repeat most of their bytes (the segment
+/// token, the names of namespaces and keys, the store's values), so a block of records shrinks
+/// to about half; the first levels hold every session freshly written or changed, so they
+/// count.
+fn sessions_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default()
+        .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
 }
 
 /// The deadline of the stored session (`None`: there is none) when `put`'s condition holds
