@@ -1,13 +1,15 @@
-//! The `Set-Cookie` lines of answers (`vtex_session`, `vtex_segment`), made once per session
-//! version and kept with its snapshot ([`Derived`]): the line of the first session token asked
-//! for, and the segment's line, which every session with that segment token shares (a store has
-//! a handful of segments, so snapshots hold one `Arc` each instead of a line of ~400 bytes). A
-//! successor version keeps the lines that still hold: the token's when the id is the same, the
-//! segment's when its token is.
+//! The `Set-Cookie` lines of answers (`vtex_session`, `vtex_segment`). The segment's line is
+//! made once per segment token and shared by every session with that token, through their
+//! snapshots ([`Derived`]): a store has a handful of segments, so snapshots hold one `Arc` each
+//! instead of a line of ~400 bytes, and a successor version keeps it while its segment token
+//! is the same. The session token's line differs for every session, so it is made for each
+//! answer, by joining the token and the attributes (written once) instead of formatting a
+//! cookie: keeping it with the snapshot would cost ~700 bytes of memory per cached session.
 
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
 
+use axum::body::Bytes;
 use axum::http::HeaderValue;
 use cookie::{Cookie, SameSite};
 use quick_cache::sync::Cache;
@@ -51,11 +53,14 @@ struct SegmentLine {
 /// grow the memory without bound.
 const MAX_SHARED_SEGMENTS: usize = 4096;
 
-/// The token cookie lines of a server: their style, and whether lines are kept with snapshots
-/// and shared between sessions of the same segment (the fast paths) or made for each answer.
+/// The token cookie lines of a server: their style, and whether segment lines are kept with
+/// snapshots and shared between sessions of the same segment (the fast paths) or made for each
+/// answer.
 pub struct CookieLines {
     style: CookieStyle,
     keep: bool,
+    /// What follows the token in a `vtex_session` line (`; HttpOnly; …`), as `style` writes it.
+    session_attributes: Box<str>,
     /// The lines of the segment tokens seen lately.
     segments: Cache<Box<str>, Arc<SegmentLine>>,
 }
@@ -63,9 +68,12 @@ pub struct CookieLines {
 impl CookieLines {
     /// Lines in `style`, kept and shared when `keep`.
     pub fn new(style: CookieStyle, keep: bool) -> Self {
+        let sample = style.line(SESSION_COOKIE, "t");
+        let sample = sample.to_str().expect("token cookies are visible ASCII");
         CookieLines {
             style,
             keep,
+            session_attributes: sample[SESSION_COOKIE.len() + 2..].into(),
             segments: Cache::new(MAX_SHARED_SEGMENTS),
         }
     }
@@ -87,22 +95,18 @@ impl CookieLines {
         line
     }
 
-    /// The `Set-Cookie` line of session token `token` of `snapshot`'s session. The line of the
-    /// first token asked for is kept (a session is nearly always named by one token at a time).
-    pub fn session(&self, snapshot: &Snapshot, token: &str) -> HeaderValue {
-        let make = || self.style.line(SESSION_COOKIE, token);
-        if !self.keep {
-            return make();
-        }
-        let Some(lines) = snapshot.derived(Lines::default) else {
-            return make();
-        };
-        let line = lines.token.get_or_init(make);
-        if names_token(line, token) {
-            line.clone()
-        } else {
-            make()
-        }
+    /// The `Set-Cookie` line of session token `token`: the same line [`CookieStyle::line`]
+    /// makes, without formatting a cookie.
+    pub fn session(&self, token: &str) -> HeaderValue {
+        let mut line = Vec::with_capacity(
+            SESSION_COOKIE.len() + 1 + token.len() + self.session_attributes.len(),
+        );
+        line.extend_from_slice(SESSION_COOKIE.as_bytes());
+        line.push(b'=');
+        line.extend_from_slice(token.as_bytes());
+        line.extend_from_slice(self.session_attributes.as_bytes());
+        HeaderValue::from_maybe_shared(Bytes::from(line))
+            .unwrap_or_else(|_| self.style.line(SESSION_COOKIE, token))
     }
 
     /// The `Set-Cookie` line of the segment token of `snapshot`'s session.
@@ -125,37 +129,20 @@ impl CookieLines {
 /// The lines kept with one snapshot.
 #[derive(Default)]
 struct Lines {
-    /// The `vtex_session` line of the first session token asked for.
-    token: OnceLock<HeaderValue>,
     segment: OnceLock<Arc<SegmentLine>>,
 }
 
 impl Derived for Lines {
-    fn carried(&self, same_id: bool, same_segment: bool) -> Option<Box<dyn Derived>> {
+    fn carried(&self, _same_id: bool, same_segment: bool) -> Option<Box<dyn Derived>> {
+        let segment = self.segment.get().filter(|_| same_segment)?;
         let next = Lines::default();
-        let mut any = false;
-        if let Some(token) = self.token.get().filter(|_| same_id) {
-            let _ = next.token.set(token.clone());
-            any = true;
-        }
-        if let Some(segment) = self.segment.get().filter(|_| same_segment) {
-            let _ = next.segment.set(segment.clone());
-            any = true;
-        }
-        any.then(|| Box::new(next) as Box<dyn Derived>)
+        let _ = next.segment.set(segment.clone());
+        Some(Box::new(next))
     }
 
     fn as_any(&self) -> &dyn Any {
         self
     }
-}
-
-/// Whether `line` is the `vtex_session` cookie line of `token` (`vtex_session=<token>;…`).
-fn names_token(line: &HeaderValue, token: &str) -> bool {
-    let start = SESSION_COOKIE.len() + 1;
-    let end = start + token.len();
-    let bytes = line.as_bytes();
-    bytes.get(start..end) == Some(token.as_bytes()) && bytes.get(end) == Some(&b';')
 }
 
 #[cfg(test)]
@@ -187,7 +174,6 @@ mod tests {
     fn successors_carry_the_lines_that_still_hold() {
         let lines = kept_lines();
         let first = Snapshot::new(session(1));
-        let token_line = lines.session(&first, "tok");
         let segment_line = lines.segment(&first);
 
         let other = Key::new("public", "other");
@@ -197,7 +183,6 @@ mod tests {
         same.set(&other, Value::new("x"));
         let second = Snapshot::edited(Record::encode(&same, hint), &first);
         assert_eq!(kept(&second).segment.get().unwrap().cookie, segment_line);
-        assert_eq!(*kept(&second).token.get().unwrap(), token_line);
 
         let utm = Key::new("public", "utm_source");
         let mut changed = second.session().unwrap().clone();
@@ -205,10 +190,14 @@ mod tests {
         changed.set(&utm, Value::new("google"));
         let third = Snapshot::edited(Record::encode(&changed, None), &second);
         assert!(
-            kept(&third).segment.get().is_none(),
+            third
+                .derived(Lines::default)
+                .unwrap()
+                .segment
+                .get()
+                .is_none(),
             "made again when asked"
         );
-        assert_eq!(*kept(&third).token.get().unwrap(), token_line);
         assert_ne!(third.segment_token(), first.segment_token());
         assert!(lines
             .segment(&third)
@@ -219,10 +208,6 @@ mod tests {
         let mut moved = third.session().unwrap().clone();
         moved.id = SessionId::random();
         let fourth = Snapshot::edited(Record::encode(&moved, None), &third);
-        assert!(
-            kept(&fourth).token.get().is_none(),
-            "a new id has a new token"
-        );
         assert!(kept(&fourth).segment.get().is_some(), "the same segment");
     }
 
@@ -259,14 +244,31 @@ mod tests {
     }
 
     #[test]
-    fn session_lines_follow_the_token_and_are_made_anew_when_not_kept() {
-        let snapshot = Snapshot::new(session(1));
-        let style = CookieStyle {
-            max_age: 60,
-            secure: true,
-        };
-        let lines = CookieLines::new(style, true);
-        let a = lines.session(&snapshot, "aaa");
+    fn session_lines_are_the_lines_of_the_cookie_style() {
+        for style in [
+            STYLE,
+            CookieStyle {
+                max_age: 60,
+                secure: true,
+            },
+        ] {
+            let lines = CookieLines::new(style, true);
+            for token in ["aaa", "aa", "eyJ0eXAiOiJKV1QifQ.eyJpZCI6IjEifQ.c2ln"] {
+                assert_eq!(
+                    lines.session(token),
+                    style.line(SESSION_COOKIE, token),
+                    "{token}"
+                );
+            }
+        }
+        let a = CookieLines::new(
+            CookieStyle {
+                max_age: 60,
+                secure: true,
+            },
+            false,
+        )
+        .session("aaa");
         let mut attributes: Vec<&str> = a.to_str().unwrap().split("; ").collect();
         assert_eq!(attributes.remove(0), "vtex_session=aaa");
         attributes.sort_unstable();
@@ -274,18 +276,21 @@ mod tests {
             attributes,
             ["HttpOnly", "Max-Age=60", "Path=/", "SameSite=Lax", "Secure"]
         );
-        let b = lines.session(&snapshot, "bbb");
-        assert!(b.to_str().unwrap().starts_with("vtex_session=bbb;"));
-        assert_eq!(lines.session(&snapshot, "aaa"), a);
-        let prefix = lines.session(&snapshot, "aa");
-        assert!(prefix.to_str().unwrap().starts_with("vtex_session=aa;"));
+    }
 
+    #[test]
+    fn segment_lines_are_made_anew_when_not_kept() {
         let fresh = Snapshot::new(session(1));
-        let simple = CookieLines::new(style, false);
-        assert_eq!(simple.session(&fresh, "aaa"), a);
-        assert_eq!(simple.segment(&fresh), lines.segment(&fresh));
+        let simple = CookieLines::new(STYLE, false);
+        let other = Snapshot::new(session(1));
+        assert_eq!(simple.segment(&fresh), kept_lines().segment(&other));
         assert!(
-            fresh.derived(Lines::default).unwrap().token.get().is_none(),
+            fresh
+                .derived(Lines::default)
+                .unwrap()
+                .segment
+                .get()
+                .is_none(),
             "nothing kept when not keeping"
         );
     }

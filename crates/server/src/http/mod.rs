@@ -274,9 +274,6 @@ pub(crate) fn json_response(status: StatusCode, body: impl Into<Body>) -> Respon
 pub(crate) fn add_token_cookies(state: &AppState, response: &mut Response, outcome: &Outcome) {
     let snapshot = &outcome.snapshot;
     let h = response.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        state.cookies.session(snapshot, &outcome.token),
-    );
+    h.append(header::SET_COOKIE, state.cookies.session(&outcome.token));
     h.append(header::SET_COOKIE, state.cookies.segment(snapshot));
 }

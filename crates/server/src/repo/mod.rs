@@ -231,7 +231,7 @@ impl Repository {
 
     /// Saves `record` if the stored version of its session is `expected` (`None`: there is
     /// none; see [`SessionStore::put_record`]), and caches it. `previous` is the snapshot it
-    /// was derived from: its cookie lines that still hold carry over.
+    /// was derived from: its segment cookie line carries over while it holds.
     pub async fn save(
         &self,
         record: Record,
@@ -312,9 +312,9 @@ impl Repository {
         self.cache().map(|c| c.witness(&record.id()))
     }
 
-    /// Caches what was just saved: `record`, derived from `previous` (its cookie lines carry
-    /// over), unless a shared store told of a change of its session since `witness`. Cached as
-    /// the record alone: what comes next is mostly reads, served from the record's bytes, and
+    /// Caches what was just saved: `record`, derived from `previous` (its segment cookie line
+    /// carries over), unless a shared store told of a change of its session since `witness`.
+    /// Cached as the record alone: what comes next is mostly reads, served from the record's bytes, and
     /// plain edits, made on them; a full edit decodes it again.
     fn cached(
         &self,
