@@ -153,56 +153,53 @@ PEER_MODES = ("get_all", "patch", "create")
 
 
 def peer_table(results, base, verdicts):
-    """sessiond beside the peers of bench/peers: ratios to the baseline, p99 in brackets."""
+    """The peers of bench/peers: their ratios to the baseline (p99 in brackets), and sessiond's
+    requests/s over theirs, each pair of runs seconds apart."""
     if not any(f"peer_{name}_get_all" in results for name, _, _ in PEERS):
         return []
 
-    def median(prefix):
-        rounds = sorted((r for k, r in results.items() if k.rsplit("_", 1)[0] == prefix
-                         and k.rsplit("_", 1)[1].isdigit()), key=lambda r: r["rps"])
-        return rounds[len(rounds) // 2] if rounds else None
-
     def cell(r):
-        if not r:
-            return "", None
-        return f"{r['rps'] / base['rps']:.2f} ({r['p99']:.1f} ms)", r["rps"]
+        return f"{r['rps'] / base['rps']:.2f} ({r['p99']:.1f} ms)" if r else ""
 
-    rows = ["Beside the peers (`--peers`, bench/peers): requests/s as a ratio of the baseline, p99 in "
-            "brackets; each peer on a fresh server with its own sessions:", "",
-            "| system (server and store on one core) | durable | GET | PATCH one key | create | "
-            "idle % (generator / server core), lowest |",
-            "|---|---|---:|---:|---:|---:|"]
-    systems = [("sessiond, embedded store", "fsync before ack", {m: results.get(m) for m in PEER_MODES})]
-    if "redis_get_all_1" in results:
-        systems.append(("sessiond, Redis `appendfsync always`", "fsync before ack",
-                        {m: median(f"redis_{m}") for m in PEER_MODES}))
+    def over(side, name, mode):
+        ours, theirs = results.get(f"beside_{side}_{name}_{mode}"), results.get(f"peer_{name}_{mode}")
+        return ours["rps"] / theirs["rps"] if ours and theirs else None
+
+    rows = ["Beside the peers (`--peers`, bench/peers; each on a fresh server with its own sessions). "
+            "Their requests/s as a ratio of the baseline with p99 in brackets, then sessiond's requests/s "
+            "over theirs, sessiond measured right after each run of the peer (on the embedded store; "
+            "for a peer on Redis `appendfsync always`, also on that same Redis):", "",
+            "| peer (server and store on one core) | durable | GET | PATCH one key | create "
+            "| sessiond / peer: GET | PATCH | create | idle % (generator / server core), lowest |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    behind = {"embedded": [], "redis": []}
     for name, label, durable in PEERS:
-        systems.append((label, durable, {m: results.get(f"peer_{name}_{m}") for m in PEER_MODES}))
-    rates = {}
-    for label, durable, runs in systems:
-        cells = [cell(runs[m]) for m in PEER_MODES]
-        rates[label] = [rps for _, rps in cells]
-        present = [r for r in runs.values() if r and r.get("idle") is not None]
+        runs = [results.get(f"peer_{name}_{m}") for m in PEER_MODES]
+        if not any(runs):
+            continue
+        present = [r for r in runs if r and r.get("idle") is not None]
         lowest = (f"{min(r['idle'] for r in present):.0f} / {min(r['server_idle'] or 0 for r in present):.0f}"
                   if present else "")
-        rows.append(f"| {label} | {durable} | " + " | ".join(text for text, _ in cells) + f" | {lowest} |")
-    embedded = rates["sessiond, embedded store"]
-    behind = [f"{m} behind {label}" for label, _, _ in systems[1:] for i, m in enumerate(PEER_MODES)
-              if label.startswith(("axum", "express")) and embedded[i] and rates[label][i]
-              and embedded[i] <= rates[label][i]]
-    ok = not behind and all(embedded)
-    verdicts.append(ok)
+        for side in ("embedded", "redis"):
+            ratios = [over(side, name, m) for m in PEER_MODES]
+            if not any(ratios):
+                continue
+            behind[side] += [f"{m} vs {label}: {x:.2f}" for m, x in zip(PEER_MODES, ratios) if x is not None and x <= 1]
+            first = side == "embedded"
+            rows.append(f"| {label if first else '… sessiond on the same Redis'} | {durable if first else ''} | "
+                        + " | ".join(cell(r) if first else "" for r in runs) + " | "
+                        + " | ".join("" if x is None else f"**{x:.2f}**" for x in ratios)
+                        + f" | {lowest if first else ''} |")
     rows.append("")
+    ok = not behind["embedded"]
+    verdicts.append(ok)
     rows.append("- sessiond on the embedded store ahead of every peer in every scenario: "
-                + ("yes" if ok else "NO (" + "; ".join(behind) + ")"))
-    redis = rates.get("sessiond, Redis `appendfsync always`")
-    if redis:
-        behind = [f"{m} behind {label}" for name, label, _ in PEERS if name.endswith("always")
-                  for i, m in enumerate(PEER_MODES) if redis[i] and rates[label][i] and redis[i] <= rates[label][i]]
-        ok = not behind and all(redis)
+                + ("yes" if ok else "NO (" + "; ".join(behind["embedded"]) + ")"))
+    if any(k.startswith("beside_redis_") for k in results):
+        ok = not behind["redis"]
         verdicts.append(ok)
         rows.append("- sessiond on Redis `appendfsync always` ahead of the peers on the same Redis: "
-                    + ("yes" if ok else "NO (" + "; ".join(behind) + ")"))
+                    + ("yes" if ok else "NO (" + "; ".join(behind["redis"]) + ")"))
     return rows
 
 
