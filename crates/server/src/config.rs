@@ -111,9 +111,10 @@ pub struct FileConfig {
     /// An address serving `GET /metrics` alone (`listen` then answers 404 for it).
     pub metrics_listen: Option<String>,
     /// Whether the measured shortcuts are used (default true): edits of plain `public` keys on
-    /// the stored record, answers cut out of the stored one, segment cookie lines shared between
-    /// sessions, the previous segment token kept when no segment input changed. Off, every request takes
-    /// the simple path; both give the same bytes (a test runs the API both ways).
+    /// the stored record, answers cut out of the stored one, segment cookie lines shared
+    /// between sessions, the previous segment token kept when no segment input changed. Off,
+    /// every request takes the simple path; both give the same bytes (a test runs the API both
+    /// ways).
     pub fast_paths: Option<bool>,
     /// PEM of the ES256 private key signing session tokens (else generated in `data_dir`).
     pub signing_key_pem: Option<String>,

@@ -260,7 +260,8 @@ impl Engine {
 /// the first two uncompressed). Records of one account repeat most of their bytes (the segment
 /// token, the names of namespaces and keys, the store's values), so a block of records shrinks
 /// to about half; the first levels hold every session freshly written or changed, so they
-/// count.
+/// count. fjall stores a keyspace's options when it creates it: a data directory made before
+/// keeps the default, and opens and works as before.
 fn sessions_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
         .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
