@@ -54,6 +54,13 @@ const EXPIRY_BUCKET_MS: u64 = 3_600_000;
 /// went from 10,500 to 27,000 requests/s when this grew from 64 MiB to 512 MiB.
 pub const CACHE_BYTES: u64 = 512 * 1024 * 1024;
 
+/// Most bytes of journal fjall keeps (its default is 512 MiB). A journal is deleted once every
+/// keyspace's memtable with writes in it is flushed, and the expiry index's memtable, of 24-byte
+/// keys, fills slowly: journals piled up to the default behind it, ~200 bytes per session at
+/// 1,000,000 sessions. Past this size fjall flushes the memtables that hold the oldest journal.
+/// The journal is also what a restart after a crash replays.
+pub const MAX_JOURNALS_BYTES: u64 = 128 * 1024 * 1024;
+
 /// How the embedded store behaves.
 #[derive(Clone, Debug)]
 pub struct EmbeddedOptions {
@@ -238,6 +245,7 @@ impl Engine {
         };
         let db = Database::builder(path)
             .cache_size(CACHE_BYTES)
+            .max_journaling_size(MAX_JOURNALS_BYTES)
             .open()
             .map_err(cannot_open)?;
         let sessions = db
