@@ -56,9 +56,10 @@ pub const CACHE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Most bytes of journal fjall keeps (its default is 512 MiB). A journal is deleted once every
 /// keyspace's memtable with writes in it is flushed, and the expiry index's memtable, of 24-byte
-/// keys, fills slowly: journals piled up to the default behind it, ~200 bytes per session at
-/// 1,000,000 sessions. Past this size fjall flushes the memtables that hold the oldest journal.
-/// The journal is also what a restart after a crash replays.
+/// keys, fills slowly: journals piled up towards the default behind it (at 1,000,000 sessions,
+/// 838 bytes per session on disk in all, 368 with this cap). Past this size fjall flushes the
+/// memtables that hold the oldest journal. The journal is also what a restart after a crash
+/// replays (2.1-2.9 s at 1,000,000 sessions, 0.84 s with this cap).
 pub const MAX_JOURNALS_BYTES: u64 = 128 * 1024 * 1024;
 
 /// How the embedded store behaves.
