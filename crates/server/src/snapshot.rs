@@ -37,11 +37,11 @@ impl Filter {
 }
 
 /// What a layer above derives once from a session version and keeps with its snapshot (the
-/// HTTP layer: its `Set-Cookie` lines), and how much of it holds for the next version.
+/// HTTP layer: the segment's `Set-Cookie` line), and how much of it holds for the next version.
 pub trait Derived: Any + Send + Sync {
-    /// What of this still holds for the next version of the session, which has the same id
-    /// (`same_id`) and the same segment token (`same_segment`) or not.
-    fn carried(&self, same_id: bool, same_segment: bool) -> Option<Box<dyn Derived>>;
+    /// What of this still holds for the next version of the session, which has the same
+    /// segment token (`same_segment`) or not.
+    fn carried(&self, same_segment: bool) -> Option<Box<dyn Derived>>;
 
     /// This, for a downcast.
     fn as_any(&self) -> &dyn Any;
@@ -107,9 +107,8 @@ impl Snapshot {
 
     fn after(next: Snapshot, previous: &Snapshot) -> Self {
         if let Some(derived) = previous.derived.get() {
-            let same_id = previous.record.id() == next.record.id();
             let same_segment = previous.record.same_segment(&next.record);
-            if let Some(carried) = derived.carried(same_id, same_segment) {
+            if let Some(carried) = derived.carried(same_segment) {
                 let _ = next.derived.set(carried);
             }
         }

@@ -133,7 +133,7 @@ struct Lines {
 }
 
 impl Derived for Lines {
-    fn carried(&self, _same_id: bool, same_segment: bool) -> Option<Box<dyn Derived>> {
+    fn carried(&self, same_segment: bool) -> Option<Box<dyn Derived>> {
         let segment = self.segment.get().filter(|_| same_segment)?;
         let next = Lines::default();
         let _ = next.segment.set(segment.clone());
