@@ -441,10 +441,10 @@ proptest! {
     #[test]
     fn a_record_decodes_to_the_session_it_encodes(s in session()) {
         let record = Record::encode(&s, None);
-        let parsed = Record::parse(record.bytes().clone())?;
+        let parsed = Record::parse(record.stored())?;
         let decoded = parsed.decode()?;
         prop_assert_eq!(&decoded, &s);
-        prop_assert_eq!(header(parsed.bytes()), Some((s.version, s.expires_at)));
+        prop_assert_eq!(header(&parsed.stored()), Some((s.version, s.expires_at)));
         prop_assert_eq!(
             (parsed.id(), parsed.account(), parsed.version(), parsed.active()),
             (s.id, s.account.as_str(), s.version, s.active)
@@ -456,8 +456,8 @@ proptest! {
         prop_assert_eq!(parsed.has_secrets(), s.namespaces.contains_key(SECRET_NAMESPACE));
         prop_assert_eq!(parsed.segment_token(), Segment::of(&s).encode());
         prop_assert_eq!(
-            lossy(Record::encode(&decoded, None).bytes()),
-            lossy(record.bytes())
+            lossy(&Record::encode(&decoded, None).stored()),
+            lossy(&record.stored())
         );
     }
 
@@ -474,7 +474,7 @@ proptest! {
             .collect::<Vec<_>>()
             .join(",");
         let items = Items::parse(&raw);
-        let record = Record::parse(Record::encode(&s, None).bytes().clone())?;
+        let record = Record::parse(Record::encode(&s, None).stored())?;
         let rendered = s.answer(&items);
         prop_assert!(serde_json::from_slice::<Json>(&rendered).is_ok());
         match record.answer_for(&items) {
@@ -502,7 +502,7 @@ proptest! {
         now in millis(),
         ttl in 0u64..100_000_000,
     ) {
-        let record = Record::parse(Record::encode(&s, None).bytes().clone())?;
+        let record = Record::parse(Record::encode(&s, None).stored())?;
         let changes = public_changes(&s, &writes);
         let Some(mut editing) = record.edit("public") else {
             prop_assert!(
@@ -536,8 +536,8 @@ proptest! {
         edited.updated_at = now;
         edited.expires_at = expires_at;
         prop_assert_eq!(editing.values == before, delta.is_empty());
-        prop_assert_eq!(lossy(got.bytes()), lossy(Record::encode(&edited, None).bytes()));
-        prop_assert_eq!(Record::parse(got.bytes().clone())?.decode()?, edited);
+        prop_assert_eq!(lossy(&got.stored()), lossy(&Record::encode(&edited, None).stored()));
+        prop_assert_eq!(Record::parse(got.stored())?.decode()?, edited);
     }
 
     /// Clients ask for the keys they need: a filter listing keys must answer exactly those of

@@ -21,9 +21,10 @@ pub const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
 pub const DEFAULT_CACHE_SESSIONS: usize = 200_000;
 
 /// Memory a cached session is budgeted at when sizing the default cache. A session of a dozen
-/// values takes about 1.4 KiB as its record alone (measured at 300,000 sessions, with its
-/// snapshot and map entry), which is how most of them are cached; one decoded for a full edit,
-/// or keeping a filtered answer, takes more.
+/// values takes about 1 KiB as its record alone, with its segment token shared, its snapshot and
+/// its map entry (measured: 1.4 KiB before the token was shared, at 300,000 sessions; the token
+/// is ~340 bytes), which is how most of them are cached; one decoded for a full edit, or keeping
+/// a filtered answer, takes more.
 const CACHED_SESSION_BYTES: u64 = 4096;
 
 /// The default `cache_sessions`: as many sessions as fit in a quarter of the memory this

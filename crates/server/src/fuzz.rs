@@ -71,13 +71,13 @@ pub fn record(data: &[u8]) {
     if let Some(mut editing) = record.edit("public") {
         editing.values.insert("k".into(), Value::new("v"));
         let edited = editing.finish(version, 1, 2);
-        Record::parse(edited.bytes().clone()).expect("an edited record parses");
+        Record::parse(edited.stored()).expect("an edited record parses");
     }
     let ended = record.ended(version, 1, None, 0);
-    Record::parse(ended.bytes().clone()).expect("an ended record parses");
+    Record::parse(ended.stored()).expect("an ended record parses");
     if let Ok(session) = record.decode() {
         let again = Record::encode(&session, None);
-        let decoded = Record::parse(again.bytes().clone())
+        let decoded = Record::parse(again.stored())
             .and_then(|r| r.decode())
             .expect("an encoded session decodes");
         assert_eq!(decoded, session, "a session survives its record");

@@ -1,9 +1,15 @@
-//! A hasher for keys that are random already: session ids (random UUIDs this process made) and
-//! SHA-256 digests of tokens. Hashing them again (SipHash) costs time on every request and buys
-//! nothing: their bytes are uniformly distributed, and only ids and digests of tokens this
-//! process issued or verified are ever inserted, so nobody can choose colliding keys.
+//! Hashers of the server's maps. For keys that are random already (session ids: random UUIDs
+//! this process made; SHA-256 digests of tokens), [`RandomKeys`]: hashing them again (SipHash)
+//! costs time on every request and buys nothing, since their bytes are uniformly distributed and
+//! only ids and digests of tokens this process issued or verified are ever inserted, so nobody
+//! can choose colliding keys. For text a request may choose (segment tokens, `items` filters),
+//! [`TextKeys`] in the bounded caches of [`text_cache`]: SipHash of a 340-byte segment token is
+//! ~1,000 instructions.
 
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use quick_cache::sync::Cache;
+use quick_cache::UnitWeighter;
 
 /// Folds the first eight bytes of every write into the hash.
 #[derive(Default, Clone, Copy)]
@@ -24,6 +30,25 @@ impl Hasher for RandomKeyHasher {
 
 /// The [`std::hash::BuildHasher`] of [`RandomKeyHasher`].
 pub type RandomKeys = BuildHasherDefault<RandomKeyHasher>;
+
+/// The hasher of keys that are text: foldhash, seeded anew for every map. Every map keyed by text
+/// is a cache of a few thousand entries, so colliding keys could only ever lengthen a bounded
+/// probe.
+pub type TextKeys = foldhash::fast::RandomState;
+
+/// A cache of at most a given number of values keyed by text.
+pub type TextCache<K, V> = Cache<K, V, UnitWeighter, TextKeys>;
+
+/// A [`TextCache`] of at most `capacity` values.
+pub fn text_cache<K: Eq + Hash, V: Clone>(capacity: usize) -> TextCache<K, V> {
+    Cache::with(
+        capacity,
+        capacity as u64,
+        UnitWeighter,
+        TextKeys::default(),
+        Default::default(),
+    )
+}
 
 #[cfg(test)]
 mod tests {

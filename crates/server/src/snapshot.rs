@@ -248,7 +248,7 @@ mod tests {
         assert!(read.session.get().is_none(), "nothing decoded for answers");
         assert_eq!(read.session().unwrap(), &s);
 
-        let mut bytes = read.record().bytes().to_vec();
+        let mut bytes = read.record().stored().to_vec();
         bytes.truncate(bytes.len() - 2);
         let broken = Snapshot::read(Record::parse(Bytes::from(bytes)).unwrap());
         assert!(

@@ -130,7 +130,7 @@ impl Put {
     fn of(record: &Record, expected: Option<u64>) -> Put {
         Put {
             id: record.id(),
-            record: record.bytes().clone(),
+            record: record.stored(),
             version: record.version(),
             expires_at: record.expires_at(),
             expected,

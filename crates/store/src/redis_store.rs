@@ -399,7 +399,7 @@ impl RedisStore {
                         .map(|v| v.to_be_bytes().to_vec())
                         .unwrap_or_default(),
                 )
-                .arg(record.bytes().as_ref())
+                .arg(record.stored().as_ref())
                 .arg(record.expires_at());
         }
         let saved: i64 = self

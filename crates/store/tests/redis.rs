@@ -108,7 +108,7 @@ async fn every_write_sets_the_deadline_as_the_key_expiry() {
     );
     // What is stored is the record, byte for byte.
     let stored = store.get_record(session.id, now()).await.unwrap().unwrap();
-    assert_eq!(stored.bytes(), Record::encode(&longer, None).bytes());
+    assert_eq!(stored.stored(), Record::encode(&longer, None).stored());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,13 +94,25 @@ struct Answered {
 /// A session as stored, with its header fields and ready-made answers at hand.
 #[derive(Clone, Debug)]
 pub struct Record {
+    /// The stored bytes; without the segment token's own bytes when it is [`Token::Shared`].
     bytes: Bytes,
     account: Range<usize>,
     answer: Range<usize>,
-    segment: Range<usize>,
+    segment: Token,
     /// Empty when the record holds no traces.
     traces: Range<usize>,
     secrets: usize,
+}
+
+/// Where a record's segment token is.
+#[derive(Clone, Debug)]
+enum Token {
+    /// In the record's bytes, as stored.
+    Within(Range<usize>),
+    /// Held apart, shared by the records of every session with the same segment (a store has
+    /// a handful of segments and each token is ~400 bytes): the record's bytes keep its length
+    /// prefix and skip it.
+    Shared(Bytes),
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
@@ -150,7 +162,7 @@ fn assemble(
         bytes: Bytes::from(out),
         account,
         answer,
-        segment,
+        segment: Token::Within(segment),
         traces,
         secrets: start,
     }
@@ -247,10 +259,51 @@ impl Record {
             bytes,
             account,
             answer,
-            segment,
+            segment: Token::Within(segment),
             traces,
             secrets: at,
         })
+    }
+
+    /// This record with its segment token held apart as `shared` when that is the same token
+    /// (see [`Token::Shared`]); else, or when it is so held already, this record. What it
+    /// answers and stores is the same either way; what differs is the memory it holds.
+    pub fn sharing_segment(self, shared: &Bytes) -> Record {
+        let Token::Within(segment) = &self.segment else {
+            return self;
+        };
+        if self.bytes[segment.clone()] != shared[..] {
+            return self;
+        }
+        let (cut, len) = (segment.start, segment.len());
+        let mut bytes = Vec::with_capacity(self.bytes.len() - len);
+        bytes.extend_from_slice(&self.bytes[..cut]);
+        bytes.extend_from_slice(&self.bytes[segment.end..]);
+        let after = |at: usize| if at >= segment.end { at - len } else { at };
+        Record {
+            bytes: Bytes::from(bytes),
+            account: self.account.clone(),
+            answer: self.answer.clone(),
+            segment: Token::Shared(shared.clone()),
+            traces: after(self.traces.start)..after(self.traces.end),
+            secrets: after(self.secrets),
+        }
+    }
+
+    /// The segment token's bytes when they are held apart and shared (see
+    /// [`Record::sharing_segment`]).
+    pub fn shared_segment(&self) -> Option<&Bytes> {
+        match &self.segment {
+            Token::Shared(token) => Some(token),
+            Token::Within(_) => None,
+        }
+    }
+
+    fn segment_bytes(&self) -> &[u8] {
+        match &self.segment {
+            Token::Within(range) => &self.bytes[range.clone()],
+            Token::Shared(token) => token,
+        }
     }
 
     /// The session's cycle traces as stored (a JSON array), if it keeps any.
@@ -265,7 +318,7 @@ impl Record {
 
     /// Whether `other` has the same segment token (compared as stored).
     pub fn same_segment(&self, other: &Record) -> bool {
-        self.bytes[self.segment.clone()] == other.bytes[other.segment.clone()]
+        self.segment_bytes() == other.segment_bytes()
     }
 
     /// Whether the session holds values of the secret namespace.
@@ -273,9 +326,20 @@ impl Record {
         self.bytes.len() > self.secrets
     }
 
-    /// The stored bytes.
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
+    /// The bytes to store: this record's own, or, when its segment token is held apart, the
+    /// same record put together again.
+    pub fn stored(&self) -> Bytes {
+        match &self.segment {
+            Token::Within(_) => self.bytes.clone(),
+            Token::Shared(token) => {
+                let cut = self.answer.end + 4;
+                let mut bytes = Vec::with_capacity(self.bytes.len() + token.len());
+                bytes.extend_from_slice(&self.bytes[..cut]);
+                bytes.extend_from_slice(token);
+                bytes.extend_from_slice(&self.bytes[cut..]);
+                Bytes::from(bytes)
+            }
+        }
     }
 
     /// The session's version.
@@ -388,7 +452,7 @@ impl Record {
         let fields = [
             &self.bytes[self.account.clone()],
             answer,
-            &self.bytes[self.segment.clone()],
+            self.segment_bytes(),
             &self.bytes[self.traces.clone()],
         ];
         assemble(out, fields, |out| {
@@ -398,7 +462,7 @@ impl Record {
 
     /// The session's segment token (`vtex_segment`).
     pub fn segment_token(&self) -> &str {
-        std::str::from_utf8(&self.bytes[self.segment.clone()]).expect("checked by parse")
+        std::str::from_utf8(self.segment_bytes()).expect("checked by parse")
     }
 
     /// The session itself.
@@ -467,7 +531,7 @@ mod tests {
             serde_json::json!({"at": 2}),
         ];
         let r = Record::encode(&s, None);
-        let parsed = Record::parse(r.bytes().clone()).unwrap();
+        let parsed = Record::parse(r.stored()).unwrap();
         assert_eq!(parsed.decode().unwrap(), s);
         assert_eq!(
             parsed.traces(),
@@ -486,7 +550,7 @@ mod tests {
         assert_eq!(decoded.traces, s.traces);
         assert_eq!(decoded.get_str("public", "k"), Some("v"));
         assert_eq!(decoded.get_str("cookie", "c"), Some("secret"));
-        let ended = Record::parse(parsed.ended(8, 3_000, None, 0).bytes().clone()).unwrap();
+        let ended = Record::parse(parsed.ended(8, 3_000, None, 0).stored()).unwrap();
         assert_eq!(ended.traces(), None);
         assert!(ended.decode().unwrap().traces.is_empty());
         // A record without traces has none.
@@ -497,7 +561,7 @@ mod tests {
     fn round_trips_with_answer_and_segment_ready() {
         let mut s = session();
         let r = Record::encode(&s, None);
-        let parsed = Record::parse(r.bytes().clone()).unwrap();
+        let parsed = Record::parse(r.stored()).unwrap();
         assert_eq!(parsed.decode().unwrap(), s);
         assert_eq!(parsed.id(), s.id);
         assert_eq!(parsed.version(), 7);
@@ -511,7 +575,7 @@ mod tests {
         let answer: serde_json::Value = serde_json::from_slice(&parsed.answer()).unwrap();
         assert_eq!(answer["namespaces"]["cookie"]["c"]["value"], "[redacted]");
         assert_eq!(parsed.segment_token(), Segment::of(&s).encode());
-        assert_eq!(header(r.bytes()), Some((7, 11_000)));
+        assert_eq!(header(&r.stored()), Some((7, 11_000)));
 
         let next = SessionId::random();
         s.active = false;
@@ -564,7 +628,7 @@ mod tests {
             s.set(&Key::new("kept", k), Value::kept(v));
         }
         let r = Record::encode(&s, None);
-        let answer = &r.bytes()[r.answer.clone()];
+        let answer = &r.bytes[r.answer.clone()];
         let by_serde = serde_json::from_slice::<Answered>(answer)
             .unwrap()
             .namespaces;
@@ -644,12 +708,65 @@ mod tests {
             edited.expires_at = 99_000;
             let got = editing.finish(9, 5_000, 99_000);
             assert_eq!(
-                String::from_utf8_lossy(got.bytes()),
-                String::from_utf8_lossy(Record::encode(&edited, Some(r.segment_token())).bytes()),
+                String::from_utf8_lossy(&got.stored()),
+                String::from_utf8_lossy(&Record::encode(&edited, Some(r.segment_token())).stored()),
                 "{ns}"
             );
             assert_eq!(got.decode().unwrap(), edited);
             assert_eq!(got.expires_at(), 99_000);
+        }
+    }
+
+    #[test]
+    fn a_record_sharing_its_segment_token_answers_stores_and_edits_the_same() {
+        let mut traced = session();
+        traced.debug = true;
+        traced.traces = vec![serde_json::json!({"at": 1})];
+        let mut plain = session();
+        plain.namespaces.remove("cookie");
+        for s in [session(), traced, plain] {
+            let r = Record::encode(&s, None);
+            let shared = Bytes::copy_from_slice(r.segment_token().as_bytes());
+            let compact = r.clone().sharing_segment(&shared);
+            let held = compact.shared_segment().expect("the same token is shared");
+            assert_eq!(held.as_ptr(), shared.as_ptr(), "one copy of the token");
+            assert!(compact.bytes.len() + shared.len() == r.bytes.len());
+            assert_eq!(compact.stored(), r.stored());
+            assert_eq!(
+                Record::parse(compact.stored()).unwrap().decode().unwrap(),
+                s
+            );
+            assert_eq!(compact.decode().unwrap(), s);
+            assert_eq!(compact.answer(), r.answer());
+            assert_eq!(compact.segment_token(), r.segment_token());
+            assert_eq!(compact.traces(), r.traces());
+            assert_eq!(compact.has_secrets(), r.has_secrets());
+            assert!(compact.same_segment(&r) && r.same_segment(&compact));
+            let items = Items::parse("public.utm_source,profile.x");
+            assert_eq!(compact.answer_for(&items), r.answer_for(&items));
+            assert_eq!(
+                compact.ended(8, 3_000, None, 0).stored(),
+                r.ended(8, 3_000, None, 0).stored()
+            );
+            let edit = |r: &Record| {
+                let mut editing = r.edit("public").unwrap();
+                editing.values.insert("k".into(), Value::new("v"));
+                editing.finish(9, 5_000, 99_000).stored()
+            };
+            assert_eq!(edit(&compact), edit(&r));
+            assert_eq!(
+                compact
+                    .clone()
+                    .sharing_segment(&Bytes::from_static(b"x"))
+                    .stored(),
+                r.stored(),
+                "already shared: kept as it is"
+            );
+            let other = r.clone().sharing_segment(&Bytes::from_static(b"another"));
+            assert!(
+                other.shared_segment().is_none(),
+                "another token is not shared"
+            );
         }
     }
 
@@ -673,9 +790,9 @@ mod tests {
                     replaced_by: next,
                     ..s.clone()
                 };
-                assert_eq!(ended.bytes(), Record::encode(&e, None).bytes());
+                assert_eq!(ended.stored(), Record::encode(&e, None).stored());
                 assert_eq!(ended.decode().unwrap(), e);
-                let parsed = Record::parse(ended.bytes().clone()).unwrap();
+                let parsed = Record::parse(ended.stored()).unwrap();
                 assert_eq!(
                     (parsed.version(), parsed.replaced_by(), parsed.account()),
                     (8, next, s.account.as_str())
@@ -689,7 +806,7 @@ mod tests {
                     !parsed.has_secrets(),
                     "no identity token outlives its session"
                 );
-                assert!(ended.bytes().len() < r.bytes().len());
+                assert!(ended.stored().len() < r.stored().len());
             }
         }
     }
@@ -697,7 +814,7 @@ mod tests {
     #[test]
     fn refuses_what_is_not_a_record() {
         let r = Record::encode(&session(), None);
-        let bytes = r.bytes();
+        let bytes = r.stored();
         for cut in [0, 1, 30, 67, 69, bytes.len() - r.secrets_len() - 1] {
             assert!(
                 Record::parse(bytes.slice(..cut)).is_err(),
@@ -724,9 +841,9 @@ mod tests {
         assert_eq!(plain.decode().unwrap(), s);
         let json = serde_json::to_vec(&s).unwrap();
         assert!(
-            plain.bytes().len() < json.len() + Segment::of(&s).encode().len() + 120,
+            plain.stored().len() < json.len() + Segment::of(&s).encode().len() + 120,
             "{} bytes for {} of JSON",
-            plain.bytes().len(),
+            plain.stored().len(),
             json.len()
         );
         s.set(
@@ -780,7 +897,7 @@ mod tests {
     fn a_damaged_answer_never_panics_the_cutter() {
         let r = Record::encode(&session(), None);
         let items = Items::parse("public.utm_source,profile.*,cookie.c");
-        let bytes = r.bytes().to_vec();
+        let bytes = r.stored().to_vec();
         for at in r.answer.clone() {
             for b in [b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'x'] {
                 let mut damaged = bytes.clone();
@@ -792,7 +909,7 @@ mod tests {
             }
         }
         for end in 0..r.answer.len() {
-            let cut = &r.bytes()[r.answer.start..r.answer.start + end];
+            let cut = &r.bytes[r.answer.start..r.answer.start + end];
             assert!(members(cut, |_, _| Some(())).is_none(), "cut at {end}");
         }
     }

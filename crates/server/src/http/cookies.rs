@@ -12,9 +12,9 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Bytes;
 use axum::http::HeaderValue;
 use cookie::{Cookie, SameSite};
-use quick_cache::sync::Cache;
 
 use super::request::{SEGMENT_COOKIE, SESSION_COOKIE};
+use crate::prehashed::{text_cache, TextCache};
 use crate::snapshot::{Derived, Snapshot};
 
 /// The attributes of the token cookies (the same for every answer of a process).
@@ -62,7 +62,7 @@ pub struct CookieLines {
     /// What follows the token in a `vtex_session` line (`; HttpOnly; …`), as `style` writes it.
     session_attributes: Box<str>,
     /// The lines of the segment tokens seen lately.
-    segments: Cache<Box<str>, Arc<SegmentLine>>,
+    segments: TextCache<Box<str>, Arc<SegmentLine>>,
 }
 
 impl CookieLines {
@@ -74,7 +74,7 @@ impl CookieLines {
             style,
             keep,
             session_attributes: sample[SESSION_COOKIE.len() + 2..].into(),
-            segments: Cache::new(MAX_SHARED_SEGMENTS),
+            segments: text_cache(MAX_SHARED_SEGMENTS),
         }
     }
 

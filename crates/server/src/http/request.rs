@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use axum::http::{header, HeaderMap};
-use quick_cache::sync::Cache;
 use sessiond_core::{Changes, Key, Value};
 
 use super::error::ApiError;
 use crate::config::Limits;
+use crate::prehashed::{text_cache, TextCache};
 use crate::snapshot::{Filter, MAX_KEPT_FILTER};
 
 /// Name of the session-token cookie.
@@ -112,14 +112,14 @@ const MAX_SHARED_FILTERS: usize = 1024;
 pub struct Filters {
     /// `*`, the filter of most requests, without a lookup.
     all: Arc<Filter>,
-    cache: Cache<Box<str>, Arc<Filter>>,
+    cache: TextCache<Box<str>, Arc<Filter>>,
 }
 
 impl Default for Filters {
     fn default() -> Self {
         Filters {
             all: Arc::new(Filter::new("*")),
-            cache: Cache::new(MAX_SHARED_FILTERS),
+            cache: text_cache(MAX_SHARED_FILTERS),
         }
     }
 }

@@ -10,6 +10,10 @@
 //! shared store said changed is kept, marked stale: never served as the session, it is still a
 //! good base for the next edit, whose compare-and-swap on `version` fails if it was indeed
 //! overtaken (see [`SessionCache::base`]).
+//!
+//! Records about to be cached share their segment token with the other cached records of the
+//! same segment ([`SessionCache::compact`]): it is ~400 of a record's ~900 bytes, and a store
+//! has a handful of segments.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -17,9 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use indexmap::IndexMap;
-use sessiond_core::SessionId;
+use sessiond_core::record::Bytes;
+use sessiond_core::{Record, SessionId};
 
-use crate::prehashed::RandomKeys;
+use crate::prehashed::{text_cache, RandomKeys, TextCache};
 use crate::snapshot::Snapshot;
 
 /// Shards of the cache (each a mutex over its own map).
@@ -44,6 +49,11 @@ struct Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp(u64);
 
+/// Most segment tokens whose bytes cached records share: requests that make up many distinct
+/// segments cannot grow the memory without bound (a record whose token is not among them
+/// holds its own copy).
+const MAX_SHARED_SEGMENTS: usize = 4096;
+
 /// Stripes of the counters of what a shared store said changed (see [`SessionCache::invalidate`]).
 const STRIPES: usize = 4096;
 
@@ -63,6 +73,9 @@ pub struct SessionCache {
     dice: AtomicU64,
     /// How many changes a shared store told of the sessions of each stripe (by id hash).
     told: Box<[AtomicU64]>,
+    /// The segment tokens cached records share, the ones seen lately (key and value are the
+    /// same bytes).
+    segments: TextCache<Bytes, Bytes>,
 }
 
 impl SessionCache {
@@ -82,7 +95,31 @@ impl SessionCache {
             hasher: RandomKeys::default(),
             dice: AtomicU64::new(seed),
             told: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            segments: text_cache(MAX_SHARED_SEGMENTS),
         })
+    }
+
+    /// `record`, about to be cached, with its segment token shared with the cached records of
+    /// the same segment (see [`Record::sharing_segment`]): `previous`'s (the version it
+    /// follows) when that is the same, else the one seen lately, kept from now if none is.
+    pub fn compact(&self, record: Record, previous: Option<&Snapshot>) -> Record {
+        let record = match previous.and_then(|p| p.record().shared_segment()) {
+            Some(shared) => record.sharing_segment(shared),
+            None => record,
+        };
+        if record.shared_segment().is_some() {
+            return record;
+        }
+        let token = record.segment_token().as_bytes();
+        let shared = match self.segments.get(token) {
+            Some(shared) => shared,
+            None => {
+                let shared = Bytes::copy_from_slice(token);
+                self.segments.insert(shared.clone(), shared.clone());
+                shared
+            }
+        };
+        record.sharing_segment(&shared)
     }
 
     fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
@@ -349,6 +386,33 @@ mod tests {
         let stamp = cache.stamp(&id);
         cache.insert_read(Arc::new(Snapshot::new(old)), stamp);
         assert_eq!(cache.get(&id, 2_000).unwrap().record().version(), 1);
+    }
+
+    #[test]
+    fn cached_records_of_one_segment_share_its_token() {
+        let cache = SessionCache::new(100).unwrap();
+        let first = cache.compact(Record::encode(&session(1), None), None);
+        let second = cache.compact(Record::encode(&session(1), None), None);
+        let token = |r: &Record| r.shared_segment().expect("shared").as_ptr();
+        assert_eq!(token(&first), token(&second));
+        let previous = Snapshot::read(first.clone());
+        let next = cache.compact(Record::encode(&session(2), None), Some(&previous));
+        assert_eq!(token(&next), token(&first), "the version it follows");
+        let mut elsewhere = session(1);
+        elsewhere.set(&Key::new("store", "channel"), Value::new("2"));
+        let moved = Record::encode(&elsewhere, None);
+        assert_ne!(moved.segment_token(), first.segment_token());
+        let moved = cache.compact(moved, Some(&previous));
+        assert_ne!(
+            token(&moved),
+            token(&first),
+            "another segment, another token"
+        );
+        assert_eq!(
+            moved.stored(),
+            Record::encode(&elsewhere, None).stored(),
+            "stored as it was"
+        );
     }
 
     #[test]

@@ -222,10 +222,11 @@ impl Repository {
         else {
             return Ok(None);
         };
-        let snapshot = Arc::new(Snapshot::read(record));
-        if let (Some(cache), Some(stamp)) = (self.cache(), stamp) {
-            cache.insert_read(snapshot.clone(), stamp);
-        }
+        let Some((cache, stamp)) = self.cache().zip(stamp) else {
+            return Ok(Some(Arc::new(Snapshot::read(record))));
+        };
+        let snapshot = Arc::new(Snapshot::read(cache.compact(record, None)));
+        cache.insert_read(snapshot.clone(), stamp);
         Ok(Some(snapshot))
     }
 
@@ -322,14 +323,21 @@ impl Repository {
         previous: Option<&Snapshot>,
         witness: Option<Witness>,
     ) -> Arc<Snapshot> {
+        let cache = self
+            .cache()
+            .filter(|_| witness.is_some() || self.store.exclusive());
+        let record = match cache {
+            Some(cache) => cache.compact(record, previous),
+            None => record,
+        };
         let snapshot = Arc::new(match previous {
             Some(previous) => Snapshot::edited(record, previous),
             None => Snapshot::read(record),
         });
-        match (self.cache(), witness) {
+        match (cache, witness) {
             (Some(cache), Some(witness)) => cache.insert_saved(snapshot.clone(), witness),
-            (Some(cache), None) if self.store.exclusive() => cache.insert(snapshot.clone()),
-            _ => {}
+            (Some(cache), None) => cache.insert(snapshot.clone()),
+            (None, _) => {}
         }
         snapshot
     }

@@ -147,8 +147,8 @@ async fn an_in_place_edit_is_only_planned_when_the_full_path_would_change_nothin
                 let written: Delta = edit.public.iter().map(|(k, _)| k.clone()).collect();
                 assert_eq!(changed, written, "the cycle would have changed more");
                 assert_eq!(
-                    record.bytes(),
-                    full.bytes(),
+                    record.stored(),
+                    full.stored(),
                     "the same record byte for byte"
                 );
             }

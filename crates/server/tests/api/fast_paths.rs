@@ -209,7 +209,7 @@ impl Twins {
             for side in &mut self.sides {
                 let id = side.names.ids[i];
                 let record = side.app.store.get_record(id, 0).await.unwrap();
-                records.push(record.map(|r| side.names.normalize_record(r.bytes())));
+                records.push(record.map(|r| side.names.normalize_record(&r.stored())));
             }
             assert_eq!(records[0], records[1], "the record of session ⟨{i}⟩");
         }
