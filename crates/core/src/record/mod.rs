@@ -32,6 +32,9 @@
 //! | 4 bytes | length S of the segment token, then S bytes |
 //! | with flag 8 | 4 bytes: length T of the cycle traces (a JSON array), then T bytes |
 //! | the rest | the secret namespace's values as JSON, or nothing when it is empty |
+//!
+//! In memory a record may hold its segment token apart, shared with other records
+//! ([`Record::sharing_segment`]); [`Record::stored`] gives the layout above either way.
 
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
@@ -110,7 +113,7 @@ enum Token {
     /// In the record's bytes, as stored.
     Within(Range<usize>),
     /// Held apart, shared by the records of every session with the same segment (a store has
-    /// a handful of segments and each token is ~400 bytes): the record's bytes keep its length
+    /// a handful of segments and each token is ~340 bytes): the record's bytes keep its length
     /// prefix and skip it.
     Shared(Bytes),
 }

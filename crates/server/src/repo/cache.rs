@@ -12,7 +12,7 @@
 //! overtaken (see [`SessionCache::base`]).
 //!
 //! Records about to be cached share their segment token with the other cached records of the
-//! same segment ([`SessionCache::compact`]): it is ~400 of a record's ~900 bytes, and a store
+//! same segment ([`SessionCache::compact`]): it is ~340 of a record's ~900 bytes, and a store
 //! has a handful of segments.
 
 use std::collections::hash_map::RandomState;
@@ -49,9 +49,9 @@ struct Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp(u64);
 
-/// Most segment tokens whose bytes cached records share: requests that make up many distinct
-/// segments cannot grow the memory without bound (a record whose token is not among them
-/// holds its own copy).
+/// Most segment tokens kept for cached records to share: requests that make up many distinct
+/// segments cannot grow this without bound (a token it drops stays with the records that
+/// share it, and the next record of that segment starts a new copy).
 const MAX_SHARED_SEGMENTS: usize = 4096;
 
 /// Stripes of the counters of what a shared store said changed (see [`SessionCache::invalidate`]).
