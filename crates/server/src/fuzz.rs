@@ -40,11 +40,22 @@ fn text(data: &[u8]) -> Option<&str> {
 }
 
 /// A stored record: parsed, every header field read, answered whole and cut to a filter,
-/// edited in place, ended; a record that decodes encodes back to the same session.
+/// edited in place, ended; a record that decodes encodes back to the same session; the same
+/// record holding its segment token apart stores and answers the same bytes.
 pub fn record(data: &[u8]) {
     let Ok(record) = Record::parse(Bytes::copy_from_slice(data)) else {
         return;
     };
+    let shared = Bytes::copy_from_slice(record.segment_token().as_bytes());
+    let compact = record.clone().sharing_segment(&shared);
+    assert!(
+        compact.shared_segment().is_some(),
+        "its own token is shared"
+    );
+    assert_eq!(compact.stored(), record.stored(), "stored as parsed");
+    assert_eq!(compact.answer(), record.answer());
+    assert_eq!(compact.traces(), record.traces());
+    assert_eq!(compact.has_secrets(), record.has_secrets());
     let _ = (
         record.version(),
         record.expires_at(),
