@@ -386,14 +386,19 @@ fn writer_loop(engine: &Engine, rx: &mpsc::Receiver<Write>, max_batch: usize) {
     }
 }
 
-/// A reader thread: runs reads until the store is dropped.
+/// A reader thread: runs reads until the store is dropped. A read that panics answers its
+/// caller as unavailable (its reply is dropped) and leaves the reader running.
 fn reader_loop(queue: &Mutex<mpsc::Receiver<ReadJob>>) {
     batch_policy();
     loop {
         // One reader waits in `recv` holding the lock, the others for the lock.
         let job = queue.lock().recv();
         match job {
-            Ok(job) => job(),
+            Ok(job) => {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("a store read panicked");
+                }
+            }
             Err(_) => return,
         }
     }
@@ -981,7 +986,8 @@ mod tests {
             store.reads.as_ref().unwrap().try_send(job).unwrap();
         }
         for _ in 0..READERS {
-            busy.recv().unwrap();
+            busy.recv_timeout(Duration::from_secs(10))
+                .expect("every reader takes a job");
         }
         release
     }
@@ -1020,7 +1026,15 @@ mod tests {
         let job: ReadJob = Box::new(move || ran.send(()).unwrap());
         reads.send(job).unwrap();
         run.recv().unwrap();
-        assert_eq!(store.get(s.id, NOW).await.unwrap(), Some(s));
+        assert_eq!(store.get(s.id, NOW).await.unwrap(), Some(s.clone()));
         store.ping().await.unwrap();
+        // A read that panics fails as unavailable, and every reader still reads.
+        let failed = store
+            .read(|| -> Result<(), StoreError> { panic!("a read") })
+            .await;
+        assert!(matches!(failed, Err(StoreError::Unavailable(_))));
+        let held = hold_readers(&store);
+        drop(held);
+        assert_eq!(store.get(s.id, NOW).await.unwrap(), Some(s));
     }
 }
