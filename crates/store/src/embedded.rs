@@ -214,12 +214,8 @@ impl EmbeddedStore {
             .keyspace(SETTINGS, KeyspaceCreateOptions::default)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let failed = engine.failed.clone();
-        let (tx, rx) = mpsc::channel();
-        let max_batch = options.max_batch.max(1);
-        let thread = thread::Builder::new()
-            .name("sessiond-store-writer".into())
-            .spawn(move || writer_loop(&engine, &rx, max_batch))
-            .map_err(unavailable)?;
+        // The readers first: they hold nothing of the database, so if a thread cannot be
+        // started, those started end once `reads` is dropped and the database is released.
         let (reads, queue) = mpsc::sync_channel(READ_QUEUE);
         let queue = Arc::new(Mutex::new(queue));
         let readers = (0..READERS)
@@ -230,6 +226,12 @@ impl EmbeddedStore {
                     .spawn(move || reader_loop(&queue))
             })
             .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel();
+        let max_batch = options.max_batch.max(1);
+        let thread = thread::Builder::new()
+            .name("sessiond-store-writer".into())
+            .spawn(move || writer_loop(&engine, &rx, max_batch))
             .map_err(unavailable)?;
         Ok(EmbeddedStore {
             sessions,
@@ -255,7 +257,11 @@ impl EmbeddedStore {
         let (reply, answer) = oneshot::channel();
         let job: ReadJob = Box::new(move || {
             if !reply.is_closed() {
-                let _ = reply.send(read());
+                let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+                let _ = reply.send(read.unwrap_or_else(|_| {
+                    tracing::error!("a store read panicked");
+                    Err(unavailable("a store read panicked"))
+                }));
             }
         });
         let queue = self
@@ -292,8 +298,9 @@ impl EmbeddedStore {
 }
 
 impl Drop for EmbeddedStore {
-    /// Closes the queue and waits for the writer to finish what was queued, so the database is
-    /// released (and may be opened again) once the store is gone.
+    /// Closes both queues and waits for the writer to finish what was queued and for the
+    /// readers to end, so the database is released (and may be opened again) once the store is
+    /// gone. On a disk that does not answer, this waits as long as the disk does.
     fn drop(&mut self) {
         self.writer.take();
         self.reads.take();
@@ -386,19 +393,15 @@ fn writer_loop(engine: &Engine, rx: &mpsc::Receiver<Write>, max_batch: usize) {
     }
 }
 
-/// A reader thread: runs reads until the store is dropped. A read that panics answers its
-/// caller as unavailable (its reply is dropped) and leaves the reader running.
+/// A reader thread: runs reads until the store is dropped (a read that panics is caught in
+/// its job, [`EmbeddedStore::read`]).
 fn reader_loop(queue: &Mutex<mpsc::Receiver<ReadJob>>) {
     batch_policy();
     loop {
         // One reader waits in `recv` holding the lock, the others for the lock.
         let job = queue.lock().recv();
         match job {
-            Ok(job) => {
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
-                    tracing::error!("a store read panicked");
-                }
-            }
+            Ok(job) => job(),
             Err(_) => return,
         }
     }
@@ -407,21 +410,22 @@ fn reader_loop(queue: &Mutex<mpsc::Receiver<ReadJob>>) {
 /// Puts the calling thread under Linux's `SCHED_BATCH` policy (its niceness unchanged): it is
 /// not woken ahead of the thread running, so a queued read waits until the runtime's thread
 /// waits too, rather than taking the core from it for each read.
-#[cfg(target_os = "linux")]
+///
+/// glibc only: musl's `sched_setscheduler` does nothing (it fails with `ENOSYS`). A systemd unit
+/// that filters `@resources` must allow `sched_setscheduler` (`deploy/sessiond.service` does).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn batch_policy() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `sched_setscheduler` reads `param` during the call only; pid 0 is the calling
     // thread.
     let done = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
     if done != 0 {
-        tracing::debug!(
-            error = %std::io::Error::last_os_error(),
-            "store reader stays under the default scheduling policy"
-        );
+        let error = std::io::Error::last_os_error();
+        tracing::debug!(%error, "store reader stays under the default scheduling policy");
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn batch_policy() {}
 
 /// A stored session, unless it is absent or expired at `now_ms`.
@@ -1032,7 +1036,10 @@ mod tests {
         let failed = store
             .read(|| -> Result<(), StoreError> { panic!("a read") })
             .await;
-        assert!(matches!(failed, Err(StoreError::Unavailable(_))));
+        match failed {
+            Err(StoreError::Unavailable(why)) => assert_eq!(why, "a store read panicked"),
+            other => panic!("a read that panicked: {other:?}"),
+        }
         let held = hold_readers(&store);
         drop(held);
         assert_eq!(store.get(s.id, NOW).await.unwrap(), Some(s));

@@ -754,6 +754,14 @@ fn the_systemd_unit_verifies() {
         stop > 30,
         "TimeoutStopSec {stop}s is above the default shutdown_timeout (30 s)"
     );
+    // A system call the filter leaves out kills the process (no SystemCallErrorNumber=).
+    let allowed = allowed_system_calls(&unit);
+    for call in ["sched_setscheduler", "fsync", "epoll_wait", "futex"] {
+        assert!(allowed.contains(call), "SystemCallFilter= allows {call}");
+    }
+    for call in ["setpriority", "sched_setaffinity", "mount"] {
+        assert!(!allowed.contains(call), "SystemCallFilter= refuses {call}");
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sessiond.service");
     std::fs::write(
@@ -772,6 +780,56 @@ fn the_systemd_unit_verifies() {
         !said.contains("sessiond.service"),
         "no warning about the unit: {said}"
     );
+}
+
+/// The system calls a unit's `SystemCallFilter=` lines allow, as systemd reads them when the
+/// first line is an allow list: each later line adds its calls, or with `~` takes them away.
+/// Groups (`@name`) are expanded by `systemd-analyze syscall-filter`.
+fn allowed_system_calls(unit: &str) -> std::collections::BTreeSet<String> {
+    fn expand(item: &str, into: &mut std::collections::BTreeSet<String>) {
+        if !item.starts_with('@') {
+            into.insert(item.to_owned());
+            return;
+        }
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["syscall-filter", item])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "systemd-analyze syscall-filter {item}"
+        );
+        for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                expand(line, into);
+            }
+        }
+    }
+    let mut allowed = std::collections::BTreeSet::new();
+    let lines = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="));
+    for (i, line) in lines.enumerate() {
+        let (deny, items) = match line.strip_prefix('~') {
+            Some(items) => (true, items),
+            None => (false, line),
+        };
+        assert!(
+            i > 0 || !deny,
+            "the first SystemCallFilter= is an allow list"
+        );
+        let mut calls = std::collections::BTreeSet::new();
+        for item in items.split_whitespace() {
+            expand(item, &mut calls);
+        }
+        if deny {
+            allowed.retain(|c| !calls.contains(c));
+        } else {
+            allowed.extend(calls);
+        }
+    }
+    allowed
 }
 
 /// `metrics_listen` moves `/metrics` to a second address, which serves nothing else.
