@@ -25,8 +25,8 @@
 //! one such thread) and could not be cut short by the caller's `store_timeout`, whose timer runs
 //! on that same thread. The readers run with Linux's `SCHED_BATCH` policy: a read queued while
 //! the runtime is busy does not preempt it, so on one core the reads of many requests run
-//! together once the runtime waits for something, two context switches for the lot instead of
-//! two per read.
+//! together once the runtime waits for something, instead of each read taking the core from it
+//! (BENCHMARKS.md, "Store reads off the runtime's thread").
 //!
 //! The block cache is [`CACHE_BYTES`] (512 MiB): sessions are read by id in random order, so
 //! every read of a session the service has not cached loads a block; with the blocks of about
