@@ -103,6 +103,12 @@ def main(raw_path, out_dir):
                          f"{m['rps'] / g['rps']:.2f} of GET at the prepared count, generator / server core "
                          f"idle {idle(m)} % (target ≥ 0.90 with the generator's core ≥ 20 % idle): "
                          f"{'yes' if ok else 'NO'}")
+    cold = results.get("get_all_10m_cold")
+    if g and cold:
+        extra.append(f"- The same GET at 10,000,000 sessions with the page cache dropped first (a server "
+                     f"started again, other tokens): {cold['rps']:.0f} requests/s, p99 {cold['p99']:.2f} ms, "
+                     f"{cold['rps'] / g['rps']:.2f} of GET at the prepared count, generator / server core "
+                     f"idle {idle(cold)} %")
     for scale in scales.values():
         per_session = scale["disk"] / scale["sessions"]
         disk_ok = per_session <= 800
