@@ -22,23 +22,17 @@ start() {
   echo "$name did not start:" >&2; cat "$WORK/$name.err" >&2; exit 1
 }
 
-# cpu N : idle and total jiffies of core N, from /proc/stat.
-cpu() { awk -v core="cpu$1" '$1 == core {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
-
-# idle BEFORE AFTER : the idle share (%) of a core between two `cpu` readings.
-idle() { echo "$1 $2" | awk '{printf "%.1f", 100 * ($3 - $1) / ($4 - $2)}'; }
-
 # load MODE URL [TOKENS] : one run of the load generator (bench/src/bin/load.rs, 64
 # connections) on core 1; prints its RESULT line followed by the idle share (%) of core 1 (the
 # generator's: near 0, the figure measures the generator rather than the server) and of core 0
-# (the server's) during the run. $LOAD is the generator's binary (default target/release/load).
+# (the server's) during the run, as the generator measured them over the run alone (not while
+# it reads its tokens). $LOAD is the generator's binary (default target/release/load).
 load() {
-  local before0 before1 result
-  before0=$(cpu 0)
-  before1=$(cpu 1)
-  result=$(IDENTITY=${IDENTITY:-} taskset -c 1 "${LOAD:-target/release/load}" "$1" "$2" ${3:+"$3"} \
-    --connections "${CONNECTIONS:-64}" --duration "$DURATION" | grep '^RESULT')
-  echo "$result $(idle "$before1" "$(cpu 1)") $(idle "$before0" "$(cpu 0)")"
+  local out idle
+  out=$(IDENTITY=${IDENTITY:-} taskset -c 1 "${LOAD:-target/release/load}" "$1" "$2" ${3:+"$3"} \
+    --connections "${CONNECTIONS:-64}" --duration "$DURATION")
+  read -r -a idle <<< "$(grep '^IDLE' <<< "$out")"
+  echo "$(grep '^RESULT' <<< "$out") ${idle[2]} ${idle[1]}"
 }
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }

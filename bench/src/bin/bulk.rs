@@ -3,7 +3,8 @@
 //! one. Each new session is a copy of a template session (one the API created, named by its
 //! token) under a new id, created now, stored as sessiond stores it. The session tokens of one
 //! session in EVERY are signed with the data directory's key and written to OUT_FILE, one per
-//! line, like `prepare` writes them.
+//! line, like `prepare` writes them; those sessions' records keep the digest of their token, as
+//! sessiond's records of the sessions it creates do (the others keep none).
 //!
 //! Usage: `bulk DATA_DIR TEMPLATE_TOKEN COUNT EVERY OUT_FILE`
 
@@ -12,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
-use sessiond::token::Keyring;
+use sessiond::token::{token_digest, Keyring};
 use sessiond_core::{Record, SessionId};
 use sessiond_store::{EmbeddedOptions, EmbeddedStore, SessionStore};
 
@@ -69,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
                 (session.created_at, session.updated_at) = (now_ms, now_ms);
                 session.expires_at = now_ms + ttl_ms;
                 session.version = 1;
+                session.token_digest = None;
                 if (written + i) % every == 0 {
                     let token = keys.issue(
                         session.id,
@@ -78,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
                         ttl_ms / 1000,
                     );
                     writeln!(tokens, "{token}")?;
+                    session.token_digest = Some(token_digest(&token));
                 }
                 Ok(Record::encode(&session, Some(&segment)))
             })

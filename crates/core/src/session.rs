@@ -224,6 +224,12 @@ pub struct Session {
     /// them: kept with the session so that any process can show them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traces: Vec<serde_json::Value>,
+    /// The first 16 bytes of the SHA-256 of the session token issued when the session was
+    /// saved under this id (at creation or at a change of identity), if one was. A process that
+    /// has not seen the token yet takes it as genuine when its digest is this one, without
+    /// checking its signature: only this manager's signing could have made it.
+    #[serde(skip)]
+    pub token_digest: Option<[u8; 16]>,
 }
 
 impl Session {
@@ -241,6 +247,7 @@ impl Session {
             expires_at: now_ms.saturating_add(ttl_ms),
             replaced_by: None,
             traces: Vec::new(),
+            token_digest: None,
         }
     }
 

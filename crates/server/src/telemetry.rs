@@ -109,6 +109,9 @@ pub mod names {
     pub const CAS_RETRIES: &str = "sessiond_cas_retries_total";
     /// Time of a store call, by `operation`.
     pub const STORE_DURATION: &str = "sessiond_store_call_duration_seconds";
+    /// Session tokens this process had not seen, checked by `by`: `signature` (ES256) or
+    /// `record` (the digest kept in their session's record).
+    pub const TOKEN_CHECKS: &str = "sessiond_token_checks_total";
     /// Session loads answered by the session cache.
     pub const CACHE_HITS: &str = "sessiond_cache_hits_total";
     /// Session loads the session cache could not answer (read from the store).
@@ -157,6 +160,8 @@ pub struct Metrics {
     pub cycle_loop_limit: IntCounter,
     /// [`names::APP_CALLS`].
     pub app_calls: IntCounterVec,
+    /// [`names::TOKEN_CHECKS`].
+    pub token_checks: IntCounterVec,
     /// [`names::APP_DURATION`].
     pub app_duration: HistogramVec,
     /// [`names::APP_FAILURES`].
@@ -248,6 +253,11 @@ pub fn metrics() -> &'static Metrics {
                 "Cycles stopped at max_rounds with keys still changing.",
             ),
             app_calls: counters(APP_CALLS, "Session app calls.", &["account", "app"]),
+            token_checks: counters(
+                TOKEN_CHECKS,
+                "Session tokens not seen before, checked by signature or by their record.",
+                &["by"],
+            ),
             app_duration: histograms(
                 APP_DURATION,
                 "Time of a session app call.",

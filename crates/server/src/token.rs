@@ -9,10 +9,19 @@
 //! check). The memory is a bounded concurrent cache keyed by the SHA-256 of the exact token text
 //! (a different text never finds another token's entry); expiry and account are still checked
 //! on every use.
+//!
+//! A token this process has not seen needs no signature check either when the record of its
+//! session holds its digest ([`token_digest`]): the session was saved with the token signed
+//! for it (at creation and at a change of identity), and a text with that SHA-256 is that
+//! token. So [`Keyring::lookup`] gives a token it does not remember as [`Lookup::Claimed`], the
+//! caller reads the session it names, and [`Keyring::confirm`] compares the digests before it
+//! falls back to the signature. A token signed with a key no longer accepted is refused either
+//! way.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,6 +29,7 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use p256::ecdsa::{SigningKey, VerifyingKey};
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, LineEnding};
+use prometheus::IntCounter;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::UnitWeighter;
 use serde::{Deserialize, Serialize};
@@ -132,6 +142,10 @@ pub struct Keyring {
     origin: KeyOrigin,
     /// The public keys, as a JWK set.
     jwks: serde_json::Value,
+    /// Tokens not remembered, checked by signature and by record digest.
+    checks: [AtomicU64; 2],
+    /// The same, in `sessiond_token_checks_total`.
+    counted: [IntCounter; 2],
 }
 
 /// Where the signing key came from.
@@ -160,6 +174,37 @@ fn jwk(key: &VerifyingKey) -> serde_json::Value {
         "alg": "ES256",
         "use": "sig",
     })
+}
+
+/// What [`Keyring::lookup`] knows of a token before the session it names is read.
+pub enum Lookup {
+    /// Verified already (remembered), unexpired and for this account.
+    Known(Verified),
+    /// Not remembered: what it claims, unchecked, for [`Keyring::confirm`].
+    Claimed(Claimed),
+    /// Not a token of ours, expired, or for another account: no token.
+    Invalid,
+}
+
+/// The claims of a token not verified yet (see [`Lookup::Claimed`]).
+pub struct Claimed {
+    verified: Verified,
+    account: String,
+    digest: [u8; 32],
+}
+
+impl Claimed {
+    /// The session the token names, if it is genuine.
+    pub fn id(&self) -> SessionId {
+        self.verified.id
+    }
+}
+
+/// What a session's record keeps of the token it was saved with: the first 16 bytes of its
+/// SHA-256 ([`sessiond_core::Session::token_digest`]).
+pub fn token_digest(token: &str) -> [u8; 16] {
+    let digest = Sha256::digest(token.as_bytes());
+    digest[..16].try_into().expect("16 of 32 bytes")
 }
 
 /// A verified token as remembered: what it names and the account it was issued for.
@@ -246,6 +291,12 @@ impl Keyring {
             verified: token_cache(CACHE_LIMIT),
             origin,
             jwks: serde_json::json!({ "keys": keys }),
+            checks: Default::default(),
+            counted: ["signature", "record"].map(|by| {
+                crate::telemetry::metrics()
+                    .token_checks
+                    .with_label_values(&[by])
+            }),
         })
     }
 
@@ -317,28 +368,89 @@ impl Keyring {
     /// The session a token names, if the token is ours, unexpired at `now` (seconds) and
     /// issued for `account`. Anything else is `None`: the caller treats it as no token.
     pub fn verify(&self, token: &str, account: &str, now: u64) -> Option<Verified> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let (verified, token_account) = match self.verified.get(&digest) {
-            Some(hit) => hit,
-            None => {
-                let (verified, token_account) = self.verify_signature(token)?;
-                let token_account: Arc<str> = token_account.into();
-                self.remember(token, verified, token_account.clone());
-                (verified, token_account)
-            }
-        };
-        (verified.exp > now && token_account.eq_ignore_ascii_case(account)).then_some(verified)
+        match self.lookup(token, account, now) {
+            Lookup::Known(verified) => Some(verified),
+            Lookup::Claimed(claimed) => self.confirm(token, claimed, None),
+            Lookup::Invalid => None,
+        }
     }
 
-    fn verify_signature(&self, token: &str) -> Option<(Verified, String)> {
+    /// A token as remembered, or else what it claims (unchecked) if it could be a token of
+    /// ours that is unexpired at `now` (seconds) and issued for `account`: a JWT within 4 KiB,
+    /// of a `kid` whose tokens are accepted, naming a session.
+    pub fn lookup(&self, token: &str, account: &str, now: u64) -> Lookup {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let valid = |v: &Verified, of: &str| v.exp > now && of.eq_ignore_ascii_case(account);
+        if let Some((verified, token_account)) = self.verified.get(&digest) {
+            return match valid(&verified, &token_account) {
+                true => Lookup::Known(verified),
+                false => Lookup::Invalid,
+            };
+        }
+        match self.claims(token) {
+            Some((verified, token_account)) if valid(&verified, &token_account) => {
+                Lookup::Claimed(Claimed {
+                    verified,
+                    account: token_account,
+                    digest,
+                })
+            }
+            _ => Lookup::Invalid,
+        }
+    }
+
+    /// The token of `claimed` as verified: by `stored`, the digest kept in the record of the
+    /// session it names, when that is the token's; else by its signature. Remembered either
+    /// way.
+    pub fn confirm(
+        &self,
+        token: &str,
+        claimed: Claimed,
+        stored: Option<&[u8; 16]>,
+    ) -> Option<Verified> {
+        let by_record = stored.is_some_and(|d| d[..] == claimed.digest[..16]);
+        self.checks[by_record as usize].fetch_add(1, Ordering::Relaxed);
+        self.counted[by_record as usize].inc();
+        let verified = if by_record {
+            claimed.verified
+        } else {
+            let (verified, account) = self.verify_signature(token)?;
+            if verified != claimed.verified || account != claimed.account {
+                return None;
+            }
+            verified
+        };
+        self.verified
+            .insert(claimed.digest, (verified, claimed.account.into()));
+        Some(verified)
+    }
+
+    /// How many tokens it did not remember it checked: by signature, and by the digest kept
+    /// in their session's record.
+    pub fn checks(&self) -> (u64, u64) {
+        let [signature, record] = &self.checks;
+        (
+            signature.load(Ordering::Relaxed),
+            record.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The claims of `token`, unchecked, if its header names a key whose tokens are accepted.
+    fn claims(&self, token: &str) -> Option<(Verified, String)> {
         if token.len() > 4096 {
             return None;
         }
-        let header = jsonwebtoken::decode_header(token).ok()?;
-        let key = self.verifiers.get(header.kid.as_deref()?)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
-            .ok()?
-            .claims;
+        let data = jsonwebtoken::dangerous::insecure_decode::<Claims>(token).ok()?;
+        if data.header.alg != Algorithm::ES256
+            || !self.verifiers.contains_key(data.header.kid.as_deref()?)
+        {
+            return None;
+        }
+        Self::named(data.claims)
+    }
+
+    /// What a session token's claims name.
+    fn named(claims: Claims) -> Option<(Verified, String)> {
         if claims.sub != "session" {
             return None;
         }
@@ -352,6 +464,18 @@ impl Keyring {
             },
             claims.account,
         ))
+    }
+
+    fn verify_signature(&self, token: &str) -> Option<(Verified, String)> {
+        if token.len() > 4096 {
+            return None;
+        }
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let key = self.verifiers.get(header.kid.as_deref()?)?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .ok()?
+            .claims;
+        Self::named(claims)
     }
 }
 
@@ -520,6 +644,80 @@ mod tests {
         for junk in ["", "a.b", "a.b.c.d", "invalidToken", "...."] {
             assert!(keys.verify(junk, "demo", 1).is_none(), "{junk}");
         }
+    }
+
+    /// What a process that has not seen `token` makes of it, with `stored` as the digest its
+    /// session's record keeps.
+    fn checked(
+        keys: &Keyring,
+        token: &str,
+        stored: Option<[u8; 16]>,
+        now: u64,
+    ) -> Option<Verified> {
+        match keys.lookup(token, "demo", now) {
+            Lookup::Known(verified) => Some(verified),
+            Lookup::Claimed(claimed) => keys.confirm(token, claimed, stored.as_ref()),
+            Lookup::Invalid => None,
+        }
+    }
+
+    #[test]
+    fn a_token_whose_record_keeps_its_digest_needs_no_signature_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = SessionId::random();
+        let token = ring(dir.path()).issue(id, "demo", "u", 1000, 100);
+        let digest = token_digest(&token);
+        assert_eq!(digest[..], Sha256::digest(token.as_bytes())[..16]);
+        // Another process with the same key: by the record, then remembered.
+        let other = ring(dir.path());
+        assert_eq!(
+            checked(&other, &token, Some(digest), 1000).map(|v| v.id),
+            Some(id)
+        );
+        assert_eq!(other.checks(), (0, 1));
+        assert!(matches!(other.lookup(&token, "demo", 1000), Lookup::Known(v) if v.id == id));
+        assert!(matches!(
+            other.lookup(&token, "other", 1000),
+            Lookup::Invalid
+        ));
+        // A record keeping another token's digest (or none): by signature.
+        for stored in [Some([0; 16]), None] {
+            let third = ring(dir.path());
+            assert_eq!(
+                checked(&third, &token, stored, 1000).map(|v| v.id),
+                Some(id)
+            );
+            assert_eq!(third.checks(), (1, 0));
+        }
+        // Expired, or for another account: refused before any check.
+        let fourth = ring(dir.path());
+        assert!(checked(&fourth, &token, Some(digest), 1100).is_none());
+        assert!(matches!(
+            fourth.lookup(&token, "other", 1000),
+            Lookup::Invalid
+        ));
+        assert_eq!(fourth.checks(), (0, 0));
+        // Claims changed under the original signature: the digest is not the record's, and
+        // the signature fails.
+        let parts: Vec<&str> = token.split('.').collect();
+        let claims = String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        let longer = claims.replace("\"exp\":1100", "\"exp\":9100");
+        assert_ne!(claims, longer);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(longer),
+            parts[2]
+        );
+        assert!(checked(&fourth, &forged, Some(digest), 1000).is_none());
+        assert_eq!(fourth.checks(), (1, 0));
+        // A process that no longer accepts the signing key refuses the token, digest or not.
+        let rotated = ring(tempfile::tempdir().unwrap().path());
+        assert!(matches!(
+            rotated.lookup(&token, "demo", 1000),
+            Lookup::Invalid
+        ));
+        assert_eq!(rotated.checks(), (0, 0));
     }
 
     #[test]

@@ -25,13 +25,17 @@
 //! | 17..25 | `updated_at`, ms |
 //! | 25..33 | `created_at`, ms |
 //! | 33..49 | id |
-//! | 49..65 | `replaced_by` (meaningful when flag 4 is set) |
-//! | 65 | flags: 1 active, 2 debug, 4 replaced, 8 traces |
+//! | 49..65 | `replaced_by` with flag 4; else, with flag 16, the token digest |
+//! | 65 | flags: 1 active, 2 debug, 4 replaced, 8 traces, 16 token digest |
 //! | 66..68 | length A of the account name, then A bytes |
 //! | 4 bytes | length N of the answer, then N bytes |
 //! | 4 bytes | length S of the segment token, then S bytes |
 //! | with flag 8 | 4 bytes: length T of the cycle traces (a JSON array), then T bytes |
 //! | the rest | the secret namespace's values as JSON, or nothing when it is empty |
+//!
+//! The token digest ([`Session::token_digest`]) takes the bytes of `replaced_by`, which a
+//! session that was not replaced leaves unused: processes that do not know flag 16 read the
+//! same record as before, and keep the digest when they edit the record in place.
 //!
 //! In memory a record may hold its segment token apart, shared with other records
 //! ([`Record::sharing_segment`]); [`Record::stored`] gives the layout above either way.
@@ -70,6 +74,7 @@ const ACTIVE: u8 = 1;
 const DEBUG: u8 = 2;
 const REPLACED: u8 = 4;
 const TRACES: u8 = 8;
+const TOKEN_DIGEST: u8 = 16;
 
 /// Why stored bytes are not a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -207,9 +212,15 @@ impl Record {
         out.extend_from_slice(&session.updated_at.to_be_bytes());
         out.extend_from_slice(&session.created_at.to_be_bytes());
         out.extend_from_slice(session.id.as_bytes());
-        let replaced_by = session.replaced_by.unwrap_or(SessionId::min());
-        out.extend_from_slice(replaced_by.as_bytes());
         let mut flags = 0;
+        match (session.replaced_by, session.token_digest) {
+            (Some(next), _) => out.extend_from_slice(next.as_bytes()),
+            (None, Some(digest)) => {
+                flags |= TOKEN_DIGEST;
+                out.extend_from_slice(&digest);
+            }
+            (None, None) => out.extend_from_slice(SessionId::min().as_bytes()),
+        }
         if session.active {
             flags |= ACTIVE;
         }
@@ -381,6 +392,16 @@ impl Record {
         })
     }
 
+    /// The digest of the token issued when the session was saved under this id
+    /// ([`Session::token_digest`]), if the record keeps one.
+    pub fn token_digest(&self) -> Option<&[u8; 16]> {
+        (self.flags() & (TOKEN_DIGEST | REPLACED) == TOKEN_DIGEST).then(|| {
+            self.bytes[REPLACED_BY..REPLACED_BY + 16]
+                .try_into()
+                .expect("16 bytes")
+        })
+    }
+
     fn flags(&self) -> u8 {
         self.bytes[FLAGS]
     }
@@ -502,6 +523,7 @@ impl Record {
                 Some(traces) => serde_json::from_slice(traces).map_err(json)?,
                 None => Vec::new(),
             },
+            token_digest: self.token_digest().copied(),
         })
     }
 }
@@ -523,6 +545,42 @@ mod tests {
         s.version = 7;
         s.updated_at = 2_000;
         s
+    }
+
+    #[test]
+    fn the_token_digest_is_kept_edited_around_and_dropped_at_the_end() {
+        let mut s = session();
+        s.token_digest = Some([7; 16]);
+        let r = Record::encode(&s, None);
+        let parsed = Record::parse(r.stored()).unwrap();
+        assert_eq!(parsed.token_digest(), Some(&[7; 16]));
+        assert_eq!(parsed.replaced_by(), None);
+        assert_eq!(parsed.decode().unwrap(), s);
+        // Where `replaced_by` would be, behind flag 16: a reader that knows neither sees a
+        // session that was not replaced.
+        assert_eq!(&parsed.stored()[REPLACED_BY..FLAGS], &[7; 16]);
+        assert_eq!(parsed.stored()[FLAGS], ACTIVE | TOKEN_DIGEST);
+        // An edit in place keeps it; the end of the session drops it, replaced or not.
+        let mut editing = parsed.edit("public").unwrap();
+        editing.values.insert("k".into(), Value::new("v"));
+        let edited = Record::parse(editing.finish(8, 3_000, 12_000).stored()).unwrap();
+        assert_eq!(edited.token_digest(), Some(&[7; 16]));
+        assert_eq!(edited.decode().unwrap().token_digest, Some([7; 16]));
+        for next in [None, Some(SessionId::random())] {
+            let ended = Record::parse(parsed.ended(8, 3_000, next, 0).stored()).unwrap();
+            assert_eq!((ended.token_digest(), ended.replaced_by()), (None, next));
+        }
+        // A session replaced keeps its successor, not a digest.
+        s.replaced_by = Some(SessionId::random());
+        let replaced = Record::parse(Record::encode(&s, None).stored()).unwrap();
+        assert_eq!(replaced.token_digest(), None);
+        assert_eq!(replaced.replaced_by(), s.replaced_by);
+        // Without one, the bytes are those of a record before the digest existed.
+        assert_eq!(Record::encode(&session(), None).token_digest(), None);
+        assert_eq!(
+            Record::encode(&session(), None).stored()[REPLACED_BY..FLAGS],
+            [0; 16]
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use sessiond_core::{Delta, Session};
 use super::{record_of, Attempt, Edit, SessionError, SessionService};
 use crate::repo::StoreError;
 use crate::snapshot::Snapshot;
+use crate::tenancy::Account;
 
 /// How long after a log-in or log-out a request with the old token and the new cookies is still
 /// led to the new session (requests a page fired in parallel with the log-in).
@@ -23,10 +24,13 @@ impl SessionService {
     /// caller retries from a fresh load).
     pub(super) async fn rotate(
         &self,
+        account: &Account,
         (loaded, changed): (&Snapshot, &Delta),
         mut session: Session,
+        now: u64,
     ) -> Result<Attempt, SessionError> {
         session.id = loaded.id().successor();
+        let token = self.token_saved_with(account, &mut session, now);
         let old = loaded.record();
         let ended = old.ended(
             old.version() + 1,
@@ -42,7 +46,7 @@ impl SessionService {
         match saved {
             Ok(snapshot) => {
                 self.metrics.rotated(&session);
-                Ok(Attempt::Rotated(snapshot))
+                Ok(Attempt::Rotated(snapshot, token))
             }
             // Someone edited the old session first: start over from the store.
             Err(StoreError::Conflict) => Ok(Attempt::Lost),

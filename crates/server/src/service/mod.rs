@@ -29,7 +29,7 @@ use crate::repo::{Repository, StoreError};
 use crate::snapshot::Snapshot;
 use crate::telemetry::request_id;
 use crate::tenancy::Account;
-use crate::token::{Keyring, Verified};
+use crate::token::{token_digest, Keyring, Lookup, Verified};
 use edit::Plan;
 pub use edit::{Edit, MAX_RECORDED_COOKIES};
 pub use identity::SUCCESSION_GRACE;
@@ -129,8 +129,8 @@ enum Attempt {
     Kept(Arc<Snapshot>),
     /// The edit changes nothing: the session is the loaded one.
     Unchanged(Arc<Snapshot>),
-    /// The session saved under a new id (its identity changed): it needs a new token.
-    Rotated(Arc<Snapshot>),
+    /// The session saved under a new id (its identity changed), and its new token.
+    Rotated(Arc<Snapshot>, String),
     /// Another request saved first: load again and retry.
     Lost,
 }
@@ -345,6 +345,19 @@ impl SessionService {
         self.repo.purge_expired(now).await
     }
 
+    /// Session `id` as `purpose` needs it, and whether it is fresh from the store.
+    async fn load_for(
+        &self,
+        id: SessionId,
+        now: u64,
+        purpose: Purpose,
+    ) -> Result<Option<(Arc<Snapshot>, bool)>, SessionError> {
+        Ok(match purpose {
+            Purpose::Read => self.repo.load(id, now).await?.map(|s| (s, true)),
+            Purpose::Edit => self.repo.load_base(id, now).await?,
+        })
+    }
+
     /// The live session of this account named by the first valid one of `tokens` (a browser
     /// may hold stale `vtex_session` cookies from other paths or domains next to the current
     /// one); `None` when no token is valid.
@@ -362,12 +375,21 @@ impl SessionService {
         purpose: Purpose,
     ) -> Result<Option<Loaded<'t>>, SessionError> {
         for &token in tokens {
-            let Some(verified) = self.keys.verify(token, &account.name, now / 1000) else {
-                continue;
-            };
-            let mut loaded = match purpose {
-                Purpose::Read => self.repo.load(verified.id, now).await?.map(|s| (s, true)),
-                Purpose::Edit => self.repo.load_base(verified.id, now).await?,
+            let (verified, mut loaded) = match self.keys.lookup(token, &account.name, now / 1000) {
+                Lookup::Known(verified) => {
+                    (verified, self.load_for(verified.id, now, purpose).await?)
+                }
+                Lookup::Claimed(claimed) => {
+                    // Read before the token is checked, for the digest its record may hold;
+                    // nothing read is used unless the token proves genuine.
+                    let loaded = self.load_for(claimed.id(), now, purpose).await?;
+                    let stored = loaded.as_ref().and_then(|(s, _)| s.record().token_digest());
+                    match self.keys.confirm(token, claimed, stored) {
+                        Some(verified) => (verified, loaded),
+                        None => continue,
+                    }
+                }
+                Lookup::Invalid => continue,
             };
             if let Some((snapshot, false)) = &loaded {
                 if !snapshot.record().active() {
@@ -571,7 +593,33 @@ impl SessionService {
             .saturating_add(CLOCK_MARGIN.as_millis() as u64)
     }
 
-    /// The answer with a new token for `snapshot`: the one place session tokens are issued.
+    /// A new token for session `id`, saved or (`unsaved`) not: the one place session tokens
+    /// are signed.
+    fn token(&self, account: &Account, id: SessionId, unsaved: bool, now: u64) -> String {
+        self.keys.issue_for(
+            id,
+            (&account.name, &account.id),
+            now / 1000,
+            self.ttl.as_secs(),
+            unsaved,
+        )
+    }
+
+    /// The token of `session`, about to be saved under its id (created, or rotated to a new
+    /// identity): its digest goes into the record, so that a process that has not seen the
+    /// token takes it without a signature check (see [`crate::token`]).
+    pub(super) fn token_saved_with(
+        &self,
+        account: &Account,
+        session: &mut Session,
+        now: u64,
+    ) -> String {
+        let token = self.token(account, session.id, false, now);
+        session.token_digest = Some(token_digest(&token));
+        token
+    }
+
+    /// The answer with a new token for `snapshot`.
     fn issued(
         &self,
         account: &Account,
@@ -579,13 +627,7 @@ impl SessionService {
         created: bool,
         now: u64,
     ) -> Outcome {
-        let token = self.keys.issue_for(
-            snapshot.id(),
-            (&account.name, &account.id),
-            now / 1000,
-            self.ttl.as_secs(),
-            !snapshot.stored(),
-        );
+        let token = self.token(account, snapshot.id(), !snapshot.stored(), now);
         Outcome {
             snapshot,
             created,
@@ -632,7 +674,7 @@ impl SessionService {
         edit: &Edit,
         now: u64,
     ) -> Result<Outcome, SessionError> {
-        let session = self
+        let mut session = self
             .build(account, SessionId::random(), edit, now, true)
             .await?;
         if account.lazy_creates && edit.is_empty() {
@@ -640,10 +682,15 @@ impl SessionService {
             self.metrics.unsaved.inc();
             return Ok(self.issued(account, Arc::new(Snapshot::new(session)), true, now));
         }
+        let token = self.token_saved_with(account, &mut session, now);
         let record = record_of(&session, None, self.fast_paths);
         let snapshot = self.repo.save(record, None, None).await?;
         self.metrics.created.inc();
-        Ok(self.issued(account, snapshot, true, now))
+        Ok(Outcome {
+            snapshot,
+            created: true,
+            token,
+        })
     }
 
     /// GET at `now` (ms): the session the token names, or a new one when there is none. Never
@@ -691,7 +738,7 @@ impl SessionService {
             let mut attempt = self.attempt(account, snapshot, edit, now).await;
             let proven = matches!(
                 attempt,
-                Ok(Attempt::Kept(_) | Attempt::Rotated(_) | Attempt::Lost)
+                Ok(Attempt::Kept(_) | Attempt::Rotated(..) | Attempt::Lost)
                     | Err(SessionError::Unavailable(_))
             );
             if !fresh && !proven {
@@ -708,7 +755,13 @@ impl SessionService {
                 Attempt::Kept(snapshot) | Attempt::Unchanged(snapshot) => {
                     return Ok(self.kept(account, snapshot, token, now))
                 }
-                Attempt::Rotated(snapshot) => return Ok(self.issued(account, snapshot, false, now)),
+                Attempt::Rotated(snapshot, token) => {
+                    return Ok(Outcome {
+                        snapshot,
+                        created: false,
+                        token,
+                    })
+                }
                 Attempt::Lost => {
                     self.metrics.conflicts.inc();
                     if turn.is_none() {
@@ -765,7 +818,9 @@ impl SessionService {
         session.updated_at = now;
         session.expires_at = now.saturating_add(self.ttl_ms());
         if identity_changed(before, &session) {
-            return self.rotate((&loaded, &changed), session).await;
+            return self
+                .rotate(account, (&loaded, &changed), session, now)
+                .await;
         }
         let record = record_of(&session, Some((&loaded, &changed)), self.fast_paths);
         self.put(record, &loaded).await

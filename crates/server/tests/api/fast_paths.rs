@@ -21,6 +21,9 @@ struct Names {
     seen: HashMap<Vec<u8>, usize>,
     /// Session ids, in order of appearance.
     ids: Vec<SessionId>,
+    /// The digests records keep of session tokens (`token_digest`), by order of appearance of
+    /// the tokens.
+    digests: Vec<[u8; 16]>,
 }
 
 impl Names {
@@ -42,7 +45,12 @@ impl Names {
     fn normalize(&mut self, bytes: &[u8]) -> String {
         let jwt = Regex::new(r"eyJ[A-Za-z0-9_-]+\.([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+").unwrap();
         let claims = jwt.replace_all(bytes, |c: &regex::bytes::Captures| {
-            let claims = jwt_part(std::str::from_utf8(&c[0]).unwrap(), 1);
+            let token = std::str::from_utf8(&c[0]).unwrap();
+            let digest = sessiond::token::token_digest(token);
+            if !self.digests.contains(&digest) {
+                self.digests.push(digest);
+            }
+            let claims = jwt_part(token, 1);
             format!("<jwt {claims}>").into_bytes()
         });
         let ids = Regex::new(
@@ -56,6 +64,12 @@ impl Names {
     /// A stored record with the binary forms of the named session ids named too.
     fn normalize_record(&mut self, bytes: &[u8]) -> String {
         let mut out = bytes.to_vec();
+        for (i, digest) in self.digests.iter().enumerate() {
+            if let Some(pos) = out.windows(16).position(|w| w == digest) {
+                out[pos..pos + 12].fill(0xDD);
+                out[pos + 12..pos + 16].copy_from_slice(&(i as u32).to_be_bytes());
+            }
+        }
         for (i, id) in self.ids.iter().enumerate() {
             let raw = id.as_bytes();
             let mut mark = [0xEEu8; 16];

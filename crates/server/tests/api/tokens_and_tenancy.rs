@@ -199,3 +199,84 @@ async fn a_token_near_its_end_is_renewed_for_the_same_session() {
     assert_eq!(body["id"], s["id"]);
     assert_eq!(value_of(&body, "public", "a"), Some(&json!("1")));
 }
+
+/// A process that has not seen a token of a saved session takes it by the digest the session's
+/// record keeps (created, or moved to a new id at a log-in), without a signature check; a token
+/// the record does not name (the old id's, a changed one) is checked by signature.
+#[tokio::test]
+async fn a_restarted_process_checks_saved_tokens_by_their_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || serve(&["--data-dir".as_ref(), dir.path().as_os_str()]);
+    let (first, base) = start();
+    let created = create_session_at(&base, json!({"public": {"k": {"value": "v"}}})).await;
+    let before_login = create_session_at(&base, json!({"public": {"k": {"value": "w"}}})).await;
+    let identity = mint("demo", "alice@example.com", false, None);
+    let r = plain()
+        .patch(format!("{base}/api/sessions"))
+        .header(
+            "cookie",
+            format!("vtex_session={before_login}; VtexIdclientAutCookie_demo={identity}"),
+        )
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let logged_in = r.json::<Value>().await.unwrap()["sessionToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(token_id(&logged_in), token_id(&before_login));
+    drop(first);
+
+    let (_second, base) = start();
+    let checks = |m: &Metrics| {
+        let by = |how| m.get("sessiond_token_checks_total", &[("by", how)]);
+        (by("record"), by("signature"))
+    };
+    let read = |token: String| {
+        let base = base.clone();
+        async move {
+            let r = plain()
+                .get(format!("{base}/api/sessions?items=*"))
+                .header("cookie", format!("vtex_session={token}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let a = read(created.clone()).await;
+    assert_eq!(text(&a, "public", "k"), Some("v"));
+    assert_eq!(a["id"].as_str(), Some(token_id(&created).as_str()));
+    let b = read(logged_in.clone()).await;
+    assert_eq!(text(&b, "public", "k"), Some("w"));
+    assert_eq!(b["id"].as_str(), Some(token_id(&logged_in).as_str()));
+    assert_eq!(checks(&Metrics::fetch(&base).await), (2.0, 0.0));
+    // Known now: no second check.
+    read(created.clone()).await;
+    assert_eq!(checks(&Metrics::fetch(&base).await), (2.0, 0.0));
+
+    // The old id's token: its record ended and keeps no digest, so the signature is checked;
+    // without the identity cookie it is not led to the new session.
+    let old = read(before_login.clone()).await;
+    assert_ne!(old["id"].as_str(), Some(token_id(&logged_in).as_str()));
+    assert_ne!(old["id"].as_str(), Some(token_id(&before_login).as_str()));
+    assert_eq!(checks(&Metrics::fetch(&base).await), (2.0, 1.0));
+    // The created token with a claim changed under its signature: not the record's digest,
+    // and not a valid signature, so no token (a new session).
+    let parts: Vec<&str> = created.split('.').collect();
+    let mut claims = jwt_part(&created, 1);
+    claims["exp"] = json!(claims["exp"].as_u64().unwrap() + 1);
+    let changed = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    );
+    let forged = read(changed).await;
+    assert_ne!(forged["id"].as_str(), Some(token_id(&created).as_str()));
+    assert_eq!(text(&forged, "public", "k"), None);
+    assert_eq!(checks(&Metrics::fetch(&base).await), (2.0, 2.0));
+}
