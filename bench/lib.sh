@@ -32,7 +32,7 @@ load() {
   out=$(IDENTITY=${IDENTITY:-} taskset -c 1 "${LOAD:-target/release/load}" "$1" "$2" ${3:+"$3"} \
     --connections "${CONNECTIONS:-64}" --duration "$DURATION")
   read -r -a idle <<< "$(grep '^IDLE' <<< "$out")"
-  echo "$(grep '^RESULT' <<< "$out") ${idle[2]} ${idle[1]}"
+  echo "$(grep '^RESULT' <<< "$out") ${idle[2]:-} ${idle[1]:-}"
 }
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }

@@ -15,7 +15,7 @@ use crate::config::{Limits, Overrides, Settings};
 use crate::http::request::{public_writes, Filters, Query, RequestCookies};
 use crate::snapshot::Snapshot;
 use crate::tenancy::Tenancy;
-use crate::token::{generate_pem, Keyring};
+use crate::token::{generate_pem, token_digest, Keyring, Lookup};
 
 /// A target: its name (the folder of its corpus under `fuzz/corpus/`) and its function.
 pub type Target = (&'static str, fn(&[u8]));
@@ -67,6 +67,7 @@ pub fn record(data: &[u8]) {
         record.debug(),
         record.account(),
         record.replaced_by(),
+        record.token_digest(),
     );
     let _ = (
         record.segment_token(),
@@ -153,6 +154,16 @@ pub fn session_token(data: &[u8]) {
         Keyring::load(Some(&pem), &[], Path::new("/nonexistent")).expect("a keyring")
     });
     let _ = keys.verify(token, "demo", 1_000);
+    // As a process that has not seen it, with a record keeping the digest of that very text
+    // (taken without a signature) or of the first bytes (checked by signature).
+    for stored in [
+        token_digest(token),
+        [data.first().copied().unwrap_or(0); 16],
+    ] {
+        if let Lookup::Claimed(claimed) = keys.lookup(token, "demo", 1_000) {
+            let _ = keys.confirm(claimed, Some(&stored));
+        }
+    }
 }
 
 /// An identity token (`VtexIdclientAutCookie…`), checked with an HS256 secret, in both cookies.

@@ -177,23 +177,24 @@ fn jwk(key: &VerifyingKey) -> serde_json::Value {
 }
 
 /// What [`Keyring::lookup`] knows of a token before the session it names is read.
-pub enum Lookup {
+pub enum Lookup<'t> {
     /// Verified already (remembered), unexpired and for this account.
     Known(Verified),
     /// Not remembered: what it claims, unchecked, for [`Keyring::confirm`].
-    Claimed(Claimed),
+    Claimed(Claimed<'t>),
     /// Not a token of ours, expired, or for another account: no token.
     Invalid,
 }
 
-/// The claims of a token not verified yet (see [`Lookup::Claimed`]).
-pub struct Claimed {
+/// A token not verified yet and its claims (see [`Lookup::Claimed`]).
+pub struct Claimed<'t> {
+    token: &'t str,
     verified: Verified,
     account: String,
     digest: [u8; 32],
 }
 
-impl Claimed {
+impl Claimed<'_> {
     /// The session the token names, if it is genuine.
     pub fn id(&self) -> SessionId {
         self.verified.id
@@ -325,9 +326,11 @@ impl Keyring {
         ttl_secs: u64,
     ) -> String {
         self.issue_for(id, (account, account_id), now, ttl_secs, false)
+            .0
     }
 
-    /// [`Keyring::issue`] for a session that is stored or, with `unsaved`, not yet.
+    /// [`Keyring::issue`] for a session that is stored or, with `unsaved`, not yet; with the
+    /// token's digest as a record keeps it ([`token_digest`]).
     pub fn issue_for(
         &self,
         id: SessionId,
@@ -335,7 +338,7 @@ impl Keyring {
         now: u64,
         ttl_secs: u64,
         unsaved: bool,
-    ) -> String {
+    ) -> (String, [u8; 16]) {
         let claims = Claims {
             id: id.to_string(),
             account: account.to_owned(),
@@ -356,13 +359,10 @@ impl Keyring {
             iat: claims.iat,
             unsaved,
         };
-        self.remember(&token, verified, claims.account.into());
-        token
-    }
-
-    fn remember(&self, token: &str, verified: Verified, account: Arc<str>) {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.verified.insert(digest, (verified, account));
+        self.verified
+            .insert(digest, (verified, claims.account.into()));
+        (token, digest[..16].try_into().expect("16 of 32 bytes"))
     }
 
     /// The session a token names, if the token is ours, unexpired at `now` (seconds) and
@@ -370,7 +370,7 @@ impl Keyring {
     pub fn verify(&self, token: &str, account: &str, now: u64) -> Option<Verified> {
         match self.lookup(token, account, now) {
             Lookup::Known(verified) => Some(verified),
-            Lookup::Claimed(claimed) => self.confirm(token, claimed, None),
+            Lookup::Claimed(claimed) => self.confirm(claimed, None),
             Lookup::Invalid => None,
         }
     }
@@ -378,7 +378,7 @@ impl Keyring {
     /// A token as remembered, or else what it claims (unchecked) if it could be a token of
     /// ours that is unexpired at `now` (seconds) and issued for `account`: a JWT within 4 KiB,
     /// of a `kid` whose tokens are accepted, naming a session.
-    pub fn lookup(&self, token: &str, account: &str, now: u64) -> Lookup {
+    pub fn lookup<'t>(&self, token: &'t str, account: &str, now: u64) -> Lookup<'t> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let valid = |v: &Verified, of: &str| v.exp > now && of.eq_ignore_ascii_case(account);
         if let Some((verified, token_account)) = self.verified.get(&digest) {
@@ -390,6 +390,7 @@ impl Keyring {
         match self.claims(token) {
             Some((verified, token_account)) if valid(&verified, &token_account) => {
                 Lookup::Claimed(Claimed {
+                    token,
                     verified,
                     account: token_account,
                     digest,
@@ -402,19 +403,14 @@ impl Keyring {
     /// The token of `claimed` as verified: by `stored`, the digest kept in the record of the
     /// session it names, when that is the token's; else by its signature. Remembered either
     /// way.
-    pub fn confirm(
-        &self,
-        token: &str,
-        claimed: Claimed,
-        stored: Option<&[u8; 16]>,
-    ) -> Option<Verified> {
+    pub fn confirm(&self, claimed: Claimed<'_>, stored: Option<&[u8; 16]>) -> Option<Verified> {
         let by_record = stored.is_some_and(|d| d[..] == claimed.digest[..16]);
         self.checks[by_record as usize].fetch_add(1, Ordering::Relaxed);
         self.counted[by_record as usize].inc();
         let verified = if by_record {
             claimed.verified
         } else {
-            let (verified, account) = self.verify_signature(token)?;
+            let (verified, account) = self.verify_signature(claimed.token)?;
             if verified != claimed.verified || account != claimed.account {
                 return None;
             }
@@ -656,7 +652,7 @@ mod tests {
     ) -> Option<Verified> {
         match keys.lookup(token, "demo", now) {
             Lookup::Known(verified) => Some(verified),
-            Lookup::Claimed(claimed) => keys.confirm(token, claimed, stored.as_ref()),
+            Lookup::Claimed(claimed) => keys.confirm(claimed, stored.as_ref()),
             Lookup::Invalid => None,
         }
     }
@@ -665,8 +661,8 @@ mod tests {
     fn a_token_whose_record_keeps_its_digest_needs_no_signature_check() {
         let dir = tempfile::tempdir().unwrap();
         let id = SessionId::random();
-        let token = ring(dir.path()).issue(id, "demo", "u", 1000, 100);
-        let digest = token_digest(&token);
+        let (token, digest) = ring(dir.path()).issue_for(id, ("demo", "u"), 1000, 100, false);
+        assert_eq!(digest, token_digest(&token));
         assert_eq!(digest[..], Sha256::digest(token.as_bytes())[..16]);
         // Another process with the same key: by the record, then remembered.
         let other = ring(dir.path());

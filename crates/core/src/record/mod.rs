@@ -402,6 +402,21 @@ impl Record {
         })
     }
 
+    /// This record keeping `digest` as its token's ([`Record::token_digest`]), unless it is
+    /// of a replaced session (which keeps its successor there).
+    pub fn with_token_digest(&self, digest: [u8; 16]) -> Record {
+        if self.flags() & REPLACED != 0 {
+            return self.clone();
+        }
+        let mut bytes = self.bytes.to_vec();
+        bytes[REPLACED_BY..REPLACED_BY + 16].copy_from_slice(&digest);
+        bytes[FLAGS] |= TOKEN_DIGEST;
+        Record {
+            bytes: Bytes::from(bytes),
+            ..self.clone()
+        }
+    }
+
     fn flags(&self) -> u8 {
         self.bytes[FLAGS]
     }
@@ -570,11 +585,26 @@ mod tests {
             let ended = Record::parse(parsed.ended(8, 3_000, next, 0).stored()).unwrap();
             assert_eq!((ended.token_digest(), ended.replaced_by()), (None, next));
         }
+        // Set on a record made without one: the same bytes as encoded with it.
+        let without = Record::encode(
+            &Session {
+                token_digest: None,
+                ..s.clone()
+            },
+            None,
+        );
+        assert_eq!(without.token_digest(), None);
+        assert_eq!(without.with_token_digest([7; 16]).stored(), r.stored());
         // A session replaced keeps its successor, not a digest.
         s.replaced_by = Some(SessionId::random());
         let replaced = Record::parse(Record::encode(&s, None).stored()).unwrap();
         assert_eq!(replaced.token_digest(), None);
         assert_eq!(replaced.replaced_by(), s.replaced_by);
+        let kept = replaced.with_token_digest([9; 16]);
+        assert_eq!(
+            (kept.token_digest(), kept.replaced_by()),
+            (None, s.replaced_by)
+        );
         // Without one, the bytes are those of a record before the digest existed.
         assert_eq!(Record::encode(&session(), None).token_digest(), None);
         assert_eq!(

@@ -46,7 +46,7 @@ impl SessionService {
         match saved {
             Ok(snapshot) => {
                 self.metrics.rotated(&session);
-                Ok(Attempt::Rotated(snapshot, token))
+                Ok(Attempt::Reissued(snapshot, token))
             }
             // Someone edited the old session first: start over from the store.
             Err(StoreError::Conflict) => Ok(Attempt::Lost),

@@ -29,7 +29,7 @@ use crate::repo::{Repository, StoreError};
 use crate::snapshot::Snapshot;
 use crate::telemetry::request_id;
 use crate::tenancy::Account;
-use crate::token::{token_digest, Keyring, Lookup, Verified};
+use crate::token::{Keyring, Lookup, Verified};
 use edit::Plan;
 pub use edit::{Edit, MAX_RECORDED_COOKIES};
 pub use identity::SUCCESSION_GRACE;
@@ -129,8 +129,9 @@ enum Attempt {
     Kept(Arc<Snapshot>),
     /// The edit changes nothing: the session is the loaded one.
     Unchanged(Arc<Snapshot>),
-    /// The session saved under a new id (its identity changed), and its new token.
-    Rotated(Arc<Snapshot>, String),
+    /// The session saved with a new token, whose digest its record keeps: under a new id (its
+    /// identity changed), or for the first time (it was created without a write).
+    Reissued(Arc<Snapshot>, String),
     /// Another request saved first: load again and retry.
     Lost,
 }
@@ -381,10 +382,17 @@ impl SessionService {
                 }
                 Lookup::Claimed(claimed) => {
                     // Read before the token is checked, for the digest its record may hold;
-                    // nothing read is used unless the token proves genuine.
-                    let loaded = self.load_for(claimed.id(), now, purpose).await?;
+                    // nothing read is used unless the token proves genuine, and a store that
+                    // fails is the answer only for a genuine token.
+                    let loaded = match self.load_for(claimed.id(), now, purpose).await {
+                        Ok(loaded) => loaded,
+                        Err(e) => match self.keys.confirm(claimed, None) {
+                            Some(_) => return Err(e),
+                            None => continue,
+                        },
+                    };
                     let stored = loaded.as_ref().and_then(|(s, _)| s.record().token_digest());
-                    match self.keys.confirm(token, claimed, stored) {
+                    match self.keys.confirm(claimed, stored) {
                         Some(verified) => (verified, loaded),
                         None => continue,
                     }
@@ -593,9 +601,15 @@ impl SessionService {
             .saturating_add(CLOCK_MARGIN.as_millis() as u64)
     }
 
-    /// A new token for session `id`, saved or (`unsaved`) not: the one place session tokens
-    /// are signed.
-    fn token(&self, account: &Account, id: SessionId, unsaved: bool, now: u64) -> String {
+    /// A new token for session `id`, saved or (`unsaved`) not, and its digest as a record keeps
+    /// it: the one place session tokens are signed.
+    fn token(
+        &self,
+        account: &Account,
+        id: SessionId,
+        unsaved: bool,
+        now: u64,
+    ) -> (String, [u8; 16]) {
         self.keys.issue_for(
             id,
             (&account.name, &account.id),
@@ -606,16 +620,17 @@ impl SessionService {
     }
 
     /// The token of `session`, about to be saved under its id (created, or rotated to a new
-    /// identity): its digest goes into the record, so that a process that has not seen the
-    /// token takes it without a signature check (see [`crate::token`]).
+    /// identity; see also [`SessionService::put`]): its digest goes into the record, so that a
+    /// process that has not seen the token takes it without a signature check (see
+    /// [`crate::token`]).
     pub(super) fn token_saved_with(
         &self,
         account: &Account,
         session: &mut Session,
         now: u64,
     ) -> String {
-        let token = self.token(account, session.id, false, now);
-        session.token_digest = Some(token_digest(&token));
+        let (token, digest) = self.token(account, session.id, false, now);
+        session.token_digest = Some(digest);
         token
     }
 
@@ -627,7 +642,7 @@ impl SessionService {
         created: bool,
         now: u64,
     ) -> Outcome {
-        let token = self.token(account, snapshot.id(), !snapshot.stored(), now);
+        let (token, _) = self.token(account, snapshot.id(), !snapshot.stored(), now);
         Outcome {
             snapshot,
             created,
@@ -738,7 +753,7 @@ impl SessionService {
             let mut attempt = self.attempt(account, snapshot, edit, now).await;
             let proven = matches!(
                 attempt,
-                Ok(Attempt::Kept(_) | Attempt::Rotated(..) | Attempt::Lost)
+                Ok(Attempt::Kept(_) | Attempt::Reissued(..) | Attempt::Lost)
                     | Err(SessionError::Unavailable(_))
             );
             if !fresh && !proven {
@@ -755,7 +770,7 @@ impl SessionService {
                 Attempt::Kept(snapshot) | Attempt::Unchanged(snapshot) => {
                     return Ok(self.kept(account, snapshot, token, now))
                 }
-                Attempt::Rotated(snapshot, token) => {
+                Attempt::Reissued(snapshot, token) => {
                     return Ok(Outcome {
                         snapshot,
                         created: false,
@@ -783,7 +798,7 @@ impl SessionService {
     ) -> Result<Attempt, SessionError> {
         Ok(match self.plan(account, &loaded, edit, now)? {
             Plan::Unchanged => Attempt::Unchanged(loaded),
-            Plan::InPlace(record) => self.put(record, &loaded).await?,
+            Plan::InPlace(record) => self.put(account, record, &loaded, now).await?,
             Plan::Full => self.edit_full(account, loaded, edit, now).await?,
         })
     }
@@ -823,17 +838,35 @@ impl SessionService {
                 .await;
         }
         let record = record_of(&session, Some((&loaded, &changed)), self.fast_paths);
-        self.put(record, &loaded).await
+        self.put(account, record, &loaded, now).await
     }
 
     /// Saves `record`, the next version of `loaded`, if `loaded` is still the stored version.
-    async fn put(&self, record: Record, loaded: &Arc<Snapshot>) -> Result<Attempt, SessionError> {
+    /// A session saved for the first time (created without a write) is answered with a new
+    /// token, signed first so that its record keeps the token's digest.
+    async fn put(
+        &self,
+        account: &Account,
+        record: Record,
+        loaded: &Arc<Snapshot>,
+        now: u64,
+    ) -> Result<Attempt, SessionError> {
+        let (record, token) = match loaded.stored() {
+            true => (record, None),
+            false => {
+                let (token, digest) = self.token(account, record.id(), false, now);
+                (record.with_token_digest(digest), Some(token))
+            }
+        };
         match self
             .repo
             .save(record, loaded.expected(), Some(loaded))
             .await
         {
-            Ok(snapshot) => Ok(Attempt::Kept(snapshot)),
+            Ok(snapshot) => Ok(match token {
+                Some(token) => Attempt::Reissued(snapshot, token),
+                None => Attempt::Kept(snapshot),
+            }),
             Err(StoreError::Conflict) => Ok(Attempt::Lost),
             Err(e) => Err(e.into()),
         }

@@ -201,8 +201,9 @@ async fn a_token_near_its_end_is_renewed_for_the_same_session() {
 }
 
 /// A process that has not seen a token of a saved session takes it by the digest the session's
-/// record keeps (created, or moved to a new id at a log-in), without a signature check; a token
-/// the record does not name (the old id's, a changed one) is checked by signature.
+/// record keeps (created, saved for the first time after a create without a write, or moved to
+/// a new id at a log-in), without a signature check; a token the record does not name (the old
+/// id's, a changed one) is checked by signature.
 #[tokio::test]
 async fn a_restarted_process_checks_saved_tokens_by_their_record() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,6 +228,28 @@ async fn a_restarted_process_checks_saved_tokens_by_their_record() {
         .unwrap()
         .to_owned();
     assert_ne!(token_id(&logged_in), token_id(&before_login));
+    // A page view without a token: a session not saved, whose first change saves it.
+    let r = plain()
+        .get(format!("{base}/api/sessions"))
+        .send()
+        .await
+        .unwrap();
+    let unsaved = cookie_value(r.headers(), "vtex_session").unwrap();
+    assert_eq!(jwt_part(&unsaved, 1)["unsaved"], json!(true));
+    let r = plain()
+        .patch(format!("{base}/api/sessions"))
+        .header("cookie", format!("vtex_session={unsaved}"))
+        .json(&json!({"public": {"k": {"value": "x"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let saved = r.json::<Value>().await.unwrap()["sessionToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(jwt_part(&saved, 1).get("unsaved"), None);
+    assert_eq!(token_id(&saved), token_id(&unsaved));
     drop(first);
 
     let (_second, base) = start();
@@ -253,17 +276,19 @@ async fn a_restarted_process_checks_saved_tokens_by_their_record() {
     let b = read(logged_in.clone()).await;
     assert_eq!(text(&b, "public", "k"), Some("w"));
     assert_eq!(b["id"].as_str(), Some(token_id(&logged_in).as_str()));
-    assert_eq!(checks(&Metrics::fetch(&base).await), (2.0, 0.0));
+    let c = read(saved.clone()).await;
+    assert_eq!(text(&c, "public", "k"), Some("x"));
+    assert_eq!(checks(&Metrics::fetch(&base).await), (3.0, 0.0));
     // Known now: no second check.
     read(created.clone()).await;
-    assert_eq!(checks(&Metrics::fetch(&base).await), (2.0, 0.0));
+    assert_eq!(checks(&Metrics::fetch(&base).await), (3.0, 0.0));
 
     // The old id's token: its record ended and keeps no digest, so the signature is checked;
     // without the identity cookie it is not led to the new session.
     let old = read(before_login.clone()).await;
     assert_ne!(old["id"].as_str(), Some(token_id(&logged_in).as_str()));
     assert_ne!(old["id"].as_str(), Some(token_id(&before_login).as_str()));
-    assert_eq!(checks(&Metrics::fetch(&base).await), (2.0, 1.0));
+    assert_eq!(checks(&Metrics::fetch(&base).await), (3.0, 1.0));
     // The created token with a claim changed under its signature: not the record's digest,
     // and not a valid signature, so no token (a new session).
     let parts: Vec<&str> = created.split('.').collect();
@@ -278,5 +303,5 @@ async fn a_restarted_process_checks_saved_tokens_by_their_record() {
     let forged = read(changed).await;
     assert_ne!(forged["id"].as_str(), Some(token_id(&created).as_str()));
     assert_eq!(text(&forged, "public", "k"), None);
-    assert_eq!(checks(&Metrics::fetch(&base).await), (2.0, 2.0));
+    assert_eq!(checks(&Metrics::fetch(&base).await), (3.0, 2.0));
 }
