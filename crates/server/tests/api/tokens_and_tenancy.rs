@@ -211,22 +211,28 @@ async fn a_restarted_process_checks_saved_tokens_by_their_record() {
     let (first, base) = start();
     let created = create_session_at(&base, json!({"public": {"k": {"value": "v"}}})).await;
     let before_login = create_session_at(&base, json!({"public": {"k": {"value": "w"}}})).await;
+    // PATCH with `cookie` and `body`: the session token of the answer.
+    let patch = |cookie: String, body: Value| {
+        let base = base.clone();
+        async move {
+            let r = plain()
+                .patch(format!("{base}/api/sessions"))
+                .header("cookie", cookie)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let answer = r.json::<Value>().await.unwrap();
+            answer["sessionToken"].as_str().unwrap().to_owned()
+        }
+    };
     let identity = mint("demo", "alice@example.com", false, None);
-    let r = plain()
-        .patch(format!("{base}/api/sessions"))
-        .header(
-            "cookie",
-            format!("vtex_session={before_login}; VtexIdclientAutCookie_demo={identity}"),
-        )
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let logged_in = r.json::<Value>().await.unwrap()["sessionToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let logged_in = patch(
+        format!("vtex_session={before_login}; VtexIdclientAutCookie_demo={identity}"),
+        json!({}),
+    )
+    .await;
     assert_ne!(token_id(&logged_in), token_id(&before_login));
     // A page view without a token: a session not saved, whose first change saves it.
     let r = plain()
@@ -236,18 +242,11 @@ async fn a_restarted_process_checks_saved_tokens_by_their_record() {
         .unwrap();
     let unsaved = cookie_value(r.headers(), "vtex_session").unwrap();
     assert_eq!(jwt_part(&unsaved, 1)["unsaved"], json!(true));
-    let r = plain()
-        .patch(format!("{base}/api/sessions"))
-        .header("cookie", format!("vtex_session={unsaved}"))
-        .json(&json!({"public": {"k": {"value": "x"}}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let saved = r.json::<Value>().await.unwrap()["sessionToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let saved = patch(
+        format!("vtex_session={unsaved}"),
+        json!({"public": {"k": {"value": "x"}}}),
+    )
+    .await;
     assert_eq!(jwt_part(&saved, 1).get("unsaved"), None);
     assert_eq!(token_id(&saved), token_id(&unsaved));
     drop(first);
