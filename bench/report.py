@@ -164,6 +164,13 @@ def main(raw_path, out_dir):
             rounds_line.append(f"{m} Redis {', '.join(f'{x:.0f}' for x in redis_rounds)} / embedded "
                                f"{', '.join(f'{x:.0f}' for x in embedded_rounds)}")
         extra.append("- Rounds, requests/s sorted: " + "; ".join(rounds_line))
+        unseen = results.get("redis_unseen_get_all")
+        if unseen and "get_all" in redis:
+            r, _ = median("redis_get_all")
+            extra.append(f"- GET by another process of a fleet on the same Redis, started fresh (each token new to it at "
+                         f"its first request, then taken by the digest its session's record keeps): {unseen['rps']:.0f} requests/s, "
+                         f"p99 {unseen['p99']:.2f} ms, {unseen['rps'] / r['rps']:.2f} of the GET on Redis above, "
+                         f"generator / server core idle {idle(unseen)} %")
     peers = peer_table(results, base, verdicts)
     if peers:
         extra += [""] + peers
