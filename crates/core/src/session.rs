@@ -225,9 +225,10 @@ pub struct Session {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traces: Vec<serde_json::Value>,
     /// The first 16 bytes of the SHA-256 of the session token issued when the session was
-    /// saved under this id (at creation or at a change of identity), if one was. A process that
-    /// has not seen the token yet takes it as genuine when its digest is this one, without
-    /// checking its signature: only this manager's signing could have made it.
+    /// saved under this id (at creation, at a change of identity, or at its first save after a
+    /// create without a write), if one was. A process that has not seen the token yet takes it
+    /// as genuine when its digest is this one, without checking its signature: the token was
+    /// signed by this manager before the record was written.
     #[serde(skip)]
     pub token_digest: Option<[u8; 16]>,
 }

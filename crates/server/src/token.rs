@@ -13,10 +13,10 @@
 //! A token this process has not seen needs no signature check either when the record of its
 //! session holds its digest ([`token_digest`]): the session was saved with the token signed
 //! for it (at creation, at a change of identity, or at its first save after a create without
-//! a write), and a text with that SHA-256 is that token. So [`Keyring::lookup`] gives a token it does not remember as [`Lookup::Claimed`], the
-//! caller reads the session it names, and [`Keyring::confirm`] compares the digests before it
-//! falls back to the signature. A token signed with a key no longer accepted is refused either
-//! way.
+//! a write), and a text with that SHA-256 is that token. So [`Keyring::lookup`] gives a token
+//! it does not remember as [`Lookup::Claimed`], the caller reads the session it names, and
+//! [`Keyring::confirm`] compares the digests before it falls back to the signature. A token
+//! signed with a key no longer accepted is refused either way.
 
 use std::collections::HashMap;
 use std::io::Write;

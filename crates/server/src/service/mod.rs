@@ -851,12 +851,11 @@ impl SessionService {
         loaded: &Arc<Snapshot>,
         now: u64,
     ) -> Result<Attempt, SessionError> {
-        let (record, token) = match loaded.stored() {
-            true => (record, None),
-            false => {
-                let (token, digest) = self.token(account, record.id(), false, now);
-                (record.with_token_digest(digest), Some(token))
-            }
+        let (record, token) = if loaded.stored() {
+            (record, None)
+        } else {
+            let (token, digest) = self.token(account, record.id(), false, now);
+            (record.with_token_digest(digest), Some(token))
         };
         match self
             .repo
