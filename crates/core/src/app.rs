@@ -313,12 +313,16 @@ impl AppSpec {
     }
 }
 
+/// The maps of [`AppIndex`]: keyed by names from the configuration (a request's keys are only
+/// looked up), hashed with foldhash, seeded anew for every map.
+type ByName<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// The installed apps of one account, in precedence order, indexed by the keys they watch.
 #[derive(Clone, Debug, Default)]
 pub struct AppIndex {
     apps: Vec<AppSpec>,
-    exact: HashMap<String, HashMap<String, Vec<usize>>>,
-    patterns: HashMap<String, Vec<(KeyPattern, usize)>>,
+    exact: ByName<ByName<Vec<usize>>>,
+    patterns: ByName<Vec<(KeyPattern, usize)>>,
 }
 
 impl AppIndex {
@@ -369,12 +373,21 @@ impl AppIndex {
     /// Positions (in precedence order) of the apps that watch `key`.
     pub fn watchers(&self, key: &Key) -> BTreeSet<usize> {
         let mut out = BTreeSet::new();
+        self.add_watchers(key, &mut out);
+        out
+    }
+
+    /// Adds the positions of the apps that watch `key` to `out`.
+    fn add_watchers(&self, key: &Key, out: &mut BTreeSet<usize>) {
         if let Some(ids) = self
             .exact
             .get(&key.namespace)
             .and_then(|m| m.get(&key.name))
         {
             out.extend(ids.iter().copied());
+        }
+        if self.patterns.is_empty() {
+            return;
         }
         if let Some(ps) = self.patterns.get(&key.namespace) {
             out.extend(
@@ -383,14 +396,13 @@ impl AppIndex {
                     .map(|(_, i)| *i),
             );
         }
-        out
     }
 
     /// Positions of the apps watching any key of `delta`: O(changed keys), not O(apps × keys).
     pub fn affected(&self, delta: &crate::session::Delta) -> BTreeSet<usize> {
         let mut out = BTreeSet::new();
         for key in delta {
-            out.extend(self.watchers(key));
+            self.add_watchers(key, &mut out);
         }
         out
     }

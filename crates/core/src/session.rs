@@ -192,6 +192,20 @@ impl IntoIterator for Changes {
     }
 }
 
+/// Whether `writes` write some key more than once (pairwise for the few writes of a request
+/// or a round, by sorting past that).
+fn writes_a_key_twice(writes: &[(Key, Option<Value>)]) -> bool {
+    if writes.len() <= 16 {
+        return writes
+            .iter()
+            .enumerate()
+            .any(|(i, (key, _))| writes[..i].iter().any(|(earlier, _)| earlier == key));
+    }
+    let mut keys: Vec<&Key> = writes.iter().map(|(key, _)| key).collect();
+    keys.sort_unstable();
+    keys.windows(2).any(|pair| pair[0] == pair[1])
+}
+
 /// The keys whose value actually changed (Δ of the transform cycle).
 pub type Delta = BTreeSet<Key>;
 
@@ -264,21 +278,34 @@ impl Session {
 
     /// Sets one value; returns whether anything changed.
     pub fn set(&mut self, key: &Key, value: Value) -> bool {
-        if self.get(&key.namespace, &key.name) == Some(&value) {
+        self.put(key, Some(value))
+    }
+
+    /// Puts `value` at `key` (`None`: removes it); returns whether anything changed. A
+    /// namespace shared with other versions is copied only when its value does change, and a
+    /// name is copied only when it is new to its namespace.
+    fn put(&mut self, key: &Key, value: Option<Value>) -> bool {
+        let Some(value) = value else {
+            return self.take(key).is_some();
+        };
+        let Some(shared) = self.namespaces.get_mut(key.namespace.as_str()) else {
+            let mut namespace = Namespace::new();
+            namespace.insert(key.name.clone(), value);
+            self.namespaces
+                .insert(key.namespace.clone(), Arc::new(namespace));
+            return true;
+        };
+        if shared.get(key.name.as_str()) == Some(&value) {
             return false;
         }
-        let ns = self.namespace_mut(&key.namespace);
-        match ns.get_mut(key.name.as_str()) {
-            Some(old) if *old == value => false,
-            Some(old) => {
-                *old = value;
-                true
-            }
+        let namespace = Arc::make_mut(shared);
+        match namespace.get_mut(key.name.as_str()) {
+            Some(old) => *old = value,
             None => {
-                ns.insert(key.name.clone(), value);
-                true
+                namespace.insert(key.name.clone(), value);
             }
         }
+        true
     }
 
     /// The namespace `name`, created empty when missing (its name is copied only then), and
@@ -339,6 +366,14 @@ impl Session {
 
     /// [`Session::apply`], moving the values in instead of copying them.
     pub fn apply_owned(&mut self, changes: Changes) -> Delta {
+        if !writes_a_key_twice(&changes.entries) {
+            // One write per key: a key ends up different exactly when its write changed it.
+            return changes
+                .entries
+                .into_iter()
+                .filter_map(|(key, value)| self.put(&key, value).then_some(key))
+                .collect();
+        }
         // What each write replaced; the first write of a key replaced its original value.
         let mut replaced: Vec<(Key, Option<Value>)> = changes
             .entries

@@ -2,9 +2,10 @@
 //! examples of the unit tests: a record decodes to the session it was encoded from, answers cut
 //! out of a record are the answers rendered from the session, an in-place edit of `public`
 //! gives the record of the edited session, an `items` filter selects exactly the keys it
-//! names, and a segment token decodes to the segment's JSON and depends only on the segment.
+//! names, a segment token decodes to the segment's JSON and depends only on the segment, and
+//! a batch of writes leaves a session as writing them one by one would.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -433,6 +434,43 @@ fn segment_text() -> BoxedStrategy<Option<Json>> {
     .boxed()
 }
 
+/// A write of a batch: which key the session has (if it has any), else which of a few; the
+/// value, or `None` to remove.
+type BatchWrite = (Option<Index>, (String, String), Option<Value>);
+
+/// A write of a batch: to a key among a few (so that batches write keys twice, and remove and
+/// rewrite them), or to one the session has; a value among a few (so that writes repeat what is
+/// there), or a removal.
+fn batch_write() -> BoxedStrategy<BatchWrite> {
+    let few_keys = (
+        prop::sample::select(vec!["public", "store", "zz"]),
+        prop::sample::select(vec!["a", "b", "k"]),
+    )
+        .prop_map(|(ns, name)| (ns.to_owned(), name.to_owned()));
+    let few_values = prop_oneof![
+        1 => Just(None),
+        3 => (prop::sample::select(vec!["1", "2"]), any::<bool>())
+            .prop_map(|(v, keep_alive)| Some(Value { value: Json::from(v), keep_alive })),
+    ];
+    (
+        prop::option::weighted(0.3, any::<Index>()),
+        few_keys,
+        few_values,
+    )
+        .boxed()
+}
+
+/// Every value of `s` by key.
+fn values_of(s: &Session) -> BTreeMap<(String, String), Value> {
+    s.namespaces
+        .iter()
+        .flat_map(|(ns, keys)| {
+            keys.iter()
+                .map(move |(name, value)| ((ns.clone(), name.clone()), value.clone()))
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -644,5 +682,47 @@ proptest! {
         prop_assert_eq!(&sa, &sb);
         prop_assert_eq!(sa.encode(), sb.encode());
         prop_assert_eq!(sa == so, sa.encode() == so.encode());
+    }
+
+    /// `apply` is the one way requests and apps change a session: a batch (a request's writes,
+    /// a round's answers, with keys written twice or not, few or many) must leave the session
+    /// as its writes made one after the other would, drop the namespaces it empties, and report
+    /// exactly the keys whose value differs from before the batch.
+    #[test]
+    fn a_batch_of_writes_is_its_writes_one_by_one(
+        s in session(),
+        writes in prop::collection::vec(batch_write(), 0..40),
+    ) {
+        let existing: Vec<(String, String)> = values_of(&s).into_keys().collect();
+        let mut changes = Changes::new();
+        let mut model = values_of(&s);
+        for (pick, key, value) in writes {
+            let (ns, name) = match pick {
+                Some(i) if !existing.is_empty() => existing[i.index(existing.len())].clone(),
+                _ => key,
+            };
+            match value {
+                Some(v) => {
+                    model.insert((ns.clone(), name.clone()), v.clone());
+                    changes.set(Key::new(ns, name), v);
+                }
+                None => {
+                    model.remove(&(ns.clone(), name.clone()));
+                    changes.remove(Key::new(ns, name));
+                }
+            }
+        }
+        let before = values_of(&s);
+        let mut after = s.clone();
+        let delta = after.apply(&changes);
+        prop_assert_eq!(&values_of(&after), &model);
+        prop_assert!(after.namespaces.iter().all(|(_, keys)| !keys.is_empty()));
+        let differs: BTreeSet<Key> = before
+            .keys()
+            .chain(model.keys())
+            .filter(|k| before.get(*k) != model.get(*k))
+            .map(|(ns, name)| Key::new(ns.as_str(), name.as_str()))
+            .collect();
+        prop_assert_eq!(delta, differs);
     }
 }

@@ -145,26 +145,20 @@ async fn edit(
     Ok(response)
 }
 
-/// The bytes of base64 (standard and URL-safe) and of JWTs: a token of only these needs no
-/// JSON escaping.
-static TOKEN_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] =
-            c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'-' | b'_' | b'.');
-        b += 1;
-    }
-    table
-};
+/// Whether `text` goes into a JSON string as it is: it holds no quote, backslash or control
+/// character, the bytes JSON escapes. Every byte is looked at, without stopping at the first
+/// such, so that the check runs on vectors (a token pair is over a kilobyte).
+fn needs_no_escape(text: &str) -> bool {
+    !text.bytes().fold(false, |found, b| {
+        found | (b == b'"') | (b == b'\\') | (b < 0x20)
+    })
+}
 
 /// `{"sessionToken","segmentToken"}`.
 fn token_pair(outcome: &Outcome) -> Body {
     let (session, segment) = (outcome.token.as_str(), outcome.snapshot.segment_token());
-    // Tokens are base64 (JWT parts, segment): written as they are, no escaping to look for.
-    let plain = |t: &str| t.bytes().all(|b| TOKEN_BYTES[b as usize]);
-    if plain(session) && plain(segment) {
+    // Tokens are base64 (JWT parts, segment): written as they are, nothing to escape.
+    if needs_no_escape(session) && needs_no_escape(segment) {
         let mut out = Vec::with_capacity(session.len() + segment.len() + 36);
         for part in [
             r#"{"sessionToken":""#,
@@ -234,5 +228,8 @@ mod tests {
         assert!(plain["segmentToken"].as_str().unwrap().starts_with("eyJ"));
         let odd = pair("a\"b\\c").await;
         assert_eq!(odd["sessionToken"], "a\"b\\c");
+        for text in ["a\u{1}b", "\n", "\u{1f}", "ação", "\u{7f}"] {
+            assert_eq!(pair(text).await["sessionToken"], text, "{text:?}");
+        }
     }
 }
