@@ -693,9 +693,10 @@ proptest! {
         s in session(),
         writes in prop::collection::vec(batch_write(), 0..40),
     ) {
-        let existing: Vec<(String, String)> = values_of(&s).into_keys().collect();
+        let before = values_of(&s);
+        let existing: Vec<&(String, String)> = before.keys().collect();
         let mut changes = Changes::new();
-        let mut model = values_of(&s);
+        let mut model = before.clone();
         for (pick, key, value) in writes {
             let (ns, name) = match pick {
                 Some(i) if !existing.is_empty() => existing[i.index(existing.len())].clone(),
@@ -712,7 +713,6 @@ proptest! {
                 }
             }
         }
-        let before = values_of(&s);
         let mut after = s.clone();
         let delta = after.apply(&changes);
         prop_assert_eq!(&values_of(&after), &model);

@@ -245,7 +245,10 @@ async fn ten_thousand_idle_connections_are_held_in_bounded_memory_and_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_connections_a_new_client_waits_for_a_free_slot() {
     const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
-    let server = Server::start("header_read_timeout = \"1s\"\nlimits = { max_connections = 8 }");
+    let server = Server::start(&format!(
+        "header_read_timeout = \"{}s\"\nlimits = {{ max_connections = 8 }}",
+        HEADER_READ_TIMEOUT.as_secs()
+    ));
     // No one of the eight below can be cut for being idle, and so free its slot, before this
     // instant plus the header read timeout.
     let held_from = std::time::Instant::now();
