@@ -5,10 +5,15 @@
 //! the size sessiond issues): the one piece of work every create and every log-in must do,
 //! so its ratio bounds theirs from above.
 //!
-//! Usage: `baseline [--sign] [ADDR]` (default 127.0.0.1:0); prints `listening on http://ADDR`.
+//! With `--work NS`, each answer first keeps the core busy for NS nanoseconds (a spin on the
+//! clock): a server that does that much of its own work per request, for `bench/calibrate`.
+//!
+//! Usage: `baseline [--sign] [--work NS] [ADDR]` (default 127.0.0.1:0); prints
+//! `listening on http://ADDR`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -62,7 +67,13 @@ impl Signer {
     }
 }
 
-fn answer(signer: Option<&Signer>) -> Response<Full<Bytes>> {
+fn answer(signer: Option<&Signer>, work: Duration) -> Response<Full<Bytes>> {
+    if !work.is_zero() {
+        let started = Instant::now();
+        while started.elapsed() < work {
+            std::hint::spin_loop();
+        }
+    }
     let session_cookie = match signer {
         Some(signer) => signer.cookie(),
         None => SESSION_COOKIE.to_owned(),
@@ -86,6 +97,17 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    let work = match args.iter().position(|a| a == "--work") {
+        Some(i) => {
+            let ns = args
+                .get(i + 1)
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("--work takes a number of nanoseconds"))?;
+            args.drain(i..i + 2);
+            Duration::from_nanos(ns)
+        }
+        None => Duration::ZERO,
+    };
     let addr = args.pop().unwrap_or_else(|| "127.0.0.1:0".into());
     let listener = TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
@@ -95,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
         let signer = signer.clone();
         tokio::spawn(async move {
             let service = service_fn(move |_: Request<Incoming>| {
-                let response = answer(signer.as_deref());
+                let response = answer(signer.as_deref(), work);
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = http1::Builder::new()
