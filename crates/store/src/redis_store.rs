@@ -430,8 +430,25 @@ impl SessionStore for RedisStore {
         Ok((!record.is_expired(now_ms)).then_some(record))
     }
 
+    /// A new session (`expected` `None`) with `SET … NX`: the same condition as the put script's
+    /// (no stored record under the key), without the script, which costs Redis several times a
+    /// `SET` (`INFO commandstats`: ~20 µs per call against ~4 µs). A stored version to
+    /// compare needs the script.
     async fn put_record(&self, record: &Record, expected: Option<u64>) -> Result<(), StoreError> {
-        self.put_together(&[(record, expected)]).await
+        if expected.is_some() {
+            return self.put_together(&[(record, expected)]).await;
+        }
+        let mut set = ::redis::cmd("SET");
+        set.arg(key(record.id()))
+            .arg(record.stored().as_ref())
+            .arg("PXAT")
+            .arg(record.expires_at())
+            .arg("NX");
+        let saved: Value = self.connection.query(&set).await.map_err(unavailable)?;
+        match saved {
+            Value::Nil => Err(StoreError::Conflict),
+            _ => Ok(()),
+        }
     }
 
     /// One script when every record has the same hash tag (a session and its successor always
