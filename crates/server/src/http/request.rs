@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use axum::http::{header, HeaderMap};
+use indexmap::IndexMap;
+use serde::Deserialize;
 use sessiond_core::{Changes, Key, Value};
 
 use super::error::ApiError;
@@ -253,6 +255,136 @@ fn body_changes(
             )));
         }
     }
+    match serde_json::from_slice::<PlainBody>(body) {
+        Ok(plain) => plain_changes(plain, limits).map(|changes| (changes, Vec::new())),
+        Err(_) => tree_changes(body, limits),
+    }
+}
+
+/// The usual body, `{"public": {"key": {"value": …, "keepAlive": …}, …}}` and nothing more, read
+/// straight into its entries instead of a tree of JSON objects. Any other body (another
+/// namespace, another field, a field twice, an array or other value where an object belongs,
+/// a wrong type, bad JSON) fails this and is read by [`tree_changes`], which gives the same
+/// writes for this shape and its own error otherwise. Objects only: a derived `Deserialize`
+/// would also take an array for a struct.
+struct PlainBody {
+    public: IndexMap<String, PlainEntry>,
+}
+
+/// An entry of [`PlainBody`]: `keepAlive` absent or null is false.
+struct PlainEntry {
+    value: serde_json::Value,
+    keep_alive: Option<bool>,
+}
+
+/// The field names [`PlainBody`] and [`PlainEntry`] know; any other is `Other`.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum Field {
+    Public,
+    Value,
+    KeepAlive,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for PlainBody {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PlainBody;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object with `public` alone")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<PlainBody, A::Error> {
+                let mut public = None;
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Public if public.is_none() => public = Some(map.next_value()?),
+                        _ => return Err(serde::de::Error::custom("not the usual body")),
+                    }
+                }
+                let public = public.ok_or_else(|| serde::de::Error::missing_field("public"))?;
+                Ok(PlainBody { public })
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for PlainEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PlainEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object with `value` and perhaps `keepAlive`")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<PlainEntry, A::Error> {
+                let (mut value, mut keep_alive) = (None, None);
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Value if value.is_none() => value = Some(map.next_value()?),
+                        Field::KeepAlive if keep_alive.is_none() => {
+                            keep_alive = Some(map.next_value::<Option<bool>>()?)
+                        }
+                        _ => return Err(serde::de::Error::custom("not the usual entry")),
+                    }
+                }
+                let value = value.ok_or_else(|| serde::de::Error::missing_field("value"))?;
+                Ok(PlainEntry {
+                    value,
+                    keep_alive: keep_alive.flatten(),
+                })
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// The writes of a [`PlainBody`], checked in the order [`tree_changes`] checks them.
+fn plain_changes(plain: PlainBody, limits: &Limits) -> Result<Changes, ApiError> {
+    let mut changes = Changes::new();
+    for (key, entry) in plain.public {
+        check_key(&key, limits)?;
+        write(
+            &mut changes,
+            key,
+            entry.value,
+            entry.keep_alive.unwrap_or(false),
+            limits,
+        )?;
+    }
+    Ok(changes)
+}
+
+/// Writes `value` into `public.key` (null removes it) once its size and depth are checked.
+fn write(
+    changes: &mut Changes,
+    key: String,
+    value: serde_json::Value,
+    keep_alive: bool,
+    limits: &Limits,
+) -> Result<(), ApiError> {
+    let key = Key::new("public", key);
+    if value.is_null() {
+        changes.remove(key);
+    } else {
+        check_value(&key.name, &value, limits)?;
+        changes.set(key, Value { value, keep_alive });
+    }
+    Ok(())
+}
+
+/// The `public` writes of any JSON body, read as a whole tree first, and the names of its other
+/// namespaces; the error that says what is wrong with a body of another shape.
+fn tree_changes(body: &[u8], limits: &Limits) -> Result<(Changes, Vec<String>), ApiError> {
     let parsed: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let serde_json::Value::Object(mut root) = parsed else {
@@ -291,13 +423,7 @@ fn body_changes(
                 )))
             }
         };
-        let key = Key::new("public", key);
-        if value.is_null() {
-            changes.remove(key);
-        } else {
-            check_value(&key.name, &value, limits)?;
-            changes.set(key, Value { value, keep_alive });
-        }
+        write(&mut changes, key, value, keep_alive, limits)?;
     }
     Ok((changes, ignored))
 }
@@ -356,6 +482,99 @@ mod tests {
         }
         let e = body_changes(&h, br#"{"public":{"zz":{"v":1}}}"#, &l).unwrap_err();
         assert!(e.message.contains("public.zz"), "{}", e.message);
+    }
+
+    /// Every body, usual or not, gets from `body_changes` (which reads the usual one directly)
+    /// exactly what reading it as a tree gives: the same writes, or the same error.
+    #[test]
+    fn the_usual_body_read_directly_writes_what_its_tree_writes() {
+        let l = Limits::default();
+        let h = json_headers();
+        let deep = format!("{}1{}", "[".repeat(20), "]".repeat(20));
+        let big = format!("\"{}\"", "x".repeat(17 * 1024));
+        let values = [
+            r#""1""#,
+            "null",
+            "1.50000000000000000000000001",
+            r#"{"x":[1,{"y":null}]}"#,
+            deep.as_str(),
+            big.as_str(),
+        ];
+        let mut entries: Vec<String> = Vec::new();
+        for v in values {
+            entries.push(format!(r#"{{"value":{v}}}"#));
+            entries.push(format!(r#"{{"keepAlive":true,"value":{v}}}"#));
+        }
+        for e in [
+            r#"{"value":"1","keepAlive":null}"#,
+            r#"{"value":"1","keepAlive":1}"#,
+            r#"{"value":"1","keepAlive":"yes"}"#,
+            r#"{"keepAlive":true}"#,
+            "{}",
+            r#"{"value":"1","other":2}"#,
+            r#"{"value":"1","value":"2"}"#,
+            r#"{"value":"1","keepAlive":true,"keepAlive":false}"#,
+            r#"{"va\u006cue":"1"}"#,
+            r#"["1",true]"#,
+            r#"{"$serde_json::private::Number":"5"}"#,
+            r#""1""#,
+            "null",
+        ] {
+            entries.push(e.to_owned());
+        }
+        let long = "k".repeat(257);
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        let mut usual = 0;
+        for (i, e) in entries.iter().enumerate() {
+            let other = &entries[(i + 1) % entries.len()];
+            for public in [
+                "{}".to_owned(),
+                format!(r#"{{"a":{e}}}"#),
+                format!(r#"{{"a":{e},"b":{other}}}"#),
+                format!(r#"{{"a":{e},"a":{other}}}"#),
+                format!(r#"{{"{long}":{e}}}"#),
+                format!("[{e}]"),
+            ] {
+                for body in [
+                    format!(r#"{{"public":{public}}}"#),
+                    format!(" {{ \"public\" : {public} }}\n"),
+                    format!(r#"{{"public":{public},"profile":{{}}}}"#),
+                    format!(r#"{{"profile":{{"e":1}},"public":{public}}}"#),
+                    format!(r#"{{"public":{public},"public":{{"z":{other}}}}}"#),
+                    format!(r#"{{"pub\u006cic":{public}}}"#),
+                    format!(r#"{{"public":{public}}} x"#),
+                    format!(r#"{{"public":{public}"#),
+                    format!("[{public}]"),
+                ] {
+                    usual += usize::from(serde_json::from_str::<PlainBody>(&body).is_ok());
+                    bodies.push(body.into_bytes());
+                }
+            }
+        }
+        for body in [
+            &b"{}"[..],
+            b"{\"public\":null}",
+            b"{\"public\":{\"a\":{\"value\":\"\xff\"}}}",
+            b"{\"public\":{\"\xff\":{\"value\":\"1\"}}}",
+            b"{\"public\":{\"a\":{\"value\":\"1\"}},\"p\xff\":1}",
+            b"{\"public\":{\"a\":{\"value\":\"1\",\"x\":\"\xff\"}}}",
+        ] {
+            bodies.push(body.to_vec());
+        }
+        for body in &bodies {
+            assert_eq!(
+                body_changes(&h, body, &l),
+                tree_changes(body, &l),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Both ways were taken, many times each.
+        assert!(
+            usual > 100 && bodies.len() - usual > 100,
+            "{usual} of {}",
+            bodies.len()
+        );
     }
 
     #[test]
