@@ -255,8 +255,8 @@ fn body_changes(
             )));
         }
     }
-    match serde_json::from_slice::<PlainBody>(body) {
-        Ok(plain) => plain_changes(plain, limits).map(|changes| (changes, Vec::new())),
+    match serde_json::from_slice::<Object<PlainBody>>(body) {
+        Ok(Object(plain)) => plain_changes(plain, limits).map(|changes| (changes, Vec::new())),
         Err(_) => tree_changes(body, limits),
     }
 }
@@ -265,93 +265,48 @@ fn body_changes(
 /// straight into its entries instead of a tree of JSON objects. Any other body (another
 /// namespace, another field, a field twice, an array or other value where an object belongs,
 /// a wrong type, bad JSON) fails this and is read by [`tree_changes`], which gives the same
-/// writes for this shape and its own error otherwise. Objects only: a derived `Deserialize`
-/// would also take an array for a struct.
+/// writes for this shape and its own error otherwise.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PlainBody {
-    public: IndexMap<String, PlainEntry>,
+    public: IndexMap<String, Object<PlainEntry>>,
 }
 
 /// An entry of [`PlainBody`]: `keepAlive` absent or null is false.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PlainEntry {
     value: serde_json::Value,
+    #[serde(default, rename = "keepAlive")]
     keep_alive: Option<bool>,
 }
 
-/// The field names [`PlainBody`] and [`PlainEntry`] know; any other is `Other`.
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "camelCase")]
-enum Field {
-    Public,
-    Value,
-    KeepAlive,
-    #[serde(other)]
-    Other,
-}
+/// A `T` read from a JSON object only: a derived `Deserialize` takes an array for a struct too.
+struct Object<T>(T);
 
-impl<'de> Deserialize<'de> for PlainBody {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = PlainBody;
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = Object<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object with `public` alone")
+                f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
-                mut map: A,
-            ) -> Result<PlainBody, A::Error> {
-                let mut public = None;
-                while let Some(field) = map.next_key::<Field>()? {
-                    match field {
-                        Field::Public if public.is_none() => public = Some(map.next_value()?),
-                        _ => return Err(serde::de::Error::custom("not the usual body")),
-                    }
-                }
-                let public = public.ok_or_else(|| serde::de::Error::missing_field("public"))?;
-                Ok(PlainBody { public })
+                map: A,
+            ) -> Result<Object<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
             }
         }
-        deserializer.deserialize_map(Visitor)
-    }
-}
-
-impl<'de> Deserialize<'de> for PlainEntry {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = PlainEntry;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object with `value` and perhaps `keepAlive`")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<PlainEntry, A::Error> {
-                let (mut value, mut keep_alive) = (None, None);
-                while let Some(field) = map.next_key::<Field>()? {
-                    match field {
-                        Field::Value if value.is_none() => value = Some(map.next_value()?),
-                        Field::KeepAlive if keep_alive.is_none() => {
-                            keep_alive = Some(map.next_value::<Option<bool>>()?)
-                        }
-                        _ => return Err(serde::de::Error::custom("not the usual entry")),
-                    }
-                }
-                let value = value.ok_or_else(|| serde::de::Error::missing_field("value"))?;
-                Ok(PlainEntry {
-                    value,
-                    keep_alive: keep_alive.flatten(),
-                })
-            }
-        }
-        deserializer.deserialize_map(Visitor)
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
     }
 }
 
 /// The writes of a [`PlainBody`], checked in the order [`tree_changes`] checks them.
 fn plain_changes(plain: PlainBody, limits: &Limits) -> Result<Changes, ApiError> {
     let mut changes = Changes::new();
-    for (key, entry) in plain.public {
+    for (key, Object(entry)) in plain.public {
         check_key(&key, limits)?;
         write(
             &mut changes,
@@ -546,7 +501,7 @@ mod tests {
                     format!(r#"{{"public":{public}"#),
                     format!("[{public}]"),
                 ] {
-                    usual += usize::from(serde_json::from_str::<PlainBody>(&body).is_ok());
+                    usual += usize::from(serde_json::from_str::<Object<PlainBody>>(&body).is_ok());
                     bodies.push(body.into_bytes());
                 }
             }
@@ -569,7 +524,17 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
-        // Both ways were taken, many times each.
+        // The usual shapes are read directly, `keepAlive` included; both ways were taken, many
+        // times each.
+        for usual in [
+            r#"{"public":{"a":{"value":"1"}}}"#,
+            r#"{"public":{"a":{"value":"1","keepAlive":true},"b":{"keepAlive":null,"value":2}}}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Object<PlainBody>>(usual).is_ok(),
+                "{usual}"
+            );
+        }
         assert!(
             usual > 100 && bodies.len() - usual > 100,
             "{usual} of {}",
