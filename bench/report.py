@@ -195,47 +195,73 @@ PEERS = [  # name in the raw lines, label, durable (acknowledged means on disk)
     ("express_redis_everysec", "express-session + connect-redis, `everysec`", "no"),
 ]
 PEER_MODES = ("get_all", "patch", "create")
+MODE_NAMES = {"get_all": "GET", "patch": "PATCH", "create": "create"}
 
 
 def peer_table(results, base, verdicts):
     """The peers of bench/peers: their ratios to the baseline (p99 in brackets), and sessiond's
-    requests/s over theirs, each pair of runs seconds apart."""
-    if not any(f"peer_{name}_get_all" in results for name, _, _ in PEERS):
+    requests/s over theirs: the median of the rounds' ratios, each of two runs seconds apart."""
+
+    def rounds(prefix):
+        """The runs of one system and scenario, by round (one unnumbered run in older lines)."""
+        runs = {int(k.rsplit("_", 1)[1]): r for k, r in results.items()
+                if k.rsplit("_", 1)[0] == prefix and k.rsplit("_", 1)[1].isdigit()}
+        if not runs and prefix in results:
+            runs = {1: results[prefix]}
+        return runs
+
+    def median(values):
+        values = sorted(values)
+        return values[len(values) // 2] if values else None
+
+    if not any(rounds(f"peer_{name}_get_all") for name, _, _ in PEERS):
         return []
 
-    def cell(r):
-        return f"{r['rps'] / base['rps']:.2f} ({r['p99']:.1f} ms)" if r else ""
+    def cell(runs):
+        if not runs:
+            return ""
+        r = sorted(runs.values(), key=lambda r: r["rps"])[len(runs) // 2]
+        return f"{r['rps'] / base['rps']:.2f} ({r['p99']:.1f} ms)"
 
     def over(side, name, mode):
-        ours, theirs = results.get(f"beside_{side}_{name}_{mode}"), results.get(f"peer_{name}_{mode}")
-        return ours["rps"] / theirs["rps"] if ours and theirs else None
+        """sessiond's requests/s over the peer's, round by round."""
+        ours, theirs = rounds(f"beside_{side}_{name}_{mode}"), rounds(f"peer_{name}_{mode}")
+        return [ours[n]["rps"] / theirs[n]["rps"] for n in sorted(ours) if n in theirs]
 
     rows = ["Beside the peers (`--peers`, bench/peers; each on a fresh server with its own sessions). "
-            "Their requests/s as a ratio of the baseline with p99 in brackets, then sessiond's requests/s "
-            "over theirs, sessiond measured right after each run of the peer (on the embedded store; "
-            "for a peer on Redis `appendfsync always`, also on that same Redis):", "",
+            "Their requests/s as a ratio of the baseline with p99 in brackets (the median round), then "
+            "sessiond's requests/s over theirs: the median of the rounds' ratios, each of sessiond run "
+            "seconds before or after the peer (on the embedded store; for a peer on Redis "
+            "`appendfsync always`, also on that same Redis):", "",
             "| peer (server and store on one core) | durable | GET | PATCH one key | create "
             "| sessiond / peer: GET | PATCH | create | idle % (generator / server core), lowest |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     behind = {"embedded": [], "redis": []}
+    spread = []
     for name, label, durable in PEERS:
-        runs = [results.get(f"peer_{name}_{m}") for m in PEER_MODES]
+        runs = [rounds(f"peer_{name}_{m}") for m in PEER_MODES]
         if not any(runs):
             continue
-        present = [r for r in runs if r and r.get("idle") is not None]
+        present = [r for by_round in runs for r in by_round.values() if r.get("idle") is not None]
         lowest = (f"{min(r['idle'] for r in present):.0f} / {min(r['server_idle'] or 0 for r in present):.0f}"
                   if present else "")
         for side in ("embedded", "redis"):
-            ratios = [over(side, name, m) for m in PEER_MODES]
-            if not any(ratios):
+            each = [over(side, name, m) for m in PEER_MODES]
+            if not any(each):
                 continue
+            ratios = [median(x) for x in each]
             behind[side] += [f"{m} vs {label}: {x:.2f}" for m, x in zip(PEER_MODES, ratios) if x is not None and x <= 1]
+            spread.append(f"  - {label}{'' if side == 'embedded' else ', sessiond on the same Redis'}: "
+                          + "; ".join(f"{MODE_NAMES[m]} {', '.join(f'{x:.2f}' for x in sorted(xs))}"
+                                      for m, xs in zip(PEER_MODES, each) if xs))
             first = side == "embedded"
             rows.append(f"| {label if first else '… sessiond on the same Redis'} | {durable if first else ''} | "
                         + " | ".join(cell(r) if first else "" for r in runs) + " | "
                         + " | ".join("" if x is None else f"**{x:.2f}**" for x in ratios)
                         + f" | {lowest if first else ''} |")
     rows.append("")
+    rows.append("- sessiond / peer in each round, sorted:")
+    rows += spread
     ok = not behind["embedded"]
     verdicts.append(ok)
     rows.append("- sessiond on the embedded store ahead of every peer in every scenario: "
