@@ -34,9 +34,9 @@ def main(raw_path, out_dir):
     def ratio_to(name, by):
         """name's requests/s over by's: the median of the rounds' ratios when both ran in rounds."""
         if name in rounds and by in rounds:
-            ratios = sorted(r["rps"] / rounds[by][n]["rps"] for n, r in rounds[name].items() if n in rounds[by])
+            ratios = [r["rps"] / rounds[by][n]["rps"] for n, r in rounds[name].items() if n in rounds[by]]
             if ratios:
-                return ratios[len(ratios) // 2]
+                return middle(ratios)
         return results[name]["rps"] / results[by]["rps"]
 
     def failed(name):
@@ -223,6 +223,15 @@ PEER_MODES = ("get_all", "patch", "create")
 MODE_NAMES = {"get_all": "GET", "patch": "PATCH", "create": "create"}
 
 
+def middle(values):
+    """The median of values (the mean of the two middle ones for an even count), or None."""
+    values = sorted(values)
+    if not values:
+        return None
+    half = len(values) // 2
+    return values[half] if len(values) % 2 else (values[half - 1] + values[half]) / 2
+
+
 def main_rounds(results):
     """bench/run's main scenarios and baselines run in rounds ("get_all_2": GET in round 2). A
     baseline's median run (by requests/s) becomes its figure under the plain name, a scenario's
@@ -256,10 +265,6 @@ def peer_table(results, base, verdicts):
         if not runs and prefix in results:
             runs = {1: results[prefix]}
         return runs
-
-    def median(values):
-        values = sorted(values)
-        return values[len(values) // 2] if values else None
 
     if not any(rounds(f"peer_{name}_get_all") for name, _, _ in PEERS):
         return []
@@ -296,7 +301,7 @@ def peer_table(results, base, verdicts):
             each = [over(side, name, m) for m in PEER_MODES]
             if not any(each):
                 continue
-            ratios = [median(x) for x in each]
+            ratios = [middle(x) for x in each]
             behind[side] += [f"{m} vs {label}: {x:.2f}" for m, x in zip(PEER_MODES, ratios) if x is not None and x <= 1]
             spread.append(f"  - {label}{'' if side == 'embedded' else ', sessiond on the same Redis'}: "
                           + "; ".join(f"{MODE_NAMES[m]} {', '.join(f'{x:.2f}' for x in sorted(xs))}"
