@@ -158,9 +158,8 @@ def main(raw_path, out_dir):
     redis = [m for m in ("get_all", "patch", "create") if f"redis_{m}_1" in results]
     if redis:
         def median(prefix):
-            rounds = sorted((r for k, r in results.items() if k.rsplit("_", 1)[0] == prefix),
-                            key=lambda r: r["rps"])
-            return rounds[len(rounds) // 2], [r["rps"] for r in rounds]
+            runs = by_round(results, prefix).values()
+            return median_run(runs), sorted(r["rps"] for r in runs)
         extra.append("")
         extra.append("On Redis (`appendfsync always`, on the server's core), as a ratio of the same scenario on "
                      "the embedded store (medians of three interleaved rounds; without the session cache: one run, "
@@ -232,17 +231,28 @@ def middle(values):
     return values[half] if len(values) % 2 else (values[half - 1] + values[half]) / 2
 
 
+def by_round(results, prefix):
+    """The runs named `prefix_N` ("get_all_2": GET in round 2), by round N."""
+    runs = {}
+    for key, r in results.items():
+        name, _, n = key.rpartition("_")
+        if name == prefix and n.isdigit():
+            runs[int(n)] = r
+    return runs
+
+
+def median_run(runs):
+    """The run of the median requests/s (the upper middle one for an even count)."""
+    runs = sorted(runs, key=lambda r: r["rps"])
+    return runs[len(runs) // 2]
+
+
 def main_rounds(results):
     """bench/run's main scenarios and baselines run in rounds ("get_all_2": GET in round 2). A
     baseline's median run (by requests/s) becomes its figure under the plain name, a scenario's
     the round of the median ratio to its own baseline. Returns the runs by name and round, or {}
     for lines without rounds."""
-    names = ["baseline", "signed", *TARGETS]
-    rounds = {}
-    for key, r in results.items():
-        name, _, n = key.rpartition("_")
-        if name in names and n.isdigit():
-            rounds.setdefault(name, {})[int(n)] = r
+    rounds = {name: runs for name in ("baseline", "signed", *TARGETS) if (runs := by_round(results, name))}
     for name, runs in rounds.items():
         by = rounds.get("baseline" if name not in TARGETS or TARGETS[name][2] == "baseline" else "signed")
         if name in TARGETS and by:
@@ -250,7 +260,7 @@ def main_rounds(results):
             paired = sorted((r["rps"] / by[n]["rps"], n) for n, r in runs.items() if n in by)
             results[name] = runs[paired[len(paired) // 2][1]]
         else:
-            results[name] = sorted(runs.values(), key=lambda r: r["rps"])[len(runs) // 2]
+            results[name] = median_run(runs.values())
     return rounds
 
 
@@ -260,11 +270,7 @@ def peer_table(results, base, verdicts):
 
     def rounds(prefix):
         """The runs of one system and scenario, by round (one unnumbered run in older lines)."""
-        runs = {int(k.rsplit("_", 1)[1]): r for k, r in results.items()
-                if k.rsplit("_", 1)[0] == prefix and k.rsplit("_", 1)[1].isdigit()}
-        if not runs and prefix in results:
-            runs = {1: results[prefix]}
-        return runs
+        return by_round(results, prefix) or ({1: results[prefix]} if prefix in results else {})
 
     if not any(rounds(f"peer_{name}_get_all") for name, _, _ in PEERS):
         return []
@@ -272,7 +278,7 @@ def peer_table(results, base, verdicts):
     def cell(runs):
         if not runs:
             return ""
-        r = sorted(runs.values(), key=lambda r: r["rps"])[len(runs) // 2]
+        r = median_run(runs.values())
         return f"{r['rps'] / base['rps']:.2f} ({r['p99']:.1f} ms)"
 
     def over(side, name, mode):

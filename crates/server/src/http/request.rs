@@ -526,13 +526,13 @@ mod tests {
         }
         // The usual shapes are read directly, `keepAlive` included; both ways were taken, many
         // times each.
-        for usual in [
+        for body in [
             r#"{"public":{"a":{"value":"1"}}}"#,
             r#"{"public":{"a":{"value":"1","keepAlive":true},"b":{"keepAlive":null,"value":2}}}"#,
         ] {
             assert!(
-                serde_json::from_str::<Object<PlainBody>>(usual).is_ok(),
-                "{usual}"
+                serde_json::from_str::<Object<PlainBody>>(body).is_ok(),
+                "{body}"
             );
         }
         assert!(
